@@ -1,0 +1,3 @@
+from side_bench.cli import main
+
+main()

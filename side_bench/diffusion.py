@@ -1,0 +1,133 @@
+"""Diffusion machinery shared by model and extractor plugins: training and DDIM sampling.
+
+The sampling loop is ours (diffusers' pipelines run without gradients and have no classifier
+guidance) and is written to be read and copied: one DDIM step per timestep, with an optional
+guidance term added to the predicted noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from side_bench.hookspecs import ProgressCallback, TargetModel
+
+GuidanceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""guidance(x_t, t, class_labels) -> grad_x log p(c | x_t, t), same shape as x_t."""
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed from any parts (seed, purpose, index), stable across runs and machines."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_generator(seed: int, purpose: str, index: int) -> torch.Generator:
+    """The generator of sample ``index``: samples never depend on batch size or order."""
+    return torch.Generator().manual_seed(derive_seed(seed, purpose, index))
+
+
+def initial_noise(seed: int, purpose: str, indices: range, shape, num_classes: int = 0):
+    """Per-sample initial noise (and a uniform label when num_classes > 0), drawn on CPU."""
+    noises, labels = [], []
+    for index in indices:
+        generator = sample_generator(seed, purpose, index)
+        noises.append(torch.randn(shape, generator=generator))
+        if num_classes:
+            labels.append(int(torch.randint(num_classes, (1,), generator=generator)))
+    noise = torch.stack(noises)
+    return noise, (torch.tensor(labels, dtype=torch.long) if num_classes else None)
+
+
+class EMA:
+    """Exponential moving average of weights, with the usual warm-up of the decay."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.model.parameters(), model.parameters(), strict=False):
+            average.lerp_(current.detach(), 1 - decay)
+        for average, current in zip(self.model.buffers(), model.buffers(), strict=False):
+            average.copy_(current)
+
+
+def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels: torch.Tensor | None,
+                   *, steps: int, batch_size: int, learning_rate: float, ema_decay: float,
+                   seed: int, device: torch.device, progress: ProgressCallback) -> torch.nn.Module:
+    """Train ``unet`` to predict noise (DDPM objective); return the EMA copy, on ``device``."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "train"))
+    unet.to(device).train()
+    ema = EMA(unet, ema_decay)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=0.0)
+    images = images.to(device)
+    labels = labels.to(device) if labels is not None else None
+    num_timesteps = scheduler.config.num_train_timesteps
+    for step in range(steps):
+        batch = torch.randint(len(images), (batch_size,), generator=generator)
+        clean = images[batch.to(device)]
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(num_timesteps, (batch_size,), generator=generator).to(device)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        class_labels = labels[batch.to(device)] if labels is not None else None
+        predicted = unet(noisy, timesteps, class_labels=class_labels).sample
+        loss = torch.nn.functional.mse_loss(predicted, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ema.update(unet)
+        if step % 25 == 0 or step == steps - 1:
+            progress("training", step + 1, steps)
+    return ema.model.to(device)
+
+
+def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch_size: int,
+                device: torch.device, purpose: str = "sample", class_labels: torch.Tensor | None = None,
+                guidance: GuidanceFn | None = None, guidance_scale: float = 0.0,
+                dtype: torch.dtype = torch.float32,
+                progress: ProgressCallback = lambda *a: None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """DDIM (eta = 0) from per-sample noise; returns (images in [-1, 1] on CPU, labels).
+
+    For a class-conditional target without ``class_labels`` given, each sample draws its label
+    uniformly from its own generator. With ``guidance``, the predicted noise becomes
+    eps - guidance_scale * sqrt(1 - alphabar_t) * grad_x log p(c | x_t, t)
+    (classifier guidance, Dhariwal & Nichol 2021, in the form the SIDE paper uses);
+    guidance_scale = 0 skips the classifier and gives exactly the unguided samples.
+    """
+    scheduler = DDIMScheduler.from_config(target.scheduler_config)
+    scheduler.set_timesteps(num_steps)
+    unet = target.unet.to(device).eval()
+    draw_labels = target.num_classes if class_labels is None else 0
+    guided = guidance is not None and guidance_scale != 0.0
+    outputs, labels_out = [], []
+    total = n * num_steps
+    for start in range(0, n, batch_size):
+        indices = range(start, min(n, start + batch_size))
+        x, drawn = initial_noise(seed, purpose, indices, target.image_shape, draw_labels)
+        labels = drawn if class_labels is None else class_labels[start : start + len(indices)]
+        x = x.to(device)
+        labels_device = labels.to(device) if labels is not None else None
+        unet_labels = labels_device if target.num_classes else None
+        for step, t in enumerate(scheduler.timesteps):
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                eps = unet(x, t, class_labels=unet_labels).sample.float()
+            if guided:
+                alphabar = scheduler.alphas_cumprod[int(t)].to(device)
+                grad = guidance(x, t.to(device).expand(len(x)), labels_device)
+                eps = eps - guidance_scale * torch.sqrt(1 - alphabar) * grad
+            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+            progress("sampling", start * num_steps + (step + 1) * len(indices), total)
+        outputs.append(x.clamp(-1, 1).cpu())
+        if labels is not None:
+            labels_out.append(labels.cpu())
+    images = torch.cat(outputs)
+    return images, (torch.cat(labels_out) if labels_out else None)

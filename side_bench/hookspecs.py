@@ -1,0 +1,288 @@
+"""The plugin contract of side-bench: every hook, and what a registered component must provide.
+
+A plugin is a module (or object) with functions marked ``@hookimpl``. It is found through
+the entry-point group ``side_bench``, exactly like the built-ins in ``plugins/``::
+
+    # pyproject.toml of a third-party package
+    [project.entry-points.side_bench]
+    my-metric = "my_package.plugin"
+
+    # my_package/plugin.py
+    from side_bench.hookspecs import hookimpl
+
+    @hookimpl
+    def register_metrics(register):
+        register("my-metric", MyMetric, aliases=("mm",))
+
+Every ``register_*`` hook receives one callable, ``register(name, component, aliases=())``.
+``component`` is a class (or any callable) that the core calls with the validated settings of
+the suite table that names it:
+
+- if the class has a nested dataclass ``Settings``, the suite's table for it is checked
+  against the dataclass fields (unknown keys, missing keys and wrong types are reported with
+  the suite file and key) and the component is built as ``component(settings)``;
+- otherwise the table must be empty and the component is built as ``component()``.
+
+Components exchange the small dataclasses defined below; images are float32 tensors of shape
+(N, C, H, W) with values in [-1, 1] unless a docstring says [0, 1]. Components must not print:
+long work reports through ``RunContext.progress``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pluggy
+import torch
+
+PROJECT_NAME = "side_bench"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+Register = Callable[..., None]
+"""``register(name: str, component, aliases: tuple[str, ...] = ())``"""
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(stage, completed, total)``: e.g. ("training", 120, 2000). Stages are free text."""
+
+
+# --------------------------------------------------------------------------------------------
+# Objects that components exchange
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DataSplit:
+    """One scale of a data set: the training subset and a disjoint held-out set.
+
+    ``identity`` is a small JSON-able dict that names the subset exactly (data set, settings,
+    scale, seed); it goes into cache keys, so two different subsets must never share it.
+    """
+
+    train: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    train_labels: torch.Tensor | None  # (N,) int64, the data set's own labels, or None
+    heldout: torch.Tensor  # (M, C, H, W) in [-1, 1], never in any scale's training set
+    num_classes: int  # number of true classes; 0 when the data set has no labels
+    identity: dict[str, Any]
+
+
+@dataclass
+class Labels:
+    """Labels a target model is trained with (informative, random, unique...)."""
+
+    labels: torch.Tensor  # (N,) int64, aligned with DataSplit.train
+    num_classes: int
+    kind: str  # the condition that made them: "informative", "random", "unique", ...
+
+
+@dataclass
+class LabelledImages:
+    """Labelled images an extractor may learn from (a classifier for guidance).
+
+    For ``informative`` these are the training images and their labels; for ``surrogate``
+    the model's own generations and their cluster labels.
+    """
+
+    images: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    labels: torch.Tensor  # (N,) int64 in [0, num_classes)
+    num_classes: int
+    identity: dict[str, Any]  # names how they were made; part of classifier cache keys
+
+
+@dataclass
+class TargetModel:
+    """A diffusion model under attack: a diffusers UNet and its noise schedule.
+
+    ``num_classes`` is 0 for an unconditional model; otherwise the UNet takes
+    ``class_labels`` in [0, num_classes). ``trained_with`` names the labels it was trained
+    with ("none", "informative", "random", ...) so a condition can refuse a mismatch.
+    """
+
+    unet: Any  # diffusers.UNet2DModel
+    scheduler_config: dict[str, Any]  # a diffusers DDPM/DDIM scheduler config
+    num_classes: int
+    trained_with: str
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    identity: dict[str, Any]  # the cache key's contents
+
+
+@dataclass
+class RunContext:
+    """What every component gets while a cell runs."""
+
+    device: torch.device
+    seed: int  # the cell's seed
+    cache_dir: Path  # where trained models and classifiers are cached, by config hash
+    features: Features  # the suite's feature extractor (SIDE clusters in its space)
+    progress: ProgressCallback = field(default=lambda stage, done, total: None)
+
+
+# --------------------------------------------------------------------------------------------
+# What registered components provide
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """Registered by ``register_datasets``."""
+
+    def load(self, scale: int, seed: int) -> DataSplit:
+        """The first ``scale`` images of a seed-fixed permutation, and a disjoint held-out set.
+
+        Must be deterministic in (settings, scale, seed) and raise ``BenchError`` naming the
+        setting when ``scale`` exceeds what the data set holds.
+        """
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Registered by ``register_models``. Trains (and caches) or loads a target model."""
+
+    def prepare(
+        self, data: DataSplit, labels: Labels | None, cache_key: str, ctx: RunContext
+    ) -> TargetModel:
+        """Return the target model for this data subset and these training labels.
+
+        ``cache_key`` is a hash of everything that determines the trained weights; a trainer
+        must save under ``ctx.cache_dir`` by that key and reload instead of retraining.
+        """
+
+
+@runtime_checkable
+class Condition(Protocol):
+    """Registered by ``register_conditions``: the conditioning signal an attack uses."""
+
+    def training_labels(self, data: DataSplit, seed: int) -> Labels | None:
+        """Labels the target model is trained with; None for an unconditional target."""
+
+    def training_key(self) -> dict[str, Any] | None:
+        """What of this condition changes the target's weights (None: unconditional).
+
+        Conditions with equal keys share one trained target model.
+        """
+
+    def attack_labels(
+        self, target: TargetModel, data: DataSplit, ctx: RunContext
+    ) -> LabelledImages | None:
+        """Labelled images for the extractor (None when the condition offers none).
+
+        Raise ``BenchError`` when the target was trained for another condition.
+        """
+
+
+@runtime_checkable
+class Extractor(Protocol):
+    """Registered by ``register_extractors``: turns a model and a budget into candidates."""
+
+    def extract(
+        self, target: TargetModel, labelled: LabelledImages | None, n: int, ctx: RunContext
+    ) -> torch.Tensor:
+        """Return ``n`` candidate images (n, C, H, W) in [-1, 1].
+
+        Sample ``i`` must depend only on (ctx.seed, i), never on the batch size.
+        """
+
+
+@runtime_checkable
+class Features(Protocol):
+    """Registered by ``register_features``: image -> vector, with its similarity.
+
+    ``similarity`` is "l2" (gamma = 1 - ||a - b|| / sqrt(D), i.e. 1 - RMS difference for
+    pixel vectors in [0, 1]) or "cosine" (gamma = cosine of the angle).
+    ``default_bands`` maps band names to (low, high) edges used when the suite gives none.
+    ``identity`` records extractor, variant, input transform and weights hash.
+    """
+
+    similarity: str
+    default_bands: dict[str, tuple[float, float]]
+    identity: dict[str, Any]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed images (N, C, H, W) with values in [0, 1]; return (N, D) float32."""
+
+
+@runtime_checkable
+class Metric(Protocol):
+    """Registered by ``register_metrics``.
+
+    ``uses_bands``: True when the metric is computed once per similarity band. ``compute``
+    gets a ``side_bench.scoring.Scores`` (nearest-neighbour results of candidates against the
+    training set, computed once and shared by all metrics) and the band (None when
+    ``uses_bands`` is False) and returns a float; rates are fractions in [0, 1].
+    """
+
+    uses_bands: bool
+
+    def compute(self, scores: Any, band: Any) -> float: ...
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Registered by ``register_executors``: runs the cells of a suite.
+
+    ``run(cells, run_cell, on_done)`` calls ``run_cell(cell)`` for every cell (in any order,
+    anywhere) and ``on_done(result)`` in this process as each finishes. ``run_cell`` never
+    raises for a failing cell; it returns a failed result instead.
+    """
+
+    def run(self, cells: list, run_cell: Callable, on_done: Callable) -> None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register Dataset components (see ``Dataset``)."""
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Register Model components (see ``Model``)."""
+
+
+@hookspec
+def register_conditions(register: Register) -> None:
+    """Register Condition components (see ``Condition``)."""
+
+
+@hookspec
+def register_extractors(register: Register) -> None:
+    """Register Extractor components (see ``Extractor``)."""
+
+
+@hookspec
+def register_features(register: Register) -> None:
+    """Register Features components (see ``Features``)."""
+
+
+@hookspec
+def register_metrics(register: Register) -> None:
+    """Register Metric components (see ``Metric``)."""
+
+
+@hookspec
+def register_executors(register: Register) -> None:
+    """Register Executor components (see ``Executor``)."""
+
+
+@hookspec
+def register_suites(register: Register) -> None:
+    """Register suite definitions: ``register(name, path_to_toml_file)``."""
+
+
+KINDS = (
+    "datasets",
+    "models",
+    "conditions",
+    "extractors",
+    "features",
+    "metrics",
+    "executors",
+    "suites",
+)

@@ -1,0 +1,151 @@
+"""Exact nearest-neighbour search of candidates against a training set.
+
+faiss (flat, exact) when it is installed, else torch; both are chunked over the queries so
+memory stays bounded by ``chunk_bytes`` whatever the number of candidates. Distances are
+returned as similarities in the caller's convention (see ``similarity_from_raw``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from side_bench.errors import BenchError
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    if backend == "auto":
+        return "faiss" if faiss_available() else "torch"
+    if backend not in ("faiss", "torch"):
+        raise BenchError(f"knn backend: expected 'auto', 'faiss' or 'torch', got {backend!r}")
+    if backend == "faiss" and not faiss_available():
+        raise BenchError("knn backend 'faiss' asked for, but faiss is not installed")
+    return backend
+
+
+class ExactIndex:
+    """An exact index over ``base`` (N, D) for "l2" or "cosine" similarity.
+
+    For "l2", gamma = 1 - ||a - b|| / sqrt(D); for "cosine", the cosine of the angle.
+    Vectors are normalised here for cosine, so callers pass raw embeddings.
+    """
+
+    def __init__(self, base: torch.Tensor, similarity: str, backend: str = "auto",
+                 device: torch.device | str = "cpu", chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        if similarity not in ("l2", "cosine"):
+            raise BenchError(f"similarity: expected 'l2' or 'cosine', got {similarity!r}")
+        self.similarity = similarity
+        self.backend = resolve_backend(backend)
+        self.device = torch.device(device)
+        base = base.detach().float().reshape(len(base), -1)
+        if similarity == "cosine":
+            base = torch.nn.functional.normalize(base, dim=1)
+        self.dim = base.shape[1]
+        self.size = base.shape[0]
+        # Chunk so one (chunk x N) block of distances stays within the memory budget.
+        self.chunk = max(1, chunk_bytes // (4 * max(1, self.size)))
+        if self.backend == "faiss":
+            import faiss
+
+            array = np.ascontiguousarray(base.cpu().numpy(), dtype=np.float32)
+            self.index = faiss.IndexFlatL2(self.dim) if similarity == "l2" else faiss.IndexFlatIP(self.dim)
+            if self.device.type == "cuda" and hasattr(faiss, "StandardGpuResources"):
+                self._gpu_resources = faiss.StandardGpuResources()
+                self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
+            self.index.add(array)
+        else:
+            self.base = base.to(self.device)
+            self.base_sq = (self.base * self.base).sum(1)
+
+    def _prepare(self, queries: torch.Tensor) -> torch.Tensor:
+        queries = queries.detach().float().reshape(len(queries), -1)
+        if queries.shape[1] != self.dim:
+            raise BenchError(
+                f"candidates have {queries.shape[1]} features, the training set {self.dim}"
+            )
+        if self.similarity == "cosine":
+            queries = torch.nn.functional.normalize(queries, dim=1)
+        return queries
+
+    def _to_similarity(self, raw: torch.Tensor) -> torch.Tensor:
+        """faiss/torch raw scores (squared L2 or inner product) -> gamma in [-1, 1]."""
+        if self.similarity == "l2":
+            return 1.0 - torch.sqrt(raw.clamp_min(0.0) / self.dim)
+        return raw.clamp(-1.0, 1.0)
+
+    def _torch_raw(self, chunk: torch.Tensor) -> torch.Tensor:
+        chunk = chunk.to(self.device)
+        product = chunk @ self.base.T
+        if self.similarity == "cosine":
+            return product
+        return (chunk * chunk).sum(1, keepdim=True) - 2 * product + self.base_sq[None, :]
+
+    def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k most similar base vectors per query: (similarities, indices), best first."""
+        queries = self._prepare(queries)
+        k = min(k, self.size)
+        sims, indices = [], []
+        for start in range(0, len(queries), self.chunk):
+            chunk = queries[start : start + self.chunk]
+            if self.backend == "faiss":
+                raw, idx = self.index.search(np.ascontiguousarray(chunk.cpu().numpy()), k)
+                raw, idx = torch.from_numpy(raw), torch.from_numpy(idx)
+            else:
+                raw = self._torch_raw(chunk)
+                largest = self.similarity == "cosine"
+                raw, idx = torch.topk(raw, k, dim=1, largest=largest)
+                raw, idx = raw.cpu(), idx.cpu()
+            sims.append(self._to_similarity(raw))
+            indices.append(idx.long())
+        if not sims:
+            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
+        return torch.cat(sims), torch.cat(indices)
+
+    def base_hits(self, queries: torch.Tensor, bands: list[tuple[float, float]]) -> list[torch.Tensor]:
+        """For each band, a boolean mask over the base: is some query's similarity in it?
+
+        This is the union that UMS counts. Only pairs at or above the lowest band edge are
+        looked at (a range search), chunk by chunk, so memory is bounded by the masks.
+        """
+        queries = self._prepare(queries)
+        masks = [torch.zeros(self.size, dtype=torch.bool) for _ in bands]
+        if not bands:
+            return masks
+        lowest = min(low for low, _ in bands)
+        for start in range(0, len(queries), self.chunk):
+            chunk = queries[start : start + self.chunk]
+            if self.backend == "faiss":
+                array = np.ascontiguousarray(chunk.cpu().numpy())
+                if self.similarity == "l2":
+                    # gamma >= lowest  <=>  squared distance <= ((1 - lowest)^2) * D
+                    radius = ((1.0 - lowest) ** 2) * self.dim * (1 + 1e-6) + 1e-12
+                else:
+                    radius = lowest - 1e-6  # faiss keeps inner products > radius
+                _, raw, idx = self.index.range_search(array, float(radius))
+                sims = self._to_similarity(torch.from_numpy(raw))
+                idx = torch.from_numpy(idx).long()
+            else:
+                sims = self._to_similarity(self._torch_raw(chunk)).cpu()
+                sims, idx = sims.reshape(-1), torch.arange(self.size).repeat(len(chunk))
+                keep = sims >= lowest
+                sims, idx = sims[keep], idx[keep]
+            for mask, band in zip(masks, bands, strict=False):
+                mask[idx[in_band(sims, band)]] = True
+        return masks
+
+
+def in_band(values: torch.Tensor, band: tuple[float, float]) -> torch.Tensor:
+    """low <= v < high; a band whose high edge is at the top of the scale (>= 1) is closed."""
+    low, high = band
+    upper = values <= high if high >= 1.0 else values < high
+    return (values >= low) & upper

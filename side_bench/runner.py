@@ -1,0 +1,259 @@
+"""The runner: a suite -> cells -> executor -> result store, and the Python API."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from side_bench.errors import BenchError
+from side_bench.hookspecs import RunContext
+from side_bench.registry import Registry, load_registry
+from side_bench.scoring import Band, Reference, score_images, to_unit, with_null
+from side_bench.store import SCHEMA_VERSION, RunStore
+from side_bench.suite import Cell, Suite, canonical_hash, expand_cells, load_suite
+
+CACHE_ENV = "SIDE_BENCH_CACHE"
+VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "side-bench")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise BenchError(f"--device: expected 'cpu' or 'cuda', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError("--device cuda: no CUDA device is visible to torch")
+    return torch.device(device)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    return None
+
+
+@dataclass
+class CellRunner:
+    """Runs one cell. Picklable: an executor may ship it to another process."""
+
+    device: str
+    cache_dir: str
+    run_id: str
+    progress: Callable[[str, int, int], None] = field(default=_quiet, repr=False)
+    _registry: Registry | None = field(default=None, repr=False)
+    _splits: dict = field(default_factory=dict, repr=False)
+    _references: dict = field(default_factory=dict, repr=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(progress=_quiet, _registry=None, _splits={}, _references={})
+        return state
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = load_registry()
+        return self._registry
+
+    def __call__(self, cell: Cell) -> dict:
+        started = time.perf_counter()
+        base = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
+                "attack": cell.attack.name, "started": now()}
+        try:
+            rows = self._run(cell, started)
+        except Exception as error:  # isolate the cell: record why, let the others go on
+            return {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
+                    "traceback": traceback.format_exc(), "finished": now(),
+                    "seconds": time.perf_counter() - started}
+        return {**base, "status": "done", "rows": rows, "finished": now(),
+                "seconds": time.perf_counter() - started}
+
+    def _split(self, config: dict):
+        key = canonical_hash([config["dataset"], config["scale"], config["seed"]])
+        if key not in self._splits:
+            dataset = self.registry.build("datasets", config["dataset"]["name"], config["dataset"]["settings"])
+            self._splits[key] = dataset.load(config["scale"], config["seed"])
+        return self._splits[key]
+
+    def _run(self, cell: Cell, started: float) -> list[dict]:
+        config = cell.config
+        registry = self.registry
+        device = torch.device(self.device)
+        features = registry.build("features", config["features"]["name"], config["features"]["settings"])
+        ctx = RunContext(device=device, seed=cell.seed, cache_dir=Path(self.cache_dir),
+                         features=features, progress=self.progress)
+        data = self._split(config)
+        condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
+        extractor = registry.build("extractors", cell.attack.extractor.name, cell.attack.extractor.settings)
+        model = registry.build("models", config["model"]["name"], config["model"]["settings"])
+
+        labels = condition.training_labels(data, cell.seed)
+        model_key = canonical_hash({
+            "data": data.identity, "labels": condition.training_key(), "model": config["model"],
+            "device": device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
+        })
+        target = model.prepare(data, labels, model_key, ctx)
+        labelled = condition.attack_labels(target, data, ctx)
+        candidates = extractor.extract(target, labelled, config["n_generations"], ctx)
+        if not torch.isfinite(candidates).all():
+            raise BenchError(f"extractor {cell.attack.extractor.name!r} returned non-finite images (NaN or inf)")
+
+        ctx.progress("scoring", 0, 2)
+        reference_key = canonical_hash([data.identity, features.identity, config["knn"]])
+        if reference_key not in self._references:  # training-set features once per scale
+            self._references[reference_key] = Reference(to_unit(data.train), features,
+                                                        backend=config["knn"], device=device)
+        reference = self._references[reference_key]
+        bands = [Band(**b) for b in config["bands"]]
+        metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
+        rows = score_images(to_unit(candidates), reference, metrics, bands)
+        ctx.progress("scoring", 1, 2)
+        null_rows = score_images(to_unit(data.heldout), reference, metrics, bands)
+        ctx.progress("scoring", 2, 2)
+        seconds = time.perf_counter() - started
+        common = {
+            "schema_version": SCHEMA_VERSION, "suite": cell.suite, "run_id": self.run_id,
+            "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
+            "condition": cell.attack.condition.name, "extractor": cell.attack.extractor.name,
+            "condition_settings": cell.attack.condition.settings,
+            "extractor_settings": cell.attack.extractor.settings,
+            "features": config["features"]["name"], "features_identity": features.identity,
+            "dataset": config["dataset"], "model": config["model"],
+            "n_generations": len(candidates), "n_null": len(data.heldout), "n_train": len(data.train),
+            "config_hash": cell.config_hash, "seconds": round(seconds, 3), "device": self.device,
+            "versions": config["versions"],
+        }
+        return [{**common, **row} for row in with_null(rows, null_rows)]
+
+
+def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,
+                registry: Registry | None = None) -> tuple[Suite, list[Cell], RunStore]:
+    """Validate everything and lay out the run; nothing is written here."""
+    registry = registry or load_registry()
+    suite = load_suite(suite_name, registry)
+    resolve_device(device)
+    executor_versions = versions()
+    features = registry.build("features", suite.features.name, suite.features.settings)
+    cells = expand_cells(suite, versions=executor_versions, device=torch.device(device).type,
+                         features_identity=features.identity)
+    run_id = run_id or "run-" + canonical_hash([c.config_hash for c in cells])[:12]
+    return suite, cells, RunStore(Path(results_dir) / suite.name / run_id)
+
+
+def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",
+              cache_dir: str | Path | None = None, executor: str = "local", run_id: str | None = None,
+              fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
+              on_cell: Callable[[Cell, dict], None] | None = None) -> pd.DataFrame:
+    """Run a suite (a registered name or a TOML path); return all its rows as a DataFrame.
+
+    Cells already done in the run folder are skipped. ``progress(stage, done, total)`` gets
+    training, sampling and scoring progress; ``on_cell(cell, record)`` each finished cell.
+    """
+    registry = load_registry()
+    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
+                                          run_id=run_id, registry=registry)
+    executor_obj = registry.build("executors", executor, {})
+    previous = store.read_manifest() or {}
+    manifest = {
+        "suite": suite_obj.name, "suite_path": suite_obj.path, "config": suite_obj.raw,
+        "run_id": store.run_dir.name, "device": device, "executor": executor,
+        "versions": versions(), "git_commit": git_commit(), "machine": platform.platform(),
+        "started": previous.get("started", now()), "finished": None,
+        "cells": [{"config_hash": c.config_hash, "scale": c.scale, "attack": c.attack.name,
+                   "seed": c.seed} for c in cells],
+    }
+    store.write_manifest(manifest)
+    runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
+                        run_id=store.run_dir.name, progress=progress or _quiet, _registry=registry)
+    todo = [c for c in cells if not store.is_done(c.config_hash)]
+    by_hash = {c.config_hash: c for c in cells}
+
+    def on_done(record: dict) -> None:
+        store.write_cell(record)
+        if on_cell:
+            on_cell(by_hash[record["config_hash"]], record)
+        if fail_fast and record["status"] == "failed":
+            raise CellFailed(record)
+
+    executor_obj.run(todo, runner, on_done)
+    store.write_manifest({**manifest, "finished": now()})
+    return pd.DataFrame(store.rows())
+
+
+class CellFailed(Exception):
+    """Raised under --fail-fast when a cell fails; carries the cell's failure record."""
+
+    def __init__(self, record: dict):
+        super().__init__(f"cell {record['attack']} @ {record['scale']} (seed {record['seed']}) failed: {record['error']}")
+        self.record = record
+
+
+def score_arrays(generated, train, heldout=None, **options) -> pd.DataFrame:
+    """Score images made elsewhere: arrays (N, C, H, W) with values in [0, 1].
+
+    Returns one row per metric (x band): metric, band, band_low, band_high, value, and
+    null_value when ``heldout`` is given. Options: features, metrics, bands, knn, device.
+    """
+    return pd.DataFrame(score_rows(generated, train, heldout, **options))
+
+
+def score_rows(generated, train, heldout=None, *, features: str = "pixel",
+               metrics: tuple[str, ...] = ("ams", "ums", "p95", "gu-ratio"),
+               bands: dict[str, list[float]] | None = None, knn: str = "auto",
+               device: str = "cpu") -> list[dict]:
+    """``score_arrays`` as a list of plain dicts (band None for metrics without bands)."""
+    from side_bench.images import as_unit_tensor
+    from side_bench.scoring import make_bands
+
+    registry = load_registry()
+    features_obj = registry.build("features", features, {})
+    generated = as_unit_tensor(generated, "generated")
+    train = as_unit_tensor(train, "train")
+    if train.shape[1:] != generated.shape[1:]:
+        raise BenchError(f"train: images of shape {tuple(train.shape[1:])}, generated {tuple(generated.shape[1:])}")
+    band_list = make_bands(bands or {k: list(v) for k, v in features_obj.default_bands.items()}, "bands")
+    metric_objs = {registry.get("metrics", m, "metrics").name: registry.build("metrics", m, {}) for m in metrics}
+    reference = Reference(train, features_obj, backend=knn, device=resolve_device(device))
+    rows = score_images(generated, reference, metric_objs, band_list)
+    if heldout is not None:
+        heldout = as_unit_tensor(heldout, "heldout")
+        if heldout.shape[1:] != train.shape[1:]:
+            raise BenchError(f"heldout: images of shape {tuple(heldout.shape[1:])}, train {tuple(train.shape[1:])}")
+        rows = with_null(rows, score_images(heldout, reference, metric_objs, band_list))
+    for row in rows:
+        row.update(features=features, n_generations=len(generated), n_train=len(train))
+    return rows

@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests load only side-bench's own plugins unless a test says otherwise."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_SUITE = """
+name = "tiny"
+description = "a tiny suite for tests"
+scales = [16, 32]
+seeds = [0]
+n_generations = 8
+metrics = ["ams", "ums", "p95", "gu-ratio"]
+
+[dataset]
+name = "digits"
+image_size = 8
+heldout = 32
+
+[model]
+name = "bench-unet"
+block_out_channels = [8, 16]
+steps = 12
+batch_size = 16
+
+[[attacks]]
+name = "uncond"
+condition = "none"
+extractor = "sample"
+extractor_settings = {{ ddim_steps = 4, batch_size = 5 }}
+{extra}
+"""
+
+
+@pytest.fixture(autouse=True)
+def only_builtin_plugins(monkeypatch):
+    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench")
+    torch.set_num_threads(2)
+
+
+@pytest.fixture
+def write_suite(tmp_path):
+    """write_suite(extra="", replace={}) -> path of a tiny suite TOML in tmp_path."""
+
+    def write(extra: str = "", replace: dict | None = None, name: str = "tiny.toml") -> Path:
+        text = TINY_SUITE.format(extra=textwrap.dedent(extra))
+        for old, new in (replace or {}).items():
+            assert old in text, old
+            text = text.replace(old, new)
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
