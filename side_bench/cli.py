@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -48,10 +49,20 @@ def main():
 @click.option("--executor", default="local", show_default=True)
 @click.option("--run-id", default=None, help="Run folder name (default: derived from the suite's config).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing cell.")
+@click.option("--data-root", default=None, envvar="SIDE_BENCH_DATA_ROOT", type=click.Path(file_okay=False),
+              help="Local data for datasets that read files (celeba, image-folder) [env: SIDE_BENCH_DATA_ROOT].")
+@click.option("--dry-run", is_flag=True, help="List the cells and their estimated cost; run and write nothing.")
 @user_errors
-def run(suite, device, results_dir, cache_dir, executor, run_id, fail_fast):
+def run(suite, device, results_dir, cache_dir, executor, run_id, fail_fast, data_root, dry_run):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.runner import CellFailed, prepare_run, run_suite
+
+    if data_root:  # datasets read their root from the environment (their 'root' setting's default)
+        os.environ["SIDE_BENCH_DATA_ROOT"] = str(Path(data_root).expanduser())
+    if dry_run:
+        from side_bench.dryrun import print_plan
+
+        return print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out)
 
     _, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id)
     done_before = sum(store.is_done(c.config_hash) for c in cells)

@@ -1,0 +1,93 @@
+"""``side-bench run --dry-run``: the cells a run would execute and what they would cost.
+
+Validates the suite exactly as a run does (``prepare_run``), then lists every cell with its
+config hash, whether its result is already in the run folder, and a cost estimate in units
+that do not depend on the machine: training steps x batch size for the target model (counted
+once per model that cells share), classifier training passes, and UNet evaluations for
+sampling (N_G x DDIM steps, plus a surrogate condition's own pool). Nothing is run, loaded
+beyond the suite's validation, or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from side_bench.registry import Registry, load_registry
+from side_bench.suite import canonical_hash
+
+
+@dataclass
+class PlannedCell:
+    scale: int
+    attack: str
+    seed: int
+    config_hash: str
+    done: bool
+    train_images: int  # model training steps x batch size; 0 when loaded or shared with an earlier cell
+    model_note: str  # "train", "shared", "loaded"
+    classifier_images: int  # classifier epochs x labelled images (an estimate)
+    unet_evals: int  # sampled images x DDIM steps
+
+
+def _positive(settings: dict, key: str, default: int = 0) -> int:
+    value = settings.get(key, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results", run_id: str | None = None,
+         registry: Registry | None = None) -> tuple[object, list[PlannedCell], Path]:
+    """(suite, planned cells, run folder) without running or writing anything."""
+    from side_bench.runner import prepare_run
+
+    registry = registry or load_registry()
+    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
+                                          registry=registry)
+    model_settings = suite_obj.model.settings
+    trains = "steps" in model_settings and "batch_size" in model_settings
+    seen_models: set[str] = set()
+    planned = []
+    for cell in cells:
+        condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
+        key = canonical_hash([cell.scale, cell.seed, condition.training_key()])
+        if not trains:
+            train_images, note = 0, "loaded"
+        elif key in seen_models:
+            train_images, note = 0, "shared"
+        else:
+            train_images, note = model_settings["steps"] * model_settings["batch_size"], "train"
+        seen_models.add(key)
+        condition_settings, extractor_settings = cell.attack.condition.settings, cell.attack.extractor.settings
+        unet_evals = suite_obj.n_generations * _positive(extractor_settings, "ddim_steps", 50)
+        labelled = cell.scale
+        if "clusters" in condition_settings:  # a surrogate: it samples its own pool first
+            n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
+            unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
+            labelled = n_syn
+        classifier = _positive(extractor_settings, "classifier_epochs") * labelled
+        planned.append(PlannedCell(cell.scale, cell.attack.name, cell.seed, cell.config_hash,
+                                   store.is_done(cell.config_hash), train_images, note, classifier, unet_evals))
+    return suite_obj, planned, store.run_dir
+
+
+def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str | None, console) -> None:
+    """The CLI's table of planned cells and totals."""
+    from rich.table import Table
+
+    suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id)
+    table = Table(title=f"{suite_obj.name}: {len(planned)} cells -> {run_dir} (dry run: nothing is run or written)")
+    for column in ("scale", "attack", "seed", "config hash", "status", "model: train steps x batch",
+                   "classifier: epochs x images", "UNet evals: images x DDIM steps"):
+        table.add_column(column, justify="right" if column in ("scale", "seed") or ":" in column else "left")
+    todo = [p for p in planned if not p.done]
+    for p in planned:
+        model = {"train": f"{p.train_images:,}", "shared": "shared", "loaded": "loaded"}[p.model_note]
+        table.add_row(str(p.scale), p.attack, str(p.seed), p.config_hash[:12], "done" if p.done else "to run",
+                      model if not p.done else "", f"{p.classifier_images:,}" if not p.done else "",
+                      f"{p.unet_evals:,}" if not p.done else "")
+    console.print(table)
+    console.print(
+        f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps, "
+        f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "
+        f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G = {suite_obj.n_generations})"
+    )
