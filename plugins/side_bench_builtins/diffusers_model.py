@@ -1,0 +1,164 @@
+"""Target models trained elsewhere: ``diffusers``, a local diffusers UNet2DModel folder.
+
+Two layouts are read, never downloaded (``local_files_only``):
+
+- flat, as google/ddpm-cifar10-32: ``config.json``, ``diffusion_pytorch_model.safetensors``
+  (or ``.bin``) and ``scheduler_config.json`` in one folder;
+- a pipeline saved with ``save_pretrained``: ``model_index.json``, ``unet/`` (config and
+  weights) and ``scheduler/scheduler_config.json``.
+
+Safetensors weights are preferred; a ``.bin`` is opened only with ``torch.load(weights_only=True)``
+(a pickle that needs more than tensors is refused).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from side_bench.errors import BenchError
+from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
+
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+LABEL_KINDS = ("informative", "random")
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError as error:
+        raise BenchError(f"{path}: file not found ({what})") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BenchError(f"{path}: not readable JSON ({what}): {' '.join(str(error).split())}") from error
+    if not isinstance(value, dict):
+        raise BenchError(f"{path}: expected a JSON object ({what})")
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class DiffusersModel:
+    """A local diffusers UNet2DModel and its scheduler, attacked as it is (no training here).
+
+    Whether it is class-conditional comes from the UNet config (``num_class_embeds``);
+    ``trained_with`` says which labels a conditional model was trained with. The suite's
+    dataset entry must describe the model's training set. Training labels from the suite's
+    condition are refused for an unconditional model, and must have the model's class count
+    and ``trained_with`` kind; the condition itself may refuse the target too (check_target).
+    """
+
+    @dataclass
+    class Settings:
+        path: str  # the folder (flat or pipeline layout)
+        trained_with: str = "informative"  # for a class-conditional model: "informative" or "random"
+
+        def validate(self, where: str) -> None:
+            if self.trained_with not in LABEL_KINDS:
+                raise BenchError(f"{where}: trained_with: expected one of {', '.join(LABEL_KINDS)}, "
+                                 f"got {self.trained_with!r}")
+
+    def __init__(self, settings: DiffusersModel.Settings):
+        self.settings = settings
+        root = Path(settings.path).expanduser()
+        if not root.is_dir():
+            raise BenchError(f"model 'diffusers': path {root} is not a folder")
+        if (root / "model_index.json").exists():
+            index = _read_json(root / "model_index.json", "a diffusers pipeline index")
+            if "unet" not in index:
+                raise BenchError(f"{root / 'model_index.json'}: names no 'unet' (expected a UNet2DModel pipeline)")
+            self.layout, self.unet_dir = "pipeline", root / "unet"
+            scheduler_file = root / "scheduler" / "scheduler_config.json"
+        elif (root / "config.json").exists():
+            self.layout, self.unet_dir = "flat", root
+            scheduler_file = root / "scheduler_config.json"
+        else:
+            raise BenchError(f"{root}: not a diffusers model folder (expected config.json and "
+                             f"scheduler_config.json, or model_index.json with unet/ and scheduler/)")
+        self.config = _read_json(self.unet_dir / "config.json", "the UNet2DModel config")
+        if self.config.get("_class_name", "UNet2DModel") != "UNet2DModel":
+            raise BenchError(f"{self.unet_dir / 'config.json'}: _class_name is {self.config['_class_name']!r}, "
+                             f"expected 'UNet2DModel' (pixel-space DDPM UNets only)")
+        if self.config.get("class_embed_type") is not None:
+            raise BenchError(f"{self.unet_dir / 'config.json'}: class_embed_type "
+                             f"{self.config['class_embed_type']!r} takes continuous class embeddings; "
+                             f"side-bench conditions give integer labels (num_class_embeds)")
+        self.scheduler_config = _read_json(scheduler_file, "the noise scheduler config")
+        for key in ("num_train_timesteps",):
+            if key not in self.scheduler_config:
+                raise BenchError(f"{scheduler_file}: missing key {key!r}")
+        found = [self.unet_dir / name for name in WEIGHTS if (self.unet_dir / name).is_file()]
+        if not found:
+            raise BenchError(f"{self.unet_dir}: no weights (expected {' or '.join(WEIGHTS)})")
+        self.weights = found[0]  # safetensors first
+        self.num_classes = int(self.config.get("num_class_embeds") or 0)
+        size = self.config.get("sample_size", 32)
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        self.image_shape = (int(self.config.get("in_channels", 3)), int(size), int(size))
+
+    def _check(self, data: DataSplit, labels: Labels | None) -> None:
+        where = f"model 'diffusers' ({self.unet_dir})"
+        if tuple(data.train.shape[1:]) != self.image_shape:
+            raise BenchError(f"{where}: the model makes images of shape {self.image_shape}, the suite's "
+                             f"dataset gives {tuple(data.train.shape[1:])}")
+        if labels is not None and not self.num_classes:
+            raise BenchError(f"{where}: the model is unconditional (no num_class_embeds in config.json) but "
+                             f"the attack's condition gives {labels.kind} training labels")
+        if labels is not None and labels.num_classes != self.num_classes:
+            raise BenchError(f"{where}: the model has {self.num_classes} classes, the condition's "
+                             f"{labels.kind} labels {labels.num_classes}")
+        if labels is not None and labels.kind != self.settings.trained_with:
+            raise BenchError(f"{where}: the model was trained with {self.settings.trained_with} labels "
+                             f"(setting trained_with), the condition gives {labels.kind} labels")
+
+    @property
+    def trained_with(self) -> str:
+        return self.settings.trained_with if self.num_classes else "none"
+
+    def declared_target(self):
+        """What the checkpoint was trained with, known from its config before any work, so that
+        a suite pairing it with the wrong condition fails at validation (hookspecs.Model)."""
+        from side_bench import hookspecs
+
+        declaration = getattr(hookspecs, "TargetDeclaration", None)
+        return declaration(trained_with=self.trained_with, num_classes=self.num_classes) if declaration else None
+
+    def load_unet(self):
+        from diffusers import UNet2DModel
+
+        if self.weights.suffix == ".bin":
+            try:  # refuse a pickle that is more than tensors before diffusers opens it
+                torch.load(self.weights, map_location="cpu", weights_only=True)
+            except Exception as error:
+                raise BenchError(f"{self.weights}: not loadable with weights_only=True "
+                                 f"({' '.join(str(error).split())[:200]})") from error
+        try:
+            return UNet2DModel.from_pretrained(
+                self.unet_dir, local_files_only=True, use_safetensors=self.weights.suffix == ".safetensors",
+                low_cpu_mem_usage=False,
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise BenchError(f"{self.unet_dir}: cannot load the UNet ({' '.join(str(error).split())[:300]})") from error
+
+    def prepare(self, data: DataSplit, labels: Labels | None, cache_key: str, ctx: RunContext) -> TargetModel:
+        self._check(data, labels)
+        unet = self.load_unet().to(ctx.device).eval()
+        identity = {"model": "diffusers", "layout": self.layout, "weights": self.weights.name,
+                    "weights_sha256": sha256_file(self.weights), "cache_key": cache_key}
+        return TargetModel(unet=unet, scheduler_config=dict(self.scheduler_config), num_classes=self.num_classes,
+                           trained_with=self.trained_with,
+                           image_shape=self.image_shape, identity=identity)
+
+
+@hookimpl
+def register_models(register):
+    register("diffusers", DiffusersModel)
