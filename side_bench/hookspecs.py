@@ -110,6 +110,14 @@ class TargetModel:
 
 
 @dataclass
+class TargetDeclaration:
+    """What a loaded target was trained with, known before loading its weights."""
+
+    trained_with: str  # "none" for an unconditional model
+    num_classes: int
+
+
+@dataclass
 class RunContext:
     """What every component gets while a cell runs."""
 
@@ -150,6 +158,10 @@ class Model(Protocol):
         must save under ``ctx.cache_dir`` by that key and reload instead of retraining.
         """
 
+    # Optional: ``declared_target() -> TargetDeclaration | None``. A model loaded from disk
+    # knows what it was trained with before any work; declaring it lets a suite that pairs it
+    # with the wrong condition fail at validation (exit code 2) instead of in every cell.
+
 
 @runtime_checkable
 class Condition(Protocol):
@@ -164,13 +176,17 @@ class Condition(Protocol):
         Conditions with equal keys share one trained target model.
         """
 
+    def check_target(self, target: TargetModel | TargetDeclaration) -> None:
+        """Raise ``BenchError`` when the target was trained for another condition.
+
+        Called before a run with a model's ``declared_target()`` (when it has one) and in every
+        cell with the prepared target; reads only ``trained_with`` and ``num_classes``.
+        """
+
     def attack_labels(
         self, target: TargetModel, data: DataSplit, ctx: RunContext
     ) -> LabelledImages | None:
-        """Labelled images for the extractor (None when the condition offers none).
-
-        Raise ``BenchError`` when the target was trained for another condition.
-        """
+        """Labelled images for the extractor (None when the condition offers none)."""
 
 
 @runtime_checkable

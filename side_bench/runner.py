@@ -127,6 +127,8 @@ class CellRunner:
             "device": device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
         })
         target = model.prepare(data, labels, model_key, ctx)
+        if hasattr(condition, "check_target"):  # optional in the contract
+            condition.check_target(target)
         labelled = condition.attack_labels(target, data, ctx)
         candidates = extractor.extract(target, labelled, config["n_generations"], ctx)
         if not torch.isfinite(candidates).all():

@@ -178,6 +178,12 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 raise BenchError(f"{at}: name {name!r} is used by another attack")
             seen.add(name)
             condition = registry.build("conditions", condition_name, condition_settings, f"{at}: condition_settings")
+            declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
+            if declared is not None and hasattr(condition, "check_target"):
+                try:
+                    condition.check_target(declared)
+                except BenchError as error:
+                    raise BenchError(f"{at}: condition {condition_name!r} does not fit [model] {model.name!r}: {error}") from None
             extractor = registry.build("extractors", extractor_name, extractor_settings, f"{at}: extractor_settings")
             attacks.append(AttackSpec(
                 name,
