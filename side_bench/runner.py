@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 
 from side_bench.errors import BenchError
+from side_bench.gallery import write_gallery
 from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
-from side_bench.scoring import Band, Reference, score_images, to_unit, with_null
+from side_bench.scoring import Band, Reference, Scores, metric_rows, score_images, to_unit, with_null
 from side_bench.store import SCHEMA_VERSION, RunStore
 from side_bench.suite import Cell, Suite, canonical_hash, expand_cells, load_suite
 
@@ -72,7 +73,7 @@ class CellRunner:
 
     device: str
     cache_dir: str
-    run_id: str
+    run_dir: str
     progress: Callable[[str, int, int], None] = field(default=_quiet, repr=False)
     _registry: Registry | None = field(default=None, repr=False)
     _splits: dict = field(default_factory=dict, repr=False)
@@ -99,7 +100,8 @@ class CellRunner:
             return {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
                     "traceback": traceback.format_exc(), "finished": now(),
                     "seconds": time.perf_counter() - started}
-        return {**base, "status": "done", "rows": rows, "finished": now(),
+        gallery = rows[0].get("gallery") if rows else None
+        return {**base, "status": "done", "rows": rows, "gallery": gallery, "finished": now(),
                 "seconds": time.perf_counter() - started}
 
     def _split(self, config: dict):
@@ -142,13 +144,20 @@ class CellRunner:
         reference = self._references[reference_key]
         bands = [Band(**b) for b in config["bands"]]
         metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
-        rows = score_images(to_unit(candidates), reference, metrics, bands)
+        scores = Scores(to_unit(candidates), reference, bands)
+        rows = metric_rows(scores, metrics)
+        gallery = None
+        if cell.gallery_size > 0:  # the most similar candidates, for people to look at
+            gallery = f"galleries/{cell.config_hash}.png"
+            similarity, nearest = scores.nearest
+            write_gallery(Path(self.run_dir) / gallery, scores.candidates01, reference.train01,
+                          similarity, nearest, cell.gallery_size)
         ctx.progress("scoring", 1, 2)
         null_rows = score_images(to_unit(data.heldout), reference, metrics, bands)
         ctx.progress("scoring", 2, 2)
         seconds = time.perf_counter() - started
         common = {
-            "schema_version": SCHEMA_VERSION, "suite": cell.suite, "run_id": self.run_id,
+            "schema_version": SCHEMA_VERSION, "suite": cell.suite, "run_id": Path(self.run_dir).name,
             "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
             "condition": cell.attack.condition.name, "extractor": cell.attack.extractor.name,
             "condition_settings": cell.attack.condition.settings,
@@ -157,7 +166,7 @@ class CellRunner:
             "dataset": config["dataset"], "model": config["model"],
             "n_generations": len(candidates), "n_null": len(data.heldout), "n_train": len(data.train),
             "config_hash": cell.config_hash, "seconds": round(seconds, 3), "device": self.device,
-            "versions": config["versions"],
+            "versions": config["versions"], "gallery": gallery,
         }
         return [{**common, **row} for row in with_null(rows, null_rows)]
 
@@ -200,7 +209,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     }
     store.write_manifest(manifest)
     runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
-                        run_id=store.run_dir.name, progress=progress or _quiet, _registry=registry)
+                        run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry)
     todo = [c for c in cells if not store.is_done(c.config_hash)]
     by_hash = {c.config_hash: c for c in cells}
 

@@ -140,7 +140,12 @@ def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict
     """Rows {metric, band, band_low, band_high, value} for every metric (x band)."""
     if len(candidates01) == 0:
         raise BenchError("no candidate images to score")
-    scores = Scores(candidates01, reference, bands)
+    return metric_rows(Scores(candidates01, reference, bands), metrics)
+
+
+def metric_rows(scores: Scores, metrics: dict) -> list[dict]:
+    """Every metric (x band) of one set of Scores."""
+    bands = scores.bands
     rows = []
     for name, metric in metrics.items():
         for band in bands if metric.uses_bands else [None]:

@@ -24,7 +24,7 @@ from side_bench.scoring import Band, make_bands
 TOP_LEVEL_KEYS = {
     "name": str, "description": str, "scales": list, "seeds": list, "n_generations": int,
     "dataset": dict, "model": dict, "features": (str, dict), "metrics": list, "bands": dict,
-    "attacks": list, "scoring": dict,
+    "attacks": list, "scoring": dict, "gallery_size": int,
 }
 REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_generations")
 ATTACK_KEYS = {"name", "condition", "extractor", "condition_settings", "extractor_settings", "sweep"}
@@ -60,6 +60,7 @@ class Suite:
     seeds: list[int]
     n_generations: int
     knn_backend: str
+    gallery_size: int  # top-k candidates kept per cell as a PNG (0: none); not in the hash
     raw: dict[str, Any]  # the file's contents, for the manifest
 
 
@@ -73,6 +74,7 @@ class Cell:
     attack: AttackSpec
     config: dict[str, Any]  # everything that determines the numbers
     config_hash: str
+    gallery_size: int = 0  # presentation only, so outside the config and its hash
 
 
 def canonical_hash(value: Any) -> str:
@@ -211,7 +213,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
         metrics=metrics, bands=bands, attacks=attacks,
         scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
-        n_generations=raw["n_generations"], knn_backend=knn_backend, raw=copy.deepcopy(raw),
+        n_generations=raw["n_generations"], knn_backend=knn_backend,
+        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw),
     )
 
 
@@ -251,5 +254,5 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "device": device,
             "versions": versions,
         }
-        cells.append(Cell(suite.name, scale, seed, attack, config, canonical_hash(config)))
+        cells.append(Cell(suite.name, scale, seed, attack, config, canonical_hash(config), suite.gallery_size))
     return cells

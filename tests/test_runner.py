@@ -3,6 +3,7 @@
 import json
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -153,3 +154,17 @@ def test_cli_run_prints_a_table(write_suite, tmp_path):
     assert result.exit_code == 0, result.output
     assert "gu-ratio" in result.stdout and "uncond" in result.stdout
     assert textwrap.dedent("1 cells").strip() in result.stderr
+
+
+def test_each_cell_keeps_a_gallery_of_its_most_similar_candidates(write_suite, tmp_path):
+    from PIL import Image
+
+    suite = write_suite(replace={"scales = [16, 32]": "scales = [16]", "n_generations = 8": "n_generations = 8\ngallery_size = 6"})
+    rows = run_suite(str(suite), results_dir=tmp_path / "r", cache_dir=tmp_path / "c")
+    run_dir = next((tmp_path / "r" / "tiny").iterdir())
+    relative = rows["gallery"].iloc[0]
+    assert relative.startswith("galleries/") and (rows["gallery"] == relative).all()
+    with Image.open(run_dir / relative) as image:
+        # 6 pairs, 4 to a row: 2 rows of (64 + 14 + 6) px; 4 pairs of (2 * 64 + 4 + 8) px
+        assert image.size == (4 * 140, 2 * 84)
+        assert len(np.unique(np.asarray(image.convert("L")))) > 2  # images and captions, not a blank canvas
