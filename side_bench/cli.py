@@ -208,3 +208,29 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
     for row in rows:
         table.add_row(row["metric"], row["band"] or "", _fmt(row["value"]), _fmt(row.get("null_value")))
     out.print(table)
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--metric", default=None, help="Only this metric (e.g. ams).")
+@click.option("--band", default=None, help="Only this band (e.g. mid).")
+@click.option("--format", "formats", multiple=True, default=("md",), show_default=True,
+              type=click.Choice(["md", "html", "csv", "json"]), help="Repeat for several: --format md --format html.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for the files, plots and galleries (default: print md, csv or json).")
+@click.option("--reported", multiple=True, type=click.Path(),
+              help="Reported figures (JSON file or folder) shown in their own section "
+                   "[default: results/reported if it exists].")
+@user_errors
+def leaderboard(results, metric, band, formats, out, reported):
+    """Tables and plots across scales from run folders, suite folders or a results root."""
+    from side_bench.report import write_report
+
+    if not reported and Path("results/reported").is_dir():
+        reported = ("results/reported",)
+    written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported)
+    for fmt, value in written.items():
+        if out is None:
+            click.echo(value, nl=False)
+        else:
+            console.print(f"{fmt}: {value}")
