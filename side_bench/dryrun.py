@@ -72,20 +72,26 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
 
 def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str | None, console) -> None:
     """The CLI's table of planned cells and totals."""
+    from rich import box
     from rich.table import Table
 
     suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id)
-    table = Table(title=f"{suite_obj.name}: {len(planned)} cells -> {run_dir} (dry run: nothing is run or written)")
-    for column in ("scale", "attack", "seed", "config hash", "status", "model: train steps x batch",
-                   "classifier: epochs x images", "UNet evals: images x DDIM steps"):
-        table.add_column(column, justify="right" if column in ("scale", "seed") or ":" in column else "left")
+    table = Table(title=f"{suite_obj.name}: {len(planned)} cells (dry run: nothing is run or written)",
+                  caption="train: steps x batch size (once per shared model); classifier: epochs x labelled "
+                          "images; UNet evals: sampled images x DDIM steps", box=box.SIMPLE_HEAD)
+    for column in ("scale", "attack", "seed", "config hash", "status", "train", "classifier", "UNet evals"):
+        numeric = column not in ("attack", "config hash", "status")
+        table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     todo = [p for p in planned if not p.done]
     for p in planned:
         model = {"train": f"{p.train_images:,}", "shared": "shared", "loaded": "loaded"}[p.model_note]
         table.add_row(str(p.scale), p.attack, str(p.seed), p.config_hash[:12], "done" if p.done else "to run",
                       model if not p.done else "", f"{p.classifier_images:,}" if not p.done else "",
                       f"{p.unet_evals:,}" if not p.done else "")
-    console.print(table)
+    from rich.console import Console
+
+    Console(width=max(console.width, 110)).print(table)  # every column in full, even when piped or narrow
+    console.print(f"run folder: {run_dir}")
     console.print(
         f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps, "
         f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "

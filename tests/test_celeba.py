@@ -221,3 +221,52 @@ def test_image_folder_with_and_without_classes(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(flat / "odd" / "x.png")
     with pytest.raises(BenchError, match="both at the top level and in class subfolders"):
         ImageFolder(ImageFolder.Settings(root=str(flat), heldout=1))
+
+
+def test_dry_run_lists_cells_and_costs_and_writes_nothing(celeba_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE.format(scales="[4, 8]"))
+    results = tmp_path / "results"
+    dry = run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert not results.exists() and not (tmp_path / "cache").exists()
+    from side_bench.dryrun import plan
+
+    monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", str(celeba_root))
+    _, cells, run_dir = plan(str(suite), results_dir=results)
+    assert [(c.scale, c.attack, c.done) for c in cells] == [(4, "uncond", False), (8, "uncond", False)]
+    # by hand: training 2 steps x batch 4; sampling N_G 4 x 2 DDIM steps; no classifier
+    assert [(c.train_images, c.model_note, c.unet_evals, c.classifier_images) for c in cells] == [
+        (8, "train", 8, 0), (8, "train", 8, 0)]
+    for cell in cells:
+        assert cell.config_hash[:12] in dry.stdout
+    assert "to run: 2 of 2 cells; training 16 image-steps" in " ".join(dry.stdout.split())
+    assert run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root)).exit_code == 0
+    _, cells, again = plan(str(suite), results_dir=results)
+    assert again == run_dir and all(c.done for c in cells)
+
+
+REAL_COUNTS = {0: 162_770, 1: 19_867, 2: 19_962}  # CelebA's list_eval_partition.txt
+
+
+def test_celeba_scales_suite_validates_on_a_full_size_layout(tmp_path, monkeypatch):
+    """The shipped suite against an annotation set of CelebA's real size (empty image files:
+    a dry run decodes nothing)."""
+    root = tmp_path / "full"
+    images = root / "img_align_celeba"
+    images.mkdir(parents=True)
+    names = [name(i) for i in range(sum(REAL_COUNTS.values()))]
+    for file in names:
+        (images / file).touch()
+    parts = [p for p, count in REAL_COUNTS.items() for _ in range(count)]
+    (root / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, p in zip(names, parts, strict=True)))
+    (root / "identity_CelebA.txt").write_text("".join(f"{n} {1 + i % 10177}\n" for i, n in enumerate(names)))
+    monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")
+    result = run_cli(tmp_path, "--suite", "celeba-scales", "--data-root", str(root), "--dry-run")
+    if result.exit_code == 2 and ("unknown condition" in result.stderr or "unknown extractor" in result.stderr):
+        pytest.skip(f"attack plugins not available yet: {result.stderr.strip()}")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "to run: 20 of 20 cells" in text
+    assert not (tmp_path / "results").exists()
