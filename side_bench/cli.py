@@ -46,14 +46,16 @@ def main():
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False))
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Trained models and classifiers (default: $SIDE_BENCH_CACHE or ~/.cache/side-bench).")
-@click.option("--executor", default="local", show_default=True)
+@click.option("--executor", default="local", show_default=True, help="local, or ray (pip install 'side-bench[ray]').")
+@click.option("--address", default=None, help="--executor ray: a running Ray cluster (auto, HOST:PORT or ray://HOST:PORT); "
+              "default: start Ray on this machine.")
 @click.option("--run-id", default=None, help="Run folder name (default: derived from the suite's config).")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failing cell.")
 @click.option("--data-root", default=None, envvar="SIDE_BENCH_DATA_ROOT", type=click.Path(file_okay=False),
               help="Local data for datasets that read files (celeba, image-folder) [env: SIDE_BENCH_DATA_ROOT].")
 @click.option("--dry-run", is_flag=True, help="List the cells and their estimated cost; run and write nothing.")
 @user_errors
-def run(suite, device, results_dir, cache_dir, executor, run_id, fail_fast, data_root, dry_run):
+def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.runner import CellFailed, prepare_run, run_suite
 
@@ -91,6 +93,7 @@ def run(suite, device, results_dir, cache_dir, executor, run_id, fail_fast, data
         try:
             rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
                              executor=executor, run_id=run_id, fail_fast=fail_fast,
+                             executor_settings={"address": address} if address else None,
                              progress=progress, on_cell=on_cell)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)

@@ -188,16 +188,22 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
 def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",
               cache_dir: str | Path | None = None, executor: str = "local", run_id: str | None = None,
               fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
-              on_cell: Callable[[Cell, dict], None] | None = None) -> pd.DataFrame:
+              on_cell: Callable[[Cell, dict], None] | None = None,
+              executor_settings: dict | None = None, poll_seconds: float = 0.5) -> pd.DataFrame:
     """Run a suite (a registered name or a TOML path); return all its rows as a DataFrame.
 
     Cells already done in the run folder are skipped. ``progress(stage, done, total)`` gets
     training, sampling and scoring progress; ``on_cell(cell, record)`` each finished cell.
+    ``executor_settings`` is the executor's settings table (e.g. {"address": ...} for ray).
+
+    Several processes may run the same suite into the same folder: each claims a cell (a lock
+    file) before computing it, so every cell is computed once, and a process waits for the
+    cells another live process holds (a dead one's locks are taken over).
     """
     registry = load_registry()
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
                                           run_id=run_id, registry=registry)
-    executor_obj = registry.build("executors", executor, {})
+    executor_obj = registry.build("executors", executor, executor_settings or {}, where=f"--executor {executor}")
     previous = store.read_manifest() or {}
     manifest = {
         "suite": suite_obj.name, "suite_path": suite_obj.path, "config": suite_obj.raw,
@@ -210,8 +216,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     store.write_manifest(manifest)
     runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
                         run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry)
-    todo = [c for c in cells if not store.is_done(c.config_hash)]
     by_hash = {c.config_hash: c for c in cells}
+    attempted: set[str] = set()  # a cell that fails here is not retried in this run
 
     def on_done(record: dict) -> None:
         store.write_cell(record)
@@ -220,7 +226,30 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
         if fail_fast and record["status"] == "failed":
             raise CellFailed(record)
 
-    executor_obj.run(todo, runner, on_done)
+    # Rounds: claim as many free cells as the executor runs at once, run them, repeat; when
+    # the only cells left are held by another live process, wait for them.
+    parallelism = getattr(executor_obj, "parallelism", None)
+    try:
+        while True:
+            todo = [c for c in cells if c.config_hash not in attempted and not store.is_done(c.config_hash)]
+            if not todo:
+                break
+            mine = []
+            for cell in todo:
+                if parallelism is not None and len(mine) >= parallelism:
+                    break
+                if store.claim(cell.config_hash):
+                    if store.is_done(cell.config_hash):  # finished by another process just now
+                        store.release(cell.config_hash)
+                        continue
+                    mine.append(cell)
+            if not mine:
+                time.sleep(poll_seconds)
+                continue
+            attempted.update(c.config_hash for c in mine)
+            executor_obj.run(mine, runner, on_done)
+    finally:
+        store.release_all()  # interrupted or failed: let a rerun (or another process) take them
     store.write_manifest({**manifest, "finished": now()})
     return pd.DataFrame(store.rows())
 

@@ -2,19 +2,31 @@
 
     results/<suite>/<run-id>/manifest.json   suite, config, versions, device, git, start/end
     results/<suite>/<run-id>/cells/<hash>.json  one per finished cell: its rows or its failure
+    results/<suite>/<run-id>/cells/<hash>.lock  while a process computes the cell (its PID)
     results/<suite>/<run-id>/rows.jsonl      all rows, rewritten from cells/ after each cell
 
 A crash loses at most the cell in flight; a rerun skips cells whose file says "done".
+Several processes may share one run folder: a cell is claimed with a lock file created
+exclusively (``O_CREAT | O_EXCL``), so it is computed once; a lock whose process is gone
+(same host, PID not alive) is stale and taken over. ``rows.jsonl`` and the manifest are
+rewritten under an ``flock`` so that concurrent writers merge instead of clobbering.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, writes stay atomic
+    fcntl = None
 
 SCHEMA_VERSION = 1
 
@@ -45,14 +57,55 @@ def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (flock) on ``path``, held for the block; released on exit or death."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def merge_manifests(old: dict, new: dict) -> dict:
+    """What two runs into one folder agree on: the earliest start, every cell either listed."""
+    merged = {**old, **new}
+    if old.get("started") and new.get("started"):
+        merged["started"] = min(old["started"], new["started"])
+    cells = {c["config_hash"]: c for c in old.get("cells", [])}
+    cells.update({c["config_hash"]: c for c in new.get("cells", [])})
+    if cells:
+        merged["cells"] = sorted(cells.values(), key=lambda c: (c["scale"], c["attack"], c["seed"], c["config_hash"]))
+    return merged
+
+
 class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.cells_dir = self.run_dir / "cells"
+        self.claimed: set[str] = set()
 
     @property
     def manifest_path(self) -> Path:
         return self.run_dir / "manifest.json"
+
+    @property
+    def _write_lock(self) -> Path:
+        return self.run_dir / ".write.lock"
 
     def read_manifest(self) -> dict | None:
         if self.manifest_path.exists():
@@ -60,7 +113,10 @@ class RunStore:
         return None
 
     def write_manifest(self, manifest: dict) -> None:
-        write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, **manifest})
+        """Merge into the manifest on disk (another process may share the folder), atomically."""
+        with file_lock(self._write_lock):
+            merged = merge_manifests(self.read_manifest() or {}, manifest)
+            write_json(self.manifest_path, {**merged, "schema_version": SCHEMA_VERSION})
 
     def cell_record(self, config_hash: str) -> dict | None:
         path = self.cells_dir / f"{config_hash}.json"
@@ -70,13 +126,68 @@ class RunStore:
         record = self.cell_record(config_hash)
         return record is not None and record.get("status") == "done"
 
+    # -- claims: one process computes a cell ----------------------------------------------
+
+    def lock_path(self, config_hash: str) -> Path:
+        return self.cells_dir / f"{config_hash}.lock"
+
+    def lock_owner(self, config_hash: str) -> dict | None:
+        """{"pid", "host"} of the process holding the cell, or None when it is free."""
+        try:
+            return json.loads(self.lock_path(config_hash).read_text() or "{}")
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:  # being written this instant: someone holds it
+            return {}
+
+    def claim(self, config_hash: str) -> bool:
+        """Take the cell for this process; False when a live process holds it.
+
+        A lock left by a dead process on this host is removed and retaken. A lock from
+        another host cannot be checked and is respected (delete the .lock file by hand).
+        """
+        self.cells_dir.mkdir(parents=True, exist_ok=True)
+        path = self.lock_path(config_hash)
+        for _ in range(3):
+            try:
+                handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.lock_owner(config_hash)
+                if owner is None:
+                    continue  # released meanwhile: try again
+                stale = owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int) \
+                    and not pid_alive(owner["pid"])
+                if not stale:
+                    return False
+                with file_lock(self._write_lock):  # one process removes a given stale lock
+                    if self.lock_owner(config_hash) == owner:
+                        path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(handle, "w") as stream:
+                stream.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+            self.claimed.add(config_hash)
+            return True
+        return False
+
+    def release(self, config_hash: str) -> None:
+        if config_hash in self.claimed:
+            self.claimed.discard(config_hash)
+            self.lock_path(config_hash).unlink(missing_ok=True)
+
+    def release_all(self) -> None:
+        for config_hash in list(self.claimed):
+            self.release(config_hash)
+
+    # -- records and rows ------------------------------------------------------------------
+
     def write_cell(self, record: dict) -> None:
         write_json(self.cells_dir / f"{record['config_hash']}.json", record)
+        self.release(record["config_hash"])
         self.write_rows()
 
     def records(self) -> Iterable[dict]:
         if self.cells_dir.exists():
-            for path in sorted(self.cells_dir.glob("*.json")):
+            for path in sorted(self.cells_dir.glob("*.json")):  # temporaries end in .tmp: never read
                 yield json.loads(path.read_text())
 
     def rows(self) -> list[dict]:
@@ -89,5 +200,7 @@ class RunStore:
         return [r for r in self.records() if r.get("status") == "failed"]
 
     def write_rows(self) -> None:
-        lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows())
-        atomic_write(self.run_dir / "rows.jsonl", lines)
+        # Under the lock, the last writer has read every cell file written before it.
+        with file_lock(self._write_lock):
+            lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows())
+            atomic_write(self.run_dir / "rows.jsonl", lines)
