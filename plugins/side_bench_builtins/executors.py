@@ -29,8 +29,7 @@ class LocalExecutor:
 def _run_cell_task(run_cell, cell, threads):
     import torch
 
-    if threads > 0:  # Ray sets OMP_NUM_THREADS to the task's CPUs; torch reads it only at start
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # Ray would leave one thread per task CPU
     return run_cell(cell)
 
 
@@ -45,12 +44,15 @@ class RayExecutor:
         cpus_per_task: float = 1.0
         gpus_per_task: float = -1.0  # -1: 1 when the run's device is cuda, else 0
         num_cpus: int = 0  # for a Ray instance started here: CPUs it may use (0: all)
+        # torch threads in a task; 0: as many as this process uses, because on CPU the thread
+        # count changes float reductions, and rows must equal the local executor's bit for bit
+        threads_per_task: int = 0
 
         def validate(self, where: str) -> None:
             if self.cpus_per_task <= 0:
                 raise BenchError(f"{where}: cpus_per_task: expected > 0, got {self.cpus_per_task}")
-            if self.num_cpus < 0:
-                raise BenchError(f"{where}: num_cpus: expected >= 0, got {self.num_cpus}")
+            if self.num_cpus < 0 or self.threads_per_task < 0:
+                raise BenchError(f"{where}: num_cpus and threads_per_task: expected >= 0")
 
     parallelism = None  # every claimed cell is submitted at once; Ray schedules them
 
@@ -90,7 +92,9 @@ class RayExecutor:
         if gpus < 0:
             gpus = 1.0 if device.startswith("cuda") else 0.0
         task = ray.remote(num_cpus=self.settings.cpus_per_task, num_gpus=gpus, max_retries=0)(_run_cell_task)
-        threads = max(1, int(self.settings.cpus_per_task))
+        import torch
+
+        threads = self.settings.threads_per_task or torch.get_num_threads()
         shipped = ray.put(run_cell)
         pending = {task.remote(shipped, cell, threads): cell for cell in cells}
         try:
