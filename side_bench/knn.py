@@ -83,12 +83,50 @@ class ExactIndex:
             return 1.0 - torch.sqrt(raw.clamp_min(0.0) / self.dim)
         return raw.clamp(-1.0, 1.0)
 
-    def _torch_raw(self, chunk: torch.Tensor) -> torch.Tensor:
+    def _torch_partial(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(partial, offset): raw score = partial + offset[:, None], one matrix product.
+
+        For l2, partial = ||b||^2 - 2 a.b (the bias is fused into the product) and offset =
+        ||a||^2: a row's order does not depend on its offset, so the nearest neighbour and
+        the range test need no second pass over the block. For cosine, offset is 0.
+        """
         chunk = chunk.to(self.device)
-        product = chunk @ self.base.T
         if self.similarity == "cosine":
-            return product
-        return (chunk * chunk).sum(1, keepdim=True) - 2 * product + self.base_sq[None, :]
+            return chunk @ self.base.T, torch.zeros(len(chunk), device=self.device)
+        partial = torch.addmm(self.base_sq[None, :], chunk, self.base.T, alpha=-2.0)
+        return partial, (chunk * chunk).sum(1)
+
+    def _raw_threshold(self, lowest: float) -> float:
+        """A raw score bound that keeps every pair with similarity >= lowest (and a few more)."""
+        if self.similarity == "l2":
+            return ((1.0 - lowest) ** 2) * self.dim * (1 + 1e-6) + 1e-6
+        return lowest - 1e-6
+
+    def _torch_block(self, chunk: torch.Tensor, k: int, lowest: float | None):
+        """Top-k (raw, idx) of a chunk and, with ``lowest``, the pairs (cols, sims) with
+        similarity >= lowest; rows whose best score is out of range are not scanned again."""
+        partial, offset = self._torch_partial(chunk)
+        largest = self.similarity == "cosine"
+        if k == 1:
+            top, idx = partial.max(1, keepdim=True) if largest else partial.min(1, keepdim=True)
+        else:
+            top, idx = torch.topk(partial, k, dim=1, largest=largest)
+        raw = top + offset[:, None]
+        pairs = None
+        if lowest is not None:
+            bound = self._raw_threshold(lowest)
+            best = raw[:, 0]
+            rows = (best >= bound if largest else best <= bound).nonzero(as_tuple=True)[0]
+            if len(rows):
+                block = partial[rows] + offset[rows, None]
+                near = block >= bound if largest else block <= bound
+                hit_rows, cols = near.nonzero(as_tuple=True)
+                sims = self._to_similarity(block[hit_rows, cols]).cpu()
+                keep = sims >= lowest
+                pairs = (cols.cpu()[keep], sims[keep])
+            else:
+                pairs = (torch.empty(0, dtype=torch.long), torch.empty(0))
+        return raw.cpu(), idx.cpu().long(), pairs
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most similar base vectors per query: (similarities, indices), best first."""
@@ -101,15 +139,35 @@ class ExactIndex:
                 raw, idx = self.index.search(np.ascontiguousarray(chunk.cpu().numpy()), k)
                 raw, idx = torch.from_numpy(raw), torch.from_numpy(idx)
             else:
-                raw = self._torch_raw(chunk)
-                largest = self.similarity == "cosine"
-                raw, idx = torch.topk(raw, k, dim=1, largest=largest)
-                raw, idx = raw.cpu(), idx.cpu()
+                raw, idx, _ = self._torch_block(chunk, k, None)
             sims.append(self._to_similarity(raw))
             indices.append(idx.long())
         if not sims:
             return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
         return torch.cat(sims), torch.cat(indices)
+
+    def search_with_hits(self, queries: torch.Tensor, k: int, bands: list[tuple[float, float]]):
+        """``(search(queries, k), base_hits(queries, bands))`` in one pass over the distances.
+
+        With the torch backend both come from one matrix product per chunk, and the values
+        are exactly those of the two calls. faiss has no fused search: it makes the two calls.
+        """
+        if self.backend == "faiss" or not bands:
+            return self.search(queries, k), self.base_hits(queries, bands)
+        queries = self._prepare(queries)
+        k = min(k, self.size)
+        lowest = min(low for low, _ in bands)
+        masks = [torch.zeros(self.size, dtype=torch.bool) for _ in bands]
+        sims, indices = [], []
+        for start in range(0, len(queries), self.chunk):
+            raw, idx, (cols, pair_sims) = self._torch_block(queries[start : start + self.chunk], k, lowest)
+            sims.append(self._to_similarity(raw))
+            indices.append(idx)
+            for mask, band in zip(masks, bands, strict=False):
+                mask[cols[in_band(pair_sims, band)]] = True
+        if not sims:
+            return (torch.empty(0, k), torch.empty(0, k, dtype=torch.long)), masks
+        return (torch.cat(sims), torch.cat(indices)), masks
 
     def base_hits(self, queries: torch.Tensor, bands: list[tuple[float, float]]) -> list[torch.Tensor]:
         """For each band, a boolean mask over the base: is some query's similarity in it?
@@ -135,10 +193,7 @@ class ExactIndex:
                 sims = self._to_similarity(torch.from_numpy(raw))
                 idx = torch.from_numpy(idx).long()
             else:
-                sims = self._to_similarity(self._torch_raw(chunk)).cpu()
-                sims, idx = sims.reshape(-1), torch.arange(self.size).repeat(len(chunk))
-                keep = sims >= lowest
-                sims, idx = sims[keep], idx[keep]
+                _, _, (idx, sims) = self._torch_block(chunk, 1, lowest)
             for mask, band in zip(masks, bands, strict=False):
                 mask[idx[in_band(sims, band)]] = True
         return masks

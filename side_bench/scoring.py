@@ -103,8 +103,16 @@ class Scores:
         return self.reference.embed(self.candidates01)
 
     @cached_property
+    def _fused(self):
+        """Nearest neighbours and band hits from one pass over the distances (torch backend)."""
+        (sims, idx), masks = self.reference.index.search_with_hits(self.embedded, 1, [b.edges for b in self.bands])
+        return (sims[:, 0], idx[:, 0]), dict(zip(self.bands, masks, strict=False))
+
+    @cached_property
     def nearest(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(similarity, index) of each candidate's nearest training image."""
+        if self.reference.index.backend == "torch" and self.bands:
+            return self._fused[0]
         sims, idx = self.reference.index.search(self.embedded, 1)
         return sims[:, 0], idx[:, 0]
 
@@ -114,6 +122,8 @@ class Scores:
 
     @cached_property
     def _band_masks(self) -> dict[Band, torch.Tensor]:
+        if self.reference.index.backend == "torch":
+            return self._fused[1]
         masks = self.reference.index.base_hits(self.embedded, [b.edges for b in self.bands])
         return dict(zip(self.bands, masks, strict=False))
 
