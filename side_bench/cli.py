@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -74,18 +75,18 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     with Progress(*columns, console=console, transient=False) as bars:
         overall = bars.add_task("cells", total=len(cells), completed=done_before)
         stage_tasks: dict[str, int] = {}
-        current = {"label": ""}
 
         def progress(stage, done, total):
             task = stage_tasks.get(stage)
             if task is None:
                 task = stage_tasks[stage] = bars.add_task(stage, total=total)
-            bars.update(task, completed=done, total=total, description=f"  {stage} {current['label']}"[:28])
+            bars.update(task, completed=done, total=total, description=f"  {stage}"[:28])
 
         def on_cell(cell, record):
             bars.advance(overall)
-            status = "[green]done[/]" if record["status"] == "done" else f"[red]failed[/]: {record['error']}"
-            bars.console.print(f"{cell.attack.name} @ {cell.scale} seed {cell.seed}: {status} ({record['seconds']:.1f}s)")
+            # names like side[guidance_scale=3.0] must not be read as rich markup
+            status = "[green]done[/]" if record["status"] == "done" else f"[red]failed[/]: {escape(record['error'])}"
+            bars.console.print(f"{escape(cell.attack.name)} @ {cell.scale} seed {cell.seed}: {status} ({record['seconds']:.1f}s)")
             for task in stage_tasks.values():  # stage bars belong to the cell that just ended
                 bars.remove_task(task)
             stage_tasks.clear()
@@ -120,7 +121,7 @@ def _print_summary(rows: list[dict]) -> None:
     for column in ("scale", "attack", "seed", "metric", "band", "value", "null"):
         table.add_column(column, justify="right" if column in ("scale", "seed", "value", "null") else "left")
     for row in rows:
-        table.add_row(str(row["scale"]), row["attack"], str(row["seed"]), row["metric"],
+        table.add_row(str(row["scale"]), escape(row["attack"]), str(row["seed"]), row["metric"],
                       row["band"] or "", _fmt(row["value"]), _fmt(row.get("null_value")))
     out.print(table)
 
@@ -180,7 +181,7 @@ def show(run_dir):
     else:
         out.print("no rows yet")
     for failure in store.failures():
-        out.print(f"[red]failed[/] {failure['attack']} @ {failure['scale']} seed {failure['seed']}: {failure['error']}")
+        out.print(f"[red]failed[/] {escape(failure['attack'])} @ {failure['scale']} seed {failure['seed']}: {escape(failure['error'])}")
 
 
 @main.command()
