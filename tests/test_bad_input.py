@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from cli_helpers import assert_refused
 from click.testing import CliRunner
 
 from side_bench.cli import main
@@ -9,15 +10,6 @@ from side_bench.cli import main
 
 def run_cli(*args):
     return CliRunner().invoke(main, list(args))
-
-
-def assert_refused(result, *fragments):
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message, message
-    assert message.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 SUITE_CASES = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from cli_helpers import assert_refused
 from click.testing import CliRunner
 from PIL import Image
 
@@ -132,15 +133,6 @@ condition = "none"
 extractor = "sample"
 extractor_settings = {{ ddim_steps = 2, batch_size = 4 }}
 """
-
-
-def assert_refused(result, *fragments):
-    assert result.exit_code == 2, result.output
-    message = result.stderr.strip()
-    assert "\n" not in message, message
-    assert message.startswith("error: ")
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 def run_cli(tmp_path, *args):

@@ -13,7 +13,6 @@ Safetensors weights are preferred; a ``.bin`` is opened only with ``torch.load(w
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
+from side_bench.store import sha256_file
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LABEL_KINDS = ("informative", "random")
@@ -37,14 +37,6 @@ def _read_json(path: Path, what: str) -> dict:
     if not isinstance(value, dict):
         raise BenchError(f"{path}: expected a JSON object ({what})")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class DiffusersModel:

@@ -8,7 +8,6 @@ component is built.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import hookimpl
+from side_bench.store import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,14 +27,6 @@ SSCD_BANDS = {"low": (0.5, 0.6), "mid": (0.6, 0.7), "high": (0.7, 1.0)}
 
 def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())[:300] or type(error).__name__
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_file(path: str, what: str) -> Path:
