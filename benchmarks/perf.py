@@ -1,0 +1,256 @@
+"""Performance benchmarks: each a ratio measured side by side in one run on this machine.
+
+    python benchmarks/perf.py [--quick] [--out results/perf.json] [--quickstart] [--warm-cache DIR]
+
+- sampling: our DDIM loop (side_bench.diffusion.ddim_sample) / diffusers' DDIMPipeline,
+  same UNet and steps (target <= 1.05);
+- guidance: SIDE's guided sampling / unguided sampling (target <= 2.0);
+- k-NN: the scoring stage's search + band hits (ExactIndex.search_with_hits, both
+  backends) / one bare torch matrix product of the same shapes (target <= 1.3), and the
+  peak RSS of scoring many generations (a subprocess, so the peak is its own);
+- growth: cost of sampling + scoring against N_G and against training-set size, three
+  points each, as the fitted log-log slope;
+- quickstart (opt-in, --quickstart): `side-bench run` cold (fresh cache, target 10 min)
+  and warm (cache filled, target 30 s); --warm-cache DIR measures warm against that cache.
+
+Timings are the minimum over interleaved repeats (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+BANDS = [(0.85, 0.90), (0.90, 0.95), (0.95, 1.0)]
+
+
+def best_of(functions: dict, repeats: int) -> dict:
+    """Minimum wall time of each function, run interleaved so load hits all alike."""
+    times = {name: float("inf") for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name] = min(times[name], time.perf_counter() - start)
+    return times
+
+
+def bench_unet(image_size=8, channels=1, num_classes=0):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    return UNet2DModel(sample_size=image_size, in_channels=channels, out_channels=channels,
+                       block_out_channels=(32, 64), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       num_class_embeds=num_classes or None).eval()
+
+
+def target_of(unet, num_classes=0):
+    from side_bench.hookspecs import TargetModel
+
+    c, s = unet.config.in_channels, unet.config.sample_size
+    return TargetModel(unet=unet, scheduler_config={"num_train_timesteps": 1000}, num_classes=num_classes,
+                       trained_with="none", image_shape=(c, s, s), identity={})
+
+
+def sampling(n, steps, repeats):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    from side_bench.diffusion import ddim_sample
+
+    unet = bench_unet()
+    target = target_of(unet)
+    pipeline = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
+    pipeline.set_progress_bar_config(disable=True)
+    cpu = torch.device("cpu")
+    times = best_of({
+        "ours": lambda: ddim_sample(target, n, seed=0, num_steps=steps, batch_size=n, device=cpu),
+        "diffusers": lambda: pipeline(batch_size=n, num_inference_steps=steps, eta=0.0, output_type="np",
+                                      generator=torch.Generator().manual_seed(0)),
+    }, repeats)
+    return {"name": "sampling: ddim_sample / diffusers DDIMPipeline", "ratio": times["ours"] / times["diffusers"],
+            "target": 1.05, "seconds": times, "shape": f"N={n}, {steps} steps, bench UNet [32, 64] on 1x8x8"}
+
+
+def guidance(n, steps, repeats):
+    from side_bench.classifier import TimeConditionedResNet, log_prob_gradient
+    from side_bench.diffusion import ddim_sample
+
+    target = target_of(bench_unet())
+    classifier = TimeConditionedResNet(in_channels=1, num_classes=10, width=32, stages=3).eval()
+    guide = log_prob_gradient(classifier)
+    labels = torch.arange(n) % 10
+    cpu = torch.device("cpu")
+    common = dict(seed=0, num_steps=steps, batch_size=n, device=cpu, class_labels=labels)
+    times = best_of({
+        "guided": lambda: ddim_sample(target, n, guidance=guide, guidance_scale=1.0, **common),
+        "unguided": lambda: ddim_sample(target, n, **common),
+    }, repeats)
+    return {"name": "guidance: SIDE guided / unguided sampling", "ratio": times["guided"] / times["unguided"],
+            "target": 2.0, "seconds": times,
+            "shape": f"N={n}, {steps} steps, classifier width 32 x 3 stages (the side defaults)"}
+
+
+def knn_data(n_queries, n_base, dim, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    base = torch.rand(n_base, dim, generator=generator)
+    copies = max(1, n_queries // 10)  # a tenth of the candidates are near-copies, as memorized ones are
+    near = (base[:copies] + 0.003 * torch.randn(copies, dim, generator=generator)).clamp(0, 1)
+    return base, torch.cat([near, torch.rand(n_queries - copies, dim, generator=generator)])
+
+
+def knn(n_queries, n_base, dim, repeats):
+    from side_bench.knn import ExactIndex
+
+    base, queries = knn_data(n_queries, n_base, dim)
+    indices = {backend: ExactIndex(base, "l2", backend) for backend in ("torch", "faiss")}
+    times = best_of({
+        "matmul": lambda: queries @ base.T,
+        **{f"scoring ({b})": (lambda i=i: i.search_with_hits(queries, 1, BANDS)) for b, i in indices.items()},
+    }, repeats)
+    shape = f"{n_queries} x {n_base} x {dim}"
+    return [{"name": f"k-NN scoring, {backend} / bare torch matmul", "ratio": times[f"scoring ({backend})"] / times["matmul"],
+             "target": 1.3, "seconds": times, "shape": shape} for backend in ("torch", "faiss")]
+
+
+def knn_memory_child(n_queries, n_base, dim, backend):
+    """Run in a subprocess: score n_queries against n_base; print seconds and peak RSS."""
+    from side_bench.knn import ExactIndex
+
+    base, queries = knn_data(n_queries, n_base, dim)
+    inputs_mb = (base.numel() + queries.numel()) * 4 / 2**20
+    start = time.perf_counter()
+    (sims, _), masks = ExactIndex(base, "l2", backend).search_with_hits(queries, 1, BANDS)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "inputs_mb": inputs_mb,
+                      "unchunked_block_mb": n_queries * n_base * 4 / 2**20, "hits": int(masks[-1].sum())}))
+
+
+def knn_memory(n_queries, n_base, dim, backend="torch"):
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import perf; " \
+           f"perf.knn_memory_child({n_queries}, {n_base}, {dim}, {backend!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"name": f"k-NN peak memory ({backend})", "ratio": None, "target": None,
+            "shape": f"{n_queries} x {n_base} x {dim}", **found, "seconds": {"scoring": found["seconds"]}}
+
+
+def cell_cost(n_generations, n_train, steps):
+    """Sampling + scoring (the part of a cell that is not cached): seconds."""
+    from side_bench.diffusion import ddim_sample
+    from side_bench.registry import load_registry
+    from side_bench.scoring import Band, Reference, Scores, metric_rows, to_unit
+
+    registry = load_registry()
+    features = registry.build("features", "pixel", {})
+    metrics = {m: registry.build("metrics", m, {}) for m in ("ams", "ums", "p95", "gu-ratio")}
+    target = target_of(bench_unet())
+    train = torch.rand(n_train, 1, 8, 8) * 2 - 1
+    start = time.perf_counter()
+    images, _ = ddim_sample(target, n_generations, seed=0, num_steps=steps, batch_size=256, device=torch.device("cpu"))
+    reference = Reference(to_unit(train), features, backend="auto")
+    metric_rows(Scores(to_unit(images), reference, [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]), metrics)
+    return time.perf_counter() - start
+
+
+def growth(points_ng, points_train, steps, repeats):
+    rows = []
+    for what, points, make in (("N_G", points_ng, lambda p: cell_cost(p, points_train[0], steps)),
+                               ("training-set size", points_train, lambda p: cell_cost(points_ng[0], p, steps))):
+        seconds = [min(make(p) for _ in range(repeats)) for p in points]
+        slope = float(np.polyfit(np.log(points), np.log(seconds), 1)[0])
+        rows.append({"name": f"growth of sampling + scoring against {what}", "ratio": None, "slope": slope,
+                     "target": None, "seconds": dict(zip(map(str, points), seconds, strict=True)),
+                     "shape": f"{what} in {points}"})
+    return rows
+
+
+def quickstart(warm_cache: str | None):
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        cache = warm_cache or str(Path(scratch) / "cache")
+        runs = ["warm"] if warm_cache else ["cold", "warm"]
+        for kind in runs:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "side_bench", "run", "--results", str(Path(scratch) / kind),
+                            "--cache-dir", cache], check=True, capture_output=True)
+            seconds = time.perf_counter() - start
+            target = 600.0 if kind == "cold" else 30.0
+            rows.append({"name": f"quickstart {kind} (side-bench run)", "ratio": seconds / target, "target": 1.0,
+                         "seconds": {kind: seconds}, "shape": f"target {target:.0f} s"})
+    return rows
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average": os.getloadavg()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--out", default="results/perf.json")
+    parser.add_argument("--quickstart", action="store_true", help="also time the quickstart cold and warm (~10 min)")
+    parser.add_argument("--warm-cache", default=None, help="time only a warm quickstart against this cache")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(True)
+    if args.quick:
+        sizes = dict(sample=(64, 20), knn=(2000, 10000, 512), memory=(50_000, 10_000, 512),
+                     ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3)
+    else:
+        sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(1_000_000, 50_000, 512),
+                     ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5)
+    results = [sampling(*sizes["sample"], sizes["repeats"]), guidance(*sizes["sample"], sizes["repeats"])]
+    results += knn(*sizes["knn"], sizes["repeats"])
+    results.append(knn_memory(*sizes["memory"]))
+    results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
+    if args.quickstart or args.warm_cache:
+        results += quickstart(args.warm_cache)
+
+    table = Table(title="side-bench performance (lower is better; ratio = ours / reference)")
+    for column in ("benchmark", "shape", "seconds", "ratio", "target", "ok"):
+        table.add_column(column)
+    for row in results:
+        ratio = row.get("ratio")
+        if "slope" in row:
+            shown, target, ok = f"slope {row['slope']:.2f}", "", ""
+        elif "peak_rss_mb" in row:
+            shown = f"peak RSS {row['peak_rss_mb']:.0f} MB"
+            target = f"inputs {row['inputs_mb']:.0f} MB; unchunked block {row['unchunked_block_mb']:.0f} MB"
+            ok = "yes" if row["peak_rss_mb"] < row["inputs_mb"] + 1024 else "NO"
+        else:
+            shown, target = f"{ratio:.2f}x", f"<= {row['target']}x"
+            ok = "yes" if ratio <= row["target"] else "NO"
+            if row["name"].startswith("quickstart"):
+                secs = next(iter(row["seconds"].values()))
+                shown, target = f"{secs:.1f} s", row["shape"]
+        seconds = ", ".join(f"{k} {v:.3f}" for k, v in row["seconds"].items())
+        table.add_row(row["name"], row["shape"], seconds, shown, target, ok)
+    console.print(table)
+    command = "python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
+    console.print(f"machine: {machine()}\ncommand: {command}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(), "command": command, "results": results}, indent=2, default=str))
+    console.print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
