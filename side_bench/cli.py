@@ -68,6 +68,10 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         return print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out)
 
     _, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id)
+    executor_settings = {"address": address} if address else None
+    from side_bench.registry import load_registry
+
+    load_registry().build("executors", executor, executor_settings, where=f"--executor {executor}")  # refuse before output
     done_before = sum(store.is_done(c.config_hash) for c in cells)
     console.print(f"[bold]{suite}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}")
     started = time.perf_counter()
@@ -94,7 +98,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         try:
             rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
                              executor=executor, run_id=run_id, fail_fast=fail_fast,
-                             executor_settings={"address": address} if address else None,
+                             executor_settings=executor_settings,
                              progress=progress, on_cell=on_cell)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)
