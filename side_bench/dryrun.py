@@ -58,7 +58,7 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
             train_images, note = model_settings["steps"] * model_settings["batch_size"], "train"
         seen_models.add(key)
         condition_settings, extractor_settings = cell.attack.condition.settings, cell.attack.extractor.settings
-        unet_evals = suite_obj.n_generations * _positive(extractor_settings, "ddim_steps", 50)
+        unet_evals = suite_obj.n_generations[cell.scale] * _positive(extractor_settings, "ddim_steps", 50)
         labelled = cell.scale
         if "clusters" in condition_settings:  # a surrogate: it samples its own pool first
             n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
@@ -95,5 +95,5 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     console.print(
         f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps, "
         f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "
-        f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G = {suite_obj.n_generations})"
+        f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G per scale: {', '.join(f'{k}: {v:,}' for k, v in suite_obj.n_generations.items())})"
     )

@@ -22,7 +22,7 @@ from side_bench.registry import Registry, settings_dict
 from side_bench.scoring import Band, make_bands
 
 TOP_LEVEL_KEYS = {
-    "name": str, "description": str, "scales": list, "seeds": list, "n_generations": int,
+    "name": str, "description": str, "scales": list, "seeds": list, "n_generations": (int, dict),
     "dataset": dict, "model": dict, "features": (str, dict), "metrics": list, "bands": dict,
     "attacks": list, "scoring": dict, "gallery_size": int,
 }
@@ -58,7 +58,7 @@ class Suite:
     attacks: list[AttackSpec]  # sweeps already expanded: one AttackSpec per value
     scales: list[int]
     seeds: list[int]
-    n_generations: int
+    n_generations: dict[int, int]  # N_G per scale (a suite may give one for all)
     knn_backend: str
     gallery_size: int  # top-k candidates kept per cell as a PNG (0: none); not in the hash
     raw: dict[str, Any]  # the file's contents, for the manifest
@@ -102,6 +102,22 @@ def _int_list(value, key: str, where: str, minimum: int) -> list[int]:
     return list(value)
 
 
+def _generations_per_scale(value, scales: list[int], where: str) -> dict[int, int]:
+    """``n_generations = 256`` for every scale, or a table ``{ "1000" = 51200, ... }`` per scale
+    (the paper's budgets differ by scale; UMS then compares only within a scale)."""
+    table = {str(scale): value for scale in scales} if isinstance(value, int) else value
+    missing = [str(scale) for scale in scales if str(scale) not in table]
+    if missing:
+        raise BenchError(f"{where}: n_generations: no budget for scale {missing[0]} (expected a key per scale)")
+    extra = sorted(set(table) - {str(scale) for scale in scales})
+    if extra:
+        raise BenchError(f"{where}: n_generations: {extra[0]!r} is not one of the scales")
+    for key, n in table.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise BenchError(f"{where}: n_generations: expected a positive integer for scale {key}, got {n!r}")
+    return {scale: table[str(scale)] for scale in scales}
+
+
 def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict]]:
     """``sweep = {"extractor.guidance_scale" = [0, 1, 4]}`` -> one (name, cond, extr) per value."""
     sweep = attack.get("sweep", {})
@@ -141,8 +157,6 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise BenchError(f"{where}: missing key {key!r}")
-    if raw["n_generations"] < 1:
-        raise BenchError(f"{where}: n_generations: expected a positive integer, got {raw['n_generations']}")
 
     dataset = _component(raw["dataset"], f"{where}: [dataset]")
     model = _component(raw["model"], f"{where}: [model]")
@@ -213,7 +227,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
         metrics=metrics, bands=bands, attacks=attacks,
         scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
-        n_generations=raw["n_generations"], knn_backend=knn_backend,
+        n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw),
     )
 
@@ -249,7 +263,7 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "features": {**dataclasses.asdict(suite.features), "identity": features_identity},
             "bands": [dataclasses.asdict(b) for b in suite.bands],
             "metrics": suite.metrics,
-            "n_generations": suite.n_generations,
+            "n_generations": suite.n_generations[scale],
             "knn": suite.knn_backend,
             "device": device,
             "versions": versions,

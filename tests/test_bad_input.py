@@ -93,3 +93,19 @@ def test_score_mismatched_image_sizes(tmp_path):
 
 def test_show_not_a_run_folder(tmp_path):
     assert_refused(run_cli("show", str(tmp_path)), str(tmp_path), "not a run folder")
+
+
+def test_n_generations_per_scale_must_cover_every_scale(write_suite, tmp_path):
+    suite = write_suite(replace={"n_generations = 8": 'n_generations = { "16" = 8 }'})
+    result = run_cli("run", "--suite", str(suite), "--results", str(tmp_path / "results"))
+    assert_refused(result, str(suite), "n_generations: no budget for scale 32")
+
+
+def test_n_generations_per_scale_reaches_the_cells(write_suite):
+    from side_bench.registry import load_registry
+    from side_bench.suite import expand_cells, load_suite
+
+    suite = load_suite(str(write_suite(replace={"n_generations = 8": 'n_generations = { "16" = 8, "32" = 12 }'})),
+                       load_registry())
+    cells = expand_cells(suite, versions={}, device="cpu", features_identity={})
+    assert {(c.scale, c.config["n_generations"]) for c in cells} == {(16, 8), (32, 12)}
