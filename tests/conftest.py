@@ -56,3 +56,22 @@ def write_suite(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture
+def entry_point_plugin(tmp_path, monkeypatch):
+    """entry_point_plugin(name, source): a real entry-point plugin (a module and a dist-info
+    folder on sys.path, found by importlib.metadata), loaded beside side-bench's own."""
+
+    def install(name: str, source: str) -> None:
+        module = name.replace("-", "_")
+        site = tmp_path / "site"
+        info = site / f"{module}-0.1.dist-info"
+        info.mkdir(parents=True, exist_ok=True)
+        (site / f"{module}.py").write_text(source)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[side_bench]\n{name} = {module}\n")
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.setenv("SIDE_BENCH_PLUGINS", f"side-bench,{name}")
+
+    return install

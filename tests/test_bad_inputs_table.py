@@ -41,14 +41,8 @@ def test_address_without_the_ray_executor(write_suite, tmp_path):
     refused(result, "--executor local", "takes no settings, got address")
 
 
-def test_a_model_or_extractor_that_returns_nan_fails_its_cell_by_name(write_suite, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    (site / "nan_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "nan_plugin.py").write_text(NAN_PLUGIN)
-    (site / "nan_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: nan-plugin\nVersion: 0.1\n")
-    (site / "nan_plugin-0.1.dist-info" / "entry_points.txt").write_text("[side_bench]\nnan = nan_plugin\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench,nan-plugin")
+def test_a_model_or_extractor_that_returns_nan_fails_its_cell_by_name(write_suite, tmp_path, entry_point_plugin):
+    entry_point_plugin("nan-plugin", NAN_PLUGIN)
     suite = write_suite(replace={"scales = [16, 32]": "scales = [16]", 'extractor = "sample"': 'extractor = "nan-images"',
                                  "extractor_settings = { ddim_steps = 4, batch_size = 5 }\n": ""})
     result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--results", str(tmp_path / "r"),

@@ -97,15 +97,9 @@ def register_extractors(register):
 
 
 @pytest.fixture
-def broken_plugin(tmp_path, monkeypatch):
-    """A real entry-point plugin: a module and a dist-info folder on sys.path."""
-    site = tmp_path / "site"
-    (site / "broken_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "broken_plugin.py").write_text(BROKEN_PLUGIN)
-    (site / "broken_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
-    (site / "broken_plugin-0.1.dist-info" / "entry_points.txt").write_text("[side_bench]\nbroken = broken_plugin\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench,broken-plugin")
+def broken_plugin(entry_point_plugin):
+    """An extractor that raises, as a real entry-point plugin."""
+    entry_point_plugin("broken-plugin", BROKEN_PLUGIN)
 
 
 BROKEN_ATTACK = """

@@ -124,14 +124,8 @@ def register_models(register):
 '''
 
 
-def test_a_declared_conditional_target_refuses_a_condition_with_exit_2(write_suite, tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    (site / "declared_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "declared_plugin.py").write_text(DECLARED_PLUGIN)
-    (site / "declared_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: declared-plugin\nVersion: 0.1\n")
-    (site / "declared_plugin-0.1.dist-info" / "entry_points.txt").write_text("[side_bench]\ndeclared = declared_plugin\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench,declared-plugin")
+def test_a_declared_conditional_target_refuses_a_condition_with_exit_2(write_suite, tmp_path, entry_point_plugin):
+    entry_point_plugin("declared-plugin", DECLARED_PLUGIN)
     suite = write_suite(replace={'name = "bench-unet"\nblock_out_channels = [8, 16]\nsteps = 12\nbatch_size = 16':
                                  'name = "declared-informative"', 'condition = "none"': 'condition = "random"'})
     from side_bench.cli import main
