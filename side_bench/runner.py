@@ -78,10 +78,11 @@ class CellRunner:
     _registry: Registry | None = field(default=None, repr=False)
     _splits: dict = field(default_factory=dict, repr=False)
     _references: dict = field(default_factory=dict, repr=False)
+    _null_rows: dict = field(default_factory=dict, repr=False)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(progress=_quiet, _registry=None, _splits={}, _references={})
+        state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={})
         return state
 
     @property
@@ -153,7 +154,12 @@ class CellRunner:
             write_gallery(Path(self.run_dir) / gallery, scores.candidates01, reference.train01,
                           similarity, nearest, cell.gallery_size)
         ctx.progress("scoring", 1, 2)
-        null_rows = score_images(to_unit(data.heldout), reference, metrics, bands)
+        # The null baseline depends on the scale's data, features, metrics and bands, not on
+        # the attack: score the held-out images once per scale, not once per cell.
+        null_key = canonical_hash([reference_key, config["metrics"], config["bands"]])
+        if null_key not in self._null_rows:
+            self._null_rows[null_key] = score_images(to_unit(data.heldout), reference, metrics, bands)
+        null_rows = self._null_rows[null_key]
         ctx.progress("scoring", 2, 2)
         seconds = time.perf_counter() - started
         common = {
