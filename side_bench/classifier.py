@@ -10,8 +10,6 @@ t = 0, which is what makes it an ordinary classifier.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -23,6 +21,7 @@ from torch import nn
 
 from side_bench.diffusion import derive_seed
 from side_bench.hookspecs import ProgressCallback
+from side_bench.store import atomic_directory
 
 
 class TimeResidualBlock(nn.Module):
@@ -132,15 +131,8 @@ def load_or_train_classifier(folder: Path, build, train) -> TimeConditionedResNe
         classifier.load_state_dict(load_file(weights))
         return classifier.eval()
     classifier = train(build())
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_directory(folder, complete="classifier.safetensors") as temporary:
         state = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
         save_file(state, temporary / "classifier.safetensors")
         (temporary / "config.json").write_text(json.dumps(classifier.config, indent=2))
-        temporary.rename(folder)
-    except OSError:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if not weights.exists():
-            raise
     return classifier

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,28 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(folder: Path, complete: str) -> Iterator[Path]:
+    """Yield a temporary folder beside ``folder``; on success rename it to ``folder``.
+
+    A killed run never leaves half a cached model. When another process finished the same
+    folder first (the rename fails and ``folder / complete`` exists), its copy is kept.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield temporary
+        temporary.rename(folder)
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if not (folder / complete).exists():
+            raise
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
         raise
 
 

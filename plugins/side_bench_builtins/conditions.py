@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from side_bench.diffusion import ddim_sample, derive_seed
 from side_bench.errors import BenchError
@@ -227,10 +227,7 @@ class Surrogate:
                                                       ctx.seed, self.settings.kmeans)
             ctx.progress("clustering", 1, 1)
             labels = torch.from_numpy(labels)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buffer_path = path.with_suffix(".tmp")
-            save_file({"images": images.contiguous(), "labels": labels}, str(buffer_path))
-            buffer_path.replace(path)
+            atomic_write(path, save({"images": images.contiguous(), "labels": labels}))
             atomic_write(path.with_suffix(".json"), json.dumps({
                 **identity, "cohesion": cohesion.round(4).tolist(), "kept": kept.tolist()}, default=str))
         num_classes = int(labels.max()) + 1

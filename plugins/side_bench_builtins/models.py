@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from side_bench.diffusion import derive_seed, train_denoiser
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
+from side_bench.store import atomic_directory
 
 RECORD = "side_bench_model.json"
 
@@ -98,17 +97,10 @@ class BenchUNet:
     @staticmethod
     def _save(folder: Path, unet, scheduler, record: dict) -> None:
         """Write into a temporary folder, then rename: a killed run never leaves half a model."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        temporary = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-        try:
+        with atomic_directory(folder, complete=RECORD) as temporary:
             unet.save_pretrained(temporary, safe_serialization=True)
             scheduler.save_pretrained(temporary)
             (temporary / RECORD).write_text(json.dumps(record, indent=2, default=str))
-            temporary.rename(folder)
-        except OSError:
-            shutil.rmtree(temporary, ignore_errors=True)
-            if not (folder / RECORD).exists():  # else another process finished it first
-                raise
 
 
 @hookimpl
