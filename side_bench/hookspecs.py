@@ -90,6 +90,14 @@ class LabelledImages:
     labels: torch.Tensor  # (N,) int64 in [0, num_classes)
     num_classes: int
     identity: dict[str, Any]  # names how they were made; part of classifier cache keys
+    # Optional: the class or cluster of every *training* image in this same label space
+    # (informative: its own label; surrogate: its nearest kept centroid), (N_train,) int64.
+    # The runner uses it for the target-hit diagnostic: does a candidate guided to c land
+    # on a training image of c?
+    train_targets: torch.Tensor | None = None
+    # Optional: JSON-able facts about how the labels were made (e.g. clusters kept, their
+    # cohesion); written into every row of the cell under ``diagnostics``.
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -115,6 +123,23 @@ class TargetDeclaration:
 
     trained_with: str  # "none" for an unconditional model
     num_classes: int
+
+
+@dataclass
+class Candidates:
+    """What an extractor returns: the candidate images and what each was steered to.
+
+    An extractor may also return a bare tensor of images (then nothing was steered).
+    Candidate ``i`` is generation ``i`` of the cell (its noise comes from (seed, i)).
+    """
+
+    images: torch.Tensor  # (n, C, H, W) float32 in [-1, 1]
+    # (n,) int64: the class or cluster candidate i was guided to or sampled with; None when
+    # unguided. Kept in the per-candidate records.
+    targets: torch.Tensor | None = None
+    # JSON-able attack diagnostics (classifier accuracy per noise band, calibration, ...);
+    # written into every row of the cell under ``diagnostics``.
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -195,8 +220,8 @@ class Extractor(Protocol):
 
     def extract(
         self, target: TargetModel, labelled: LabelledImages | None, n: int, ctx: RunContext
-    ) -> torch.Tensor:
-        """Return ``n`` candidate images (n, C, H, W) in [-1, 1].
+    ) -> Candidates | torch.Tensor:
+        """Return ``n`` candidates: ``Candidates`` or a tensor (n, C, H, W) in [-1, 1].
 
         Sample ``i`` must depend only on (ctx.seed, i), never on the batch size.
         """
