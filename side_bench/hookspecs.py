@@ -245,19 +245,48 @@ class Features(Protocol):
         """Embed images (N, C, H, W) with values in [0, 1]; return (N, D) float32."""
 
 
+@dataclass
+class MetricValue:
+    """What ``Metric.compute`` returns: a value with what is behind it.
+
+    A rate is ``count`` of ``n`` with a binomial interval; a statistic that is not a count
+    (UMS, a percentile) carries a seeded bootstrap interval and its standard error ``se``,
+    which the leaderboard's tests use. ``value`` None means "cannot be computed here", with
+    ``reason`` saying why (e.g. "needs at least 2 training images"); it is written as null.
+    """
+
+    value: float | None
+    count: int | None = None  # k of a rate k / n
+    n: int | None = None  # the denominator: N_G for candidate rates
+    ci_low: float | None = None  # 95% interval
+    ci_high: float | None = None
+    interval: str | None = None  # how the interval was made: "wilson", "bootstrap-percentile", ...
+    se: float | None = None  # standard error (bootstrap); None for counts (the test uses k and n)
+    reason: str | None = None
+
+
 @runtime_checkable
 class Metric(Protocol):
-    """Registered by ``register_metrics``.
+    """Registered by ``register_metrics``. A metric says what it is; the core reads it.
 
-    ``uses_bands``: True when the metric is computed once per similarity band. ``compute``
-    gets a ``side_bench.scoring.Scores`` (nearest-neighbour results of candidates against the
-    training set, computed once and shared by all metrics) and the band (None when
-    ``uses_bands`` is False) and returns a float; rates are fractions in [0, 1].
+    - ``uses_bands``: True when computed once per similarity band.
+    - ``direction``: "higher" when a larger value means more memorization, else "lower".
+    - ``unit``: "rate" (a fraction in [0, 1], shown in percent), "similarity", "distance",
+      "ratio" or "nats"; the leaderboard formats and checks values by it.
+    - ``description``: one line for legends.
+
+    ``compute`` gets ``side_bench.scoring.CandidateScores`` (per-candidate nearest-neighbour
+    results, the same object whether fresh or loaded from stored records, so ``rescore``
+    reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
+    returns a ``MetricValue`` (or a bare float, for which no interval is known).
     """
 
     uses_bands: bool
+    direction: str
+    unit: str
+    description: str
 
-    def compute(self, scores: Any, band: Any) -> float: ...
+    def compute(self, scores: Any, band: Any) -> MetricValue | float: ...
 
 
 @runtime_checkable
