@@ -1,9 +1,40 @@
-"""side-bench: measure training-data memorization in diffusion models, and rank extraction attacks."""
+"""side-bench: measure training-data memorization in diffusion models, and rank extraction attacks.
+
+The public names are imported when first used (a module ``__getattr__``), so that
+``import side_bench`` and ``side-bench --help`` do not import torch and pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from side_bench.errors import BenchError
-from side_bench.leaderboard import build_leaderboard
-from side_bench.report import write_report
-from side_bench.runner import run_suite, score_arrays
 
-__all__ = ["BenchError", "build_leaderboard", "run_suite", "score_arrays", "write_report"]
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_LAZY = {
+    "build_leaderboard": "side_bench.leaderboard",
+    "write_report": "side_bench.report",
+    "run_suite": "side_bench.runner",
+    "score_arrays": "side_bench.runner",
+    "load_candidates": "side_bench.candidates",
+    "rescore_run": "side_bench.rescore",
+    "compare_attacks": "side_bench.compare",
+}
+
+__all__ = ["BenchError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'side_bench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from side_bench.contracts import dumps_strict
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, writes stay atomic
@@ -80,7 +82,8 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json(path: Path, value: Any) -> None:
-    atomic_write(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+    """Strict JSON (NaN and infinity written as null, never as bare tokens), atomically."""
+    atomic_write(path, dumps_strict(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -235,5 +238,5 @@ class RunStore:
     def write_rows(self) -> None:
         # Under the lock, the last writer has read every cell file written before it.
         with file_lock(self._write_lock):
-            lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in self.rows())
+            lines = "".join(dumps_strict(row, sort_keys=True, default=str) + "\n" for row in self.rows())
             atomic_write(self.run_dir / "rows.jsonl", lines)
