@@ -301,6 +301,25 @@ class Executor(Protocol):
     def run(self, cells: list, run_cell: Callable, on_done: Callable) -> None: ...
 
 
+@runtime_checkable
+class Ranker(Protocol):
+    """Registered by ``register_rankers``: an attacker-side score per candidate.
+
+    The attacker's own view (Carlini et al. 2023's generate-and-filter): a score computed from
+    the candidates and the target model only, never the training set; higher means "more
+    likely memorized". ``score`` returns the scores (n,) float64 and the ranker's own flag
+    threshold (a candidate is flagged when score >= threshold; None when the ranker has none).
+    Candidate ``i``'s score must not depend on the batch size (seed any noise by (ctx.seed, i)).
+    The runner stores every ranker's scores in the per-candidate records; the ranking metrics
+    compare them with the ground truth.
+    """
+
+    description: str
+
+    def score(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext) -> tuple[Any, float | None]:
+        """``candidates01`` (n, C, H, W) in [0, 1] -> (scores (n,) float64 ndarray, threshold)."""
+
+
 # --------------------------------------------------------------------------------------------
 # Hooks
 # --------------------------------------------------------------------------------------------
@@ -342,6 +361,11 @@ def register_executors(register: Register) -> None:
 
 
 @hookspec
+def register_rankers(register: Register) -> None:
+    """Register Ranker components (see ``Ranker``)."""
+
+
+@hookspec
 def register_suites(register: Register) -> None:
     """Register suite definitions: ``register(name, path_to_toml_file)``."""
 
@@ -355,4 +379,5 @@ KINDS = (
     "metrics",
     "executors",
     "suites",
+    "rankers",
 )

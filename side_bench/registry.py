@@ -34,6 +34,7 @@ KIND_SINGULAR = {
     "metrics": "metric",
     "executors": "executor",
     "suites": "suite",
+    "rankers": "ranker",
 }
 
 
