@@ -103,7 +103,7 @@ class ExactIndex:
         return lowest - 1e-6
 
     def _torch_block(self, chunk: torch.Tensor, k: int, lowest: float | None):
-        """Top-k (raw, idx) of a chunk and, with ``lowest``, the pairs (cols, sims) with
+        """Top-k (raw, idx) of a chunk and, with ``lowest``, the pairs (rows, cols, sims) with
         similarity >= lowest; rows whose best score is out of range are not scanned again."""
         partial, offset = self._torch_partial(chunk)
         largest = self.similarity == "cosine"
@@ -123,51 +123,66 @@ class ExactIndex:
                 hit_rows, cols = near.nonzero(as_tuple=True)
                 sims = self._to_similarity(block[hit_rows, cols]).cpu()
                 keep = sims >= lowest
-                pairs = (cols.cpu()[keep], sims[keep])
+                pairs = (rows[hit_rows].cpu()[keep], cols.cpu()[keep], sims[keep])
             else:
-                pairs = (torch.empty(0, dtype=torch.long), torch.empty(0))
+                pairs = (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0))
         return raw.cpu(), idx.cpu().long(), pairs
+
+    def _faiss_pairs(self, chunk: torch.Tensor, lowest: float):
+        """faiss range search: the pairs (rows, cols, sims) with similarity >= lowest."""
+        array = np.ascontiguousarray(chunk.cpu().numpy())
+        if self.similarity == "l2":
+            # gamma >= lowest  <=>  squared distance <= ((1 - lowest)^2) * D
+            radius = ((1.0 - lowest) ** 2) * self.dim * (1 + 1e-6) + 1e-12
+        else:
+            radius = lowest - 1e-6  # faiss keeps inner products > radius
+        lims, raw, idx = self.index.range_search(array, float(radius))
+        rows = torch.from_numpy(np.repeat(np.arange(len(array)), np.diff(lims.astype(np.int64)))).long()
+        sims = self._to_similarity(torch.from_numpy(raw))
+        keep = sims >= lowest
+        return rows[keep], torch.from_numpy(idx).long()[keep], sims[keep]
 
     def search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most similar base vectors per query: (similarities, indices), best first."""
+        (sims, indices), _ = self.search_with_pairs(queries, k, None)
+        return sims, indices
+
+    def search_with_pairs(self, queries: torch.Tensor, k: int, lowest: float | None):
+        """``((sims, idx), pairs)``: the k most similar base vectors per query, best first, and,
+        when ``lowest`` is given, every (query row, base index, similarity) with similarity >=
+        lowest (a range search; None otherwise).
+
+        With the torch backend both come from one matrix product per chunk; faiss makes a
+        search and a range search. Memory is bounded by the chunk and the pairs found.
+        """
         queries = self._prepare(queries)
         k = min(k, self.size)
-        sims, indices = [], []
+        sims, indices, pair_parts = [], [], []
         for start in range(0, len(queries), self.chunk):
             chunk = queries[start : start + self.chunk]
             if self.backend == "faiss":
                 raw, idx = self.index.search(np.ascontiguousarray(chunk.cpu().numpy()), k)
-                raw, idx = torch.from_numpy(raw), torch.from_numpy(idx)
+                raw, idx = torch.from_numpy(raw), torch.from_numpy(idx).long()
+                pairs = self._faiss_pairs(chunk, lowest) if lowest is not None else None
             else:
-                raw, idx, _ = self._torch_block(chunk, k, None)
-            sims.append(self._to_similarity(raw))
-            indices.append(idx.long())
-        if not sims:
-            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
-        return torch.cat(sims), torch.cat(indices)
-
-    def search_with_hits(self, queries: torch.Tensor, k: int, bands: list[tuple[float, float]]):
-        """``(search(queries, k), base_hits(queries, bands))`` in one pass over the distances.
-
-        With the torch backend both come from one matrix product per chunk, and the values
-        are exactly those of the two calls. faiss has no fused search: it makes the two calls.
-        """
-        if self.backend == "faiss" or not bands:
-            return self.search(queries, k), self.base_hits(queries, bands)
-        queries = self._prepare(queries)
-        k = min(k, self.size)
-        lowest = min(low for low, _ in bands)
-        masks = [torch.zeros(self.size, dtype=torch.bool) for _ in bands]
-        sims, indices = [], []
-        for start in range(0, len(queries), self.chunk):
-            raw, idx, (cols, pair_sims) = self._torch_block(queries[start : start + self.chunk], k, lowest)
+                raw, idx, pairs = self._torch_block(chunk, k, lowest)
             sims.append(self._to_similarity(raw))
             indices.append(idx)
-            for mask, band in zip(masks, bands, strict=False):
-                mask[cols[in_band(pair_sims, band)]] = True
-        if not sims:
-            return (torch.empty(0, k), torch.empty(0, k, dtype=torch.long)), masks
-        return (torch.cat(sims), torch.cat(indices)), masks
+            if pairs is not None:
+                pair_parts.append((pairs[0] + start, pairs[1], pairs[2]))
+        found = ((torch.cat(sims), torch.cat(indices)) if sims
+                 else (torch.empty(0, k), torch.empty(0, k, dtype=torch.long)))
+        if lowest is None:
+            return found, None
+        if not pair_parts:
+            return found, (torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), torch.empty(0))
+        return found, tuple(torch.cat(part) for part in zip(*pair_parts, strict=True))
+
+    def search_with_hits(self, queries: torch.Tensor, k: int, bands: list[tuple[float, float]]):
+        """``(search(queries, k), base_hits(queries, bands))`` from one pass over the distances."""
+        lowest = min((low for low, _ in bands), default=None)
+        found, pairs = self.search_with_pairs(queries, k, lowest)
+        return found, self._masks(pairs, bands)
 
     def base_hits(self, queries: torch.Tensor, bands: list[tuple[float, float]]) -> list[torch.Tensor]:
         """For each band, a boolean mask over the base: is some query's similarity in it?
@@ -175,27 +190,14 @@ class ExactIndex:
         This is the union that UMS counts. Only pairs at or above the lowest band edge are
         looked at (a range search), chunk by chunk, so memory is bounded by the masks.
         """
-        queries = self._prepare(queries)
+        return self.search_with_hits(queries, 1, bands)[1]
+
+    def _masks(self, pairs, bands: list[tuple[float, float]]) -> list[torch.Tensor]:
         masks = [torch.zeros(self.size, dtype=torch.bool) for _ in bands]
-        if not bands:
-            return masks
-        lowest = min(low for low, _ in bands)
-        for start in range(0, len(queries), self.chunk):
-            chunk = queries[start : start + self.chunk]
-            if self.backend == "faiss":
-                array = np.ascontiguousarray(chunk.cpu().numpy())
-                if self.similarity == "l2":
-                    # gamma >= lowest  <=>  squared distance <= ((1 - lowest)^2) * D
-                    radius = ((1.0 - lowest) ** 2) * self.dim * (1 + 1e-6) + 1e-12
-                else:
-                    radius = lowest - 1e-6  # faiss keeps inner products > radius
-                _, raw, idx = self.index.range_search(array, float(radius))
-                sims = self._to_similarity(torch.from_numpy(raw))
-                idx = torch.from_numpy(idx).long()
-            else:
-                _, _, (idx, sims) = self._torch_block(chunk, 1, lowest)
-            for mask, band in zip(masks, bands, strict=False):
-                mask[idx[in_band(sims, band)]] = True
+        if pairs is not None:
+            _, cols, sims = pairs
+            for mask, band in zip(masks, bands, strict=True):
+                mask[cols[in_band(sims, band)]] = True
         return masks
 
 

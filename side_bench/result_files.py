@@ -8,7 +8,13 @@ a one-line ``BenchError`` naming the file (and line) and the field.
 Schema versions:
     0  rows and manifests written before ``schema_version`` existed: the same fields,
        without ``schema_version``; optional fields may be missing.
-    1  the current version (``side_bench.store.SCHEMA_VERSION``).
+    1  manifests (the current version, ``side_bench.store.SCHEMA_VERSION``); rows without
+       counts or intervals.
+    2  rows (``ROW_SCHEMA_VERSION``): each value with its count (k of n), 95% interval and
+       the standard error of a bootstrapped statistic, the null baseline likewise, the
+       metric's direction and unit, the cell's diagnostics, stage times, plugin
+       distributions and per-candidate record files; ``value`` may be null with a reason.
+       Version-1 rows are upgraded with those fields null (their intervals are unknown).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from typing import Any
 import jsonschema
 
 from side_bench.errors import BenchError
-from side_bench.store import SCHEMA_VERSION
+from side_bench.store import SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
+
+ROW_SCHEMA_VERSION = 2
 
 ROWS_FILE = "rows.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -86,25 +94,38 @@ def _row_0_to_1(row: dict) -> dict:
     return {**_ROW_DEFAULTS_V0, **row, "schema_version": 1}
 
 
+_ROW_DEFAULTS_V1 = {
+    "count": None, "n": None, "ci_low": None, "ci_high": None, "interval": None, "se": None, "reason": None,
+    "null_count": None, "null_n": None, "null_ci_low": None, "null_ci_high": None, "null_se": None,
+    "direction": None, "unit": None, "diagnostics": {}, "plugins": {}, "candidates_file": None,
+    "null_candidates_file": None,
+}
+
+
+def _row_1_to_2(row: dict) -> dict:
+    return {**_ROW_DEFAULTS_V1, **row, "schema_version": 2}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
-ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1}
+ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 
 def upgrade(document: Any, upgrades: dict[int, Callable[[dict], dict]], where: str) -> Any:
+    current = ROW_SCHEMA_VERSION if upgrades is ROW_UPGRADES else MANIFEST_SCHEMA_VERSION
     """Bring a row or manifest up to the current version; unknown shapes are left to validate()."""
     if not isinstance(document, dict):
         return document
     version = document.get("schema_version", 0)
     if not isinstance(version, int) or isinstance(version, bool):
         raise BenchError(f"{where}: field 'schema_version': expected integer, got {_short(version)}")
-    if version > SCHEMA_VERSION:
+    if version > current:
         raise BenchError(f"{where}: field 'schema_version': {version} was written by a newer side-bench "
-                         f"(this one reads versions 0 to {SCHEMA_VERSION}); upgrade side-bench")
-    while version < SCHEMA_VERSION:
+                         f"(this one reads versions 0 to {current}); upgrade side-bench")
+    while version < current:
         if version not in upgrades:
             raise BenchError(f"{where}: field 'schema_version': unknown version {version}")
         document = upgrades[version](document)

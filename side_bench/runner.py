@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -13,15 +14,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
+from side_bench import stats
+from side_bench.candidates import cell_file, null_file, write_scores
 from side_bench.errors import BenchError
 from side_bench.gallery import write_gallery
-from side_bench.hookspecs import RunContext
+from side_bench.hookspecs import Candidates, RunContext
 from side_bench.registry import Registry, load_registry
-from side_bench.scoring import Band, Reference, Scores, metric_rows, score_images, to_unit, with_null
-from side_bench.store import SCHEMA_VERSION, RunStore
+from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
+from side_bench.result_files import ROW_SCHEMA_VERSION
+from side_bench.store import RunStore
 from side_bench.suite import Cell, Suite, canonical_hash, expand_cells, load_suite
 
 CACHE_ENV = "SIDE_BENCH_CACHE"
@@ -94,7 +99,7 @@ class CellRunner:
     def __call__(self, cell: Cell) -> dict:
         started = time.perf_counter()
         base = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
-                "attack": cell.attack.name, "started": now()}
+                "attack": cell.attack.name, "config": cell.config, "started": now()}
         try:
             rows = self._run(cell, started)
         except Exception as error:  # isolate the cell: record why, let the others go on
@@ -113,68 +118,156 @@ class CellRunner:
         return self._splits[key]
 
     def _run(self, cell: Cell, started: float) -> list[dict]:
+        """The cell's stages, each timed: data, target, condition, extraction, scoring, null, gallery."""
         config = cell.config
         registry = self.registry
-        device = torch.device(self.device)
+        timer = StageTimer()
         features = registry.build("features", config["features"]["name"], config["features"]["settings"])
-        ctx = RunContext(device=device, seed=cell.seed, cache_dir=Path(self.cache_dir),
+        ctx = RunContext(device=torch.device(self.device), seed=cell.seed, cache_dir=Path(self.cache_dir),
                          features=features, progress=self.progress)
-        data = self._split(config)
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
         extractor = registry.build("extractors", cell.attack.extractor.name, cell.attack.extractor.settings)
-        model = registry.build("models", config["model"]["name"], config["model"]["settings"])
-
-        labels = condition.training_labels(data, cell.seed)
-        model_key = canonical_hash({
-            "data": data.identity, "labels": condition.training_key(), "model": config["model"],
-            "device": device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
-        })
-        target = model.prepare(data, labels, model_key, ctx)
-        if hasattr(condition, "check_target"):  # optional in the contract
-            condition.check_target(target)
-        labelled = condition.attack_labels(target, data, ctx)
-        candidates = extractor.extract(target, labelled, config["n_generations"], ctx)
-        if not torch.isfinite(candidates).all():
-            raise BenchError(f"extractor {cell.attack.extractor.name!r} returned non-finite images (NaN or inf)")
-
-        ctx.progress("scoring", 0, 2)
-        reference_key = canonical_hash([data.identity, features.identity, config["knn"]])
-        if reference_key not in self._references:  # training-set features once per scale
-            self._references[reference_key] = Reference(to_unit(data.train), features,
-                                                        backend=config["knn"], device=device)
-        reference = self._references[reference_key]
+        with timer("data"):
+            data = self._split(config)
+        with timer("target"):
+            target, model_key = self._target(cell, data, condition, ctx)
+        with timer("condition"):
+            labelled = condition.attack_labels(target, data, ctx)
+        with timer("extraction"):
+            candidates = as_candidates(
+                extractor.extract(target, labelled, config["n_generations"], ctx),
+                config["n_generations"], target.image_shape, f"extractor {cell.attack.extractor.name!r}")
         bands = [Band(**b) for b in config["bands"]]
         metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
-        scores = Scores(to_unit(candidates), reference, bands)
-        rows = metric_rows(scores, metrics)
+        with timer("scoring"):
+            ctx.progress("scoring", 0, 2)
+            reference, reference_key = self._reference(config, data, features, ctx.device)
+            scores = reference.score(to_unit(candidates.images), bands, targets=candidates.targets)
+            scores.model = ModelContext(target=target, train=data.train, ctx=ctx)
+            rows = metric_rows(scores, metrics, bands)
+            candidates_file = cell_file(cell.config_hash)
+            write_scores(Path(self.run_dir) / candidates_file, scores, seed=cell.seed, kind="candidates",
+                         config_hash=cell.config_hash)
+            ctx.progress("scoring", 1, 2)
+        with timer("null"):
+            null_rows, null_candidates_file = self._null(config, data, reference, reference_key, metrics, bands)
+            ctx.progress("scoring", 2, 2)
         gallery = None
-        if cell.gallery_size > 0:  # the most similar candidates, for people to look at
-            gallery = f"galleries/{cell.config_hash}.png"
-            similarity, nearest = scores.nearest
-            write_gallery(Path(self.run_dir) / gallery, scores.candidates01, reference.train01,
-                          similarity, nearest, cell.gallery_size)
-        ctx.progress("scoring", 1, 2)
-        # The null baseline depends on the scale's data, features, metrics and bands, not on
-        # the attack: score the held-out images once per scale, not once per cell.
-        null_key = canonical_hash([reference_key, config["metrics"], config["bands"]])
-        if null_key not in self._null_rows:
-            self._null_rows[null_key] = score_images(to_unit(data.heldout), reference, metrics, bands)
-        null_rows = self._null_rows[null_key]
-        ctx.progress("scoring", 2, 2)
-        seconds = time.perf_counter() - started
+        with timer("gallery"):
+            if cell.gallery_size > 0:  # the most similar candidates, for people to look at
+                gallery = f"galleries/{cell.config_hash}.png"
+                write_gallery(Path(self.run_dir) / gallery, to_unit(candidates.images), reference.train01,
+                              torch.from_numpy(scores.best_similarity), torch.from_numpy(scores.nearest_index),
+                              cell.gallery_size)
+        diagnostics = {**(labelled.diagnostics if labelled is not None else {}), **candidates.diagnostics}
+        hit = target_hit(candidates.targets, scores.nearest_index,
+                         labelled.train_targets if labelled is not None else None)
+        if hit is not None:
+            diagnostics["target_hit"] = hit
         common = {
-            "schema_version": SCHEMA_VERSION, "suite": cell.suite, "run_id": Path(self.run_dir).name,
+            "schema_version": ROW_SCHEMA_VERSION, "suite": cell.suite, "run_id": Path(self.run_dir).name,
             "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
             "condition": cell.attack.condition.name, "extractor": cell.attack.extractor.name,
             "condition_settings": cell.attack.condition.settings,
             "extractor_settings": cell.attack.extractor.settings,
             "features": config["features"]["name"], "features_identity": features.identity,
-            "dataset": config["dataset"], "model": config["model"],
-            "n_generations": len(candidates), "n_null": len(data.heldout), "n_train": len(data.train),
-            "config_hash": cell.config_hash, "seconds": round(seconds, 3), "device": self.device,
-            "versions": config["versions"], "gallery": gallery,
+            "dataset": config["dataset"], "model": config["model"], "model_key": model_key,
+            "n_generations": scores.n_candidates, "n_null": len(data.heldout), "n_train": len(data.train),
+            "config_hash": cell.config_hash, "seconds": round(time.perf_counter() - started, 3),
+            "stage_seconds": timer.seconds, "device": self.device, "versions": config["versions"],
+            "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
+            "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
+            "hits_truncated": scores.hits_truncated,
         }
-        return [{**common, **row} for row in with_null(rows, null_rows)]
+        descriptions = {name: getattr(metric, "description", None) for name, metric in metrics.items()}
+        return [{**common, **row, "metric_description": descriptions[row["metric"]]}
+                for row in with_null(rows, null_rows)]
+
+    def _target(self, cell: Cell, data, condition, ctx: RunContext):
+        """The trained (or cached, or loaded) target model and its cache key."""
+        config = cell.config
+        model = self.registry.build("models", config["model"]["name"], config["model"]["settings"])
+        labels = condition.training_labels(data, cell.seed)
+        model_key = canonical_hash({
+            "data": data.identity, "labels": condition.training_key(), "model": config["model"],
+            "device": ctx.device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
+        })
+        target = model.prepare(data, labels, model_key, ctx)
+        condition.check_target(target)
+        return target, model_key
+
+    def _reference(self, config: dict, data, features, device):
+        """The training set's features and index, built once per scale."""
+        reference_key = canonical_hash([data.identity, features.identity, config["knn"]])
+        if reference_key not in self._references:
+            self._references[reference_key] = Reference(to_unit(data.train), features,
+                                                        backend=config["knn"], device=device)
+        return self._references[reference_key], reference_key
+
+    def _null(self, config: dict, data, reference, reference_key: str, metrics: dict, bands: list[Band]):
+        """The null baseline: the held-out images scored like candidates, once per scale.
+
+        It depends on the scale's data, features, metrics and bands, not on the attack; its
+        per-image records are written once per run folder.
+        """
+        null_key = canonical_hash([reference_key, config["metrics"], config["bands"]])
+        if null_key not in self._null_rows:
+            scores = reference.score(to_unit(data.heldout), bands)
+            path = null_file(null_key)
+            if not (Path(self.run_dir) / path).exists():
+                write_scores(Path(self.run_dir) / path, scores, seed=config["seed"], kind="null", config_hash=None)
+            self._null_rows[null_key] = (metric_rows(scores, metrics, bands), path)
+        return self._null_rows[null_key]
+
+
+class StageTimer:
+    """Wall seconds per named stage of a cell, in the order they ran."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
+def as_candidates(result, n: int, image_shape, who: str) -> Candidates:
+    """An extractor's output as ``Candidates``: n finite float images of the target's shape."""
+    if isinstance(result, torch.Tensor):
+        result = Candidates(images=result)
+    if not isinstance(result, Candidates) or not isinstance(result.images, torch.Tensor):
+        raise BenchError(f"{who}: returned {type(result).__name__}, expected Candidates or a torch tensor")
+    if len(result.images) != n or tuple(result.images.shape[1:]) != tuple(image_shape):
+        raise BenchError(f"{who}: returned images of shape {tuple(result.images.shape)}, "
+                         f"expected ({n}, {', '.join(map(str, image_shape))})")
+    if not torch.isfinite(result.images).all():
+        raise BenchError(f"{who}: returned non-finite images (NaN or inf)")
+    return result
+
+
+def target_hit(targets, nearest_index, train_targets) -> dict | None:
+    """Share of guided candidates whose nearest training image carries their target class/cluster."""
+    if targets is None or train_targets is None:
+        return None
+    targets = np.asarray(targets)
+    guided = targets >= 0
+    train_targets = np.asarray(train_targets.cpu() if isinstance(train_targets, torch.Tensor) else train_targets)
+    hits = int((train_targets[np.asarray(nearest_index)[guided]] == targets[guided]).sum())
+    value = stats.rate(hits, int(guided.sum()))
+    return {"count": hits, "n": value.n, "value": value.value, "ci_low": value.ci_low, "ci_high": value.ci_high}
+
+
+@dataclass
+class ModelContext:
+    """What a model-level metric (``needs_model``) gets as ``scores.model`` in a fresh run."""
+
+    target: object  # hookspecs.TargetModel
+    train: torch.Tensor  # the training images in [-1, 1]
+    ctx: RunContext
 
 
 def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,

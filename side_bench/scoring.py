@@ -1,19 +1,21 @@
 """Scoring candidates against a training set: k-NN once, then every metric from it.
 
 ``Reference`` holds what is computed once per training set (its features, its indices);
-``Scores`` holds what the metrics read for one set of candidates. Both are library objects
-(no printing); ``score_images`` is the whole stage, used by the runner and by ``score``.
+``CandidateScores`` holds what the metrics read for one set of candidates, per candidate,
+so that it can be stored and every metric recomputed later. Library objects (no printing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
 
 from side_bench.errors import BenchError
+from side_bench.hookspecs import MetricValue
 from side_bench.knn import ExactIndex, in_band
 
 
@@ -57,6 +59,96 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2).clamp(0, 1)
 
 
+# Per candidate, the training images at or above the lowest band edge are kept (for UMS and
+# rescoring) up to this many, the most similar first; a candidate with more is marked.
+HITS_CAP = 1024
+# Pixel neighbours averaged for Carlini et al.'s l2 (their 50 nearest training images).
+KNN_NEIGHBOURS = 50
+
+
+def _f64(values) -> np.ndarray:
+    """float32 storage -> float64 for arithmetic, the same way for fresh and stored scores."""
+    return np.asarray(values, dtype=np.float32).astype(np.float64)
+
+
+@dataclass
+class CandidateScores:
+    """Per-candidate nearest-neighbour results against a training set: what metrics read.
+
+    Built fresh by ``Reference.score`` or from a cell's stored records
+    (``side_bench.candidates.load_scores``): the same float32 values either way, so every
+    metric gives bit-identical results on both, and ``rescore`` reproduces a run exactly.
+
+    Band hits are kept as flat pairs: candidate ``hit_rows[j]`` has similarity
+    ``hit_similarity[j]`` to training image ``hit_index[j]``, for every pair at or above
+    ``hits_floor`` (the lowest band edge when scored), at most ``HITS_CAP`` per candidate.
+    """
+
+    best_similarity: np.ndarray  # (n,) float64 (stored float32): similarity to the nearest
+    nearest_index: np.ndarray  # (n,) int64: the nearest training image
+    second_similarity: np.ndarray  # (n,) float64; NaN when the training set has one image
+    pixel_d1: np.ndarray  # (n,) normalised pixel distance ||g - NN1|| / sqrt(C*H*W)
+    pixel_d2: np.ndarray  # (n,) the same to the second-nearest (NaN with one training image)
+    pixel_knn_mean: np.ndarray  # (n,) mean pixel distance to the ``knn_neighbours`` nearest
+    knn_neighbours: int
+    hit_rows: np.ndarray  # (P,) int64
+    hit_index: np.ndarray  # (P,) int64
+    hit_similarity: np.ndarray  # (P,) float64
+    hits_floor: float | None  # pairs below it were not kept (None: no bands, no pairs)
+    hits_truncated: int  # candidates that had more than HITS_CAP pairs above the floor
+    n_train: int
+    sample_index: np.ndarray  # (n,) int64: the generation each candidate is (its noise seed index)
+    targets: np.ndarray | None = None  # (n,) int64: class/cluster each was guided to (-1: none)
+    ranker_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    ranker_thresholds: dict[str, float | None] = field(default_factory=dict)
+    model: Any = None  # the target model context for model-level metrics; None when rescoring
+
+    def __post_init__(self):
+        for name in ("best_similarity", "second_similarity", "pixel_d1", "pixel_d2", "pixel_knn_mean",
+                     "hit_similarity"):
+            setattr(self, name, _f64(getattr(self, name)))
+        for name in ("nearest_index", "hit_rows", "hit_index", "sample_index"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
+        if self.targets is not None:
+            self.targets = np.asarray(self.targets, dtype=np.int64)
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.best_similarity)
+
+    def in_band(self, band: Band) -> np.ndarray:
+        """Boolean mask: which candidates have their best similarity in the band."""
+        return in_band(torch.from_numpy(self.best_similarity), band.edges).numpy()
+
+    def candidates_in_band(self, band: Band) -> int:
+        """How many candidates have their best similarity in the band (AMS numerator)."""
+        return int(self.in_band(band).sum())
+
+    def band_pairs(self, band: Band) -> tuple[np.ndarray, np.ndarray]:
+        """(candidate rows, training indices) of every pair whose similarity is in the band."""
+        if self.hits_floor is None or band.low < self.hits_floor - 1e-12:
+            raise BenchError(f"band {band.name} [{band.low}, {band.high}): training images below "
+                             f"{self.hits_floor} were not kept for these candidates; UMS needs them")
+        mask = in_band(torch.from_numpy(self.hit_similarity), band.edges).numpy()
+        return self.hit_rows[mask], self.hit_index[mask]
+
+    def train_images_in_band(self, band: Band, rows: np.ndarray | None = None) -> int:
+        """Distinct training images some candidate is within the band of (UMS numerator);
+        ``rows``: only these candidates (indices, repeats allowed)."""
+        hit_rows, hit_index = self.band_pairs(band)
+        if rows is not None:
+            chosen = np.zeros(self.n_candidates, dtype=bool)
+            chosen[rows] = True
+            hit_index = hit_index[chosen[hit_rows]]
+        return int(np.unique(hit_index).size)
+
+    def pixel_neighbours(self, k: int) -> np.ndarray:
+        """Normalised pixel distances to the nearest and second-nearest, (n, k) for k <= 2."""
+        if k > 2:
+            raise BenchError(f"pixel_neighbours({k}): only the 2 nearest are kept; use pixel_knn_mean")
+        return np.stack([self.pixel_d1, self.pixel_d2], axis=1)[:, :k]
+
+
 class Reference:
     """A training set prepared for search: features embedded once, exact indices built."""
 
@@ -82,95 +174,93 @@ class Reference:
         """Pixel-space index, for Gu et al.'s ratio and Carlini et al.'s distance."""
         return ExactIndex(self.train01.reshape(len(self.train01), -1), "l2", self.backend, self.device)
 
-
-class Scores:
-    """Nearest-neighbour results of candidates against a Reference, computed lazily once."""
-
-    def __init__(self, candidates01: torch.Tensor, reference: Reference, bands: list[Band]):
-        if candidates01.shape[1:] != reference.train01.shape[1:]:
+    def score(self, candidates01: torch.Tensor, bands: list[Band], *, targets=None) -> CandidateScores:
+        """Every candidate's neighbours: features (nearest two, band pairs) and pixels (50 nearest)."""
+        if len(candidates01) == 0:
+            raise BenchError("no candidate images to score")
+        if candidates01.shape[1:] != self.train01.shape[1:]:
             raise BenchError(
                 f"candidates have shape {tuple(candidates01.shape[1:])} per image, "
-                f"the training set {tuple(reference.train01.shape[1:])}"
+                f"the training set {tuple(self.train01.shape[1:])}"
             )
-        self.candidates01 = candidates01.float().cpu()
-        self.reference = reference
-        self.bands = bands
-        self.n_candidates = len(candidates01)
-        self.n_train = len(reference.train01)
-
-    @cached_property
-    def embedded(self) -> torch.Tensor:
-        return self.reference.embed(self.candidates01)
-
-    @cached_property
-    def _fused(self):
-        """Nearest neighbours and band hits from one pass over the distances (torch backend)."""
-        (sims, idx), masks = self.reference.index.search_with_hits(self.embedded, 1, [b.edges for b in self.bands])
-        return (sims[:, 0], idx[:, 0]), dict(zip(self.bands, masks, strict=False))
-
-    @cached_property
-    def nearest(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(similarity, index) of each candidate's nearest training image."""
-        if self.reference.index.backend == "torch" and self.bands:
-            return self._fused[0]
-        sims, idx = self.reference.index.search(self.embedded, 1)
-        return sims[:, 0], idx[:, 0]
-
-    @property
-    def best_similarity(self) -> np.ndarray:
-        return self.nearest[0].numpy().astype(np.float64)
-
-    @cached_property
-    def _band_masks(self) -> dict[Band, torch.Tensor]:
-        if self.reference.index.backend == "torch":
-            return self._fused[1]
-        masks = self.reference.index.base_hits(self.embedded, [b.edges for b in self.bands])
-        return dict(zip(self.bands, masks, strict=False))
-
-    def candidates_in_band(self, band: Band) -> int:
-        """How many candidates have their best similarity in the band (AMS numerator)."""
-        return int(in_band(self.nearest[0], band.edges).sum())
-
-    def train_images_in_band(self, band: Band) -> int:
-        """How many training images some candidate is within the band of (UMS numerator)."""
-        return int(self._band_masks[band].sum())
-
-    def pixel_neighbours(self, k: int) -> np.ndarray:
-        """Normalised pixel distances ||g - x|| / sqrt(C*H*W) to the k nearest, (N_G, k)."""
-        cached = getattr(self, "_pixel", None)
-        if cached is None or cached.shape[1] < k:
-            flat = self.candidates01.reshape(self.n_candidates, -1)
-            sims, _ = self.reference.pixel_index.search(flat, k)
-            self._pixel = (1.0 - sims).clamp_min(0).numpy().astype(np.float64)
-        return self._pixel[:, :k]
+        candidates01 = candidates01.float().cpu()
+        n, n_train = len(candidates01), len(self.train01)
+        floor = min((b.low for b in bands), default=None)
+        (sims, idx), pairs = self.index.search_with_pairs(self.embed(candidates01), 2, floor)
+        flat = candidates01.reshape(n, -1)
+        pixel_sims, _ = self.pixel_index.search(flat, max(2, KNN_NEIGHBOURS))
+        distances = (1.0 - pixel_sims).clamp_min(0).numpy()  # float32
+        nan = np.full(n, np.nan, dtype=np.float32)
+        knn = min(KNN_NEIGHBOURS, n_train)
+        hit_rows, hit_index, hit_sims, truncated = _cap_pairs(pairs)
+        return CandidateScores(
+            best_similarity=sims[:, 0].numpy(), nearest_index=idx[:, 0].numpy(),
+            second_similarity=sims[:, 1].numpy() if n_train > 1 else nan,
+            pixel_d1=distances[:, 0], pixel_d2=distances[:, 1] if n_train > 1 else nan,
+            pixel_knn_mean=distances[:, :knn].astype(np.float64).mean(axis=1).astype(np.float32),
+            knn_neighbours=knn, hit_rows=hit_rows, hit_index=hit_index, hit_similarity=hit_sims,
+            hits_floor=floor, hits_truncated=truncated, n_train=n_train, sample_index=np.arange(n),
+            targets=None if targets is None else np.asarray(targets),
+        )
 
 
-def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict,
-                 bands: list[Band]) -> list[dict]:
-    """Rows {metric, band, band_low, band_high, value} for every metric (x band)."""
-    if len(candidates01) == 0:
-        raise BenchError("no candidate images to score")
-    return metric_rows(Scores(candidates01, reference, bands), metrics)
+def _cap_pairs(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Pairs sorted by candidate then similarity (best first), at most HITS_CAP per candidate."""
+    if pairs is None:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float32), 0
+    rows, cols, sims = (part.numpy() for part in pairs)
+    order = np.lexsort((cols, -sims.astype(np.float64), rows))
+    rows, cols, sims = rows[order], cols[order], sims[order].astype(np.float32)
+    starts = np.searchsorted(rows, rows, side="left")
+    rank = np.arange(len(rows)) - starts
+    keep = rank < HITS_CAP
+    truncated = int(np.unique(rows[~keep]).size)
+    return rows[keep], cols[keep], sims[keep], truncated
 
 
-def metric_rows(scores: Scores, metrics: dict) -> list[dict]:
-    """Every metric (x band) of one set of Scores."""
-    bands = scores.bands
+def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band], check=None) -> list[dict]:
+    """Every metric (x band) of one set of scores: the value, its count, interval and meaning.
+
+    ``check(result, who)`` turns what ``compute`` returned into a MetricValue (the contract
+    check); by default a float is wrapped with no interval.
+    """
+    check = check or _as_metric_value
     rows = []
     for name, metric in metrics.items():
         for band in bands if metric.uses_bands else [None]:
-            value = float(metric.compute(scores, band))
+            result = check(metric.compute(scores, band), f"metric {name!r}")
             rows.append({
                 "metric": name,
                 "band": band.name if band else None,
                 "band_low": band.low if band else None,
                 "band_high": band.high if band else None,
-                "value": value,
+                **{key: getattr(result, key) for key in VALUE_FIELDS},
+                "direction": getattr(metric, "direction", "higher"),
+                "unit": getattr(metric, "unit", None),
             })
     return rows
 
 
+VALUE_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "interval", "se", "reason")
+NULL_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "se")
+
+
+def _as_metric_value(result, who: str) -> MetricValue:
+    if isinstance(result, MetricValue):
+        return result
+    value = float(result)
+    return MetricValue(value if np.isfinite(value) else None, reason=None if np.isfinite(value) else "not finite")
+
+
+def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict,
+                 bands: list[Band]) -> list[dict]:
+    """Rows for every metric (x band) of these images against the reference."""
+    return metric_rows(reference.score(candidates01, bands), metrics, bands)
+
+
 def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
-    """Put each null-baseline value beside the value of the same metric and band."""
-    null = {(r["metric"], r["band"]): r["value"] for r in null_rows}
-    return [{**row, "null_value": null[(row["metric"], row["band"])]} for row in rows]
+    """Put the null baseline (value, count, interval) beside the same metric and band."""
+    null = {(r["metric"], r["band"]): r for r in null_rows}
+    return [{**row, **{f"null_{key}": null[(row["metric"], row["band"])][key] for key in NULL_FIELDS}}
+            for row in rows]

@@ -62,9 +62,25 @@ def test_gu_ratio_is_strictly_below_one_third(scored):
     assert scored[("gu-ratio", None)] == 0.25
 
 
-def test_carlini_l2(scored):
+def test_carlini_l2_over_the_three_nearest():
+    import torch
+
+    from side_bench.scoring import Band, Reference
+    from side_bench_builtins.features import PixelFeatures
+    from side_bench_builtins.metrics import CarliniL2
+
+    reference = Reference(torch.from_numpy(TRAIN), PixelFeatures(), backend="torch")
+    scores = reference.score(torch.from_numpy(CANDIDATES), [Band("high", 0.875, 1.0)])
     # 1.0: l = 0; 0.125: 0.125 / (0.5 * mean(0.125, 0.375, 0.875)) = 0.545 >= 0.5; others > 1
-    assert scored[("carlini-l2", None)] == 0.25
+    value = CarliniL2(CarliniL2.Settings(neighbours=3)).compute(scores, None)
+    assert (value.value, value.count, value.n) == (0.25, 1, 4)
+
+
+def test_carlini_l2_with_fewer_training_images_than_neighbours_says_so(scored):
+    # the default needs the 50 nearest; 3 training images: no value, and a reason
+    assert np.isnan(scored[("carlini-l2", None)])
+    frame = score_arrays(CANDIDATES, TRAIN, metrics=("carlini-l2",))
+    assert "needs the 50 nearest training images" in frame["reason"][0]
 
 
 def test_null_baseline_is_scored_the_same_way():

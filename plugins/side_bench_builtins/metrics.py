@@ -1,4 +1,8 @@
-"""Metrics of method.md section 3: AMS, UMS, 95th percentile, Gu et al.'s ratio, Carlini's l2."""
+"""Metrics of method.md section 3: AMS, UMS, 95th percentile, Gu et al.'s ratio, Carlini's l2.
+
+Each returns a ``MetricValue`` with what is behind it (method.md section 7): a rate as k of
+N_G with a Wilson interval; UMS and p95 with a seeded bootstrap over candidates.
+"""
 
 from __future__ import annotations
 
@@ -6,53 +10,75 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from side_bench.hookspecs import hookimpl
+from side_bench.hookspecs import MetricValue, hookimpl
+from side_bench.stats import bootstrap, rate
 
 
 class AMS:
-    """Average memorization score: share of candidates whose best similarity is in the band."""
+    """Share of candidates whose best similarity to a training image lies in the band."""
 
     uses_bands = True
+    direction = "higher"
+    unit = "rate"
+    description = "average memorization score: share of candidates whose nearest training image is in the band"
 
-    def compute(self, scores, band) -> float:
-        return scores.candidates_in_band(band) / scores.n_candidates
+    def compute(self, scores, band) -> MetricValue:
+        return rate(scores.candidates_in_band(band), scores.n_candidates)
 
 
 class UMS:
-    """Unique memorization score: training images within the band of some candidate, / N_G.
+    """Training images within the band of some candidate, / N_G.
 
-    Counts every training image in the band, not only the nearest, so it can exceed AMS.
+    Counts every training image in the band, not only the nearest, so it can exceed AMS; the
+    interval resamples candidates (a seeded bootstrap), since distinct hits are not a count
+    of independent trials.
     """
 
     uses_bands = True
+    direction = "higher"
+    unit = "rate"
+    description = "unique memorization score: distinct training images within the band of some candidate, / N_G"
 
-    def compute(self, scores, band) -> float:
-        return scores.train_images_in_band(band) / scores.n_candidates
+    def compute(self, scores, band) -> MetricValue:
+        n = scores.n_candidates
+        distinct = scores.train_images_in_band(band)
+        return bootstrap(distinct / n, n, lambda rows: scores.train_images_in_band(band, rows) / n,
+                         count=distinct)
 
 
 class P95:
     """95th percentile of the candidates' best similarity (linear interpolation)."""
 
     uses_bands = False
+    direction = "higher"
+    unit = "similarity"
+    description = "95th percentile of each candidate's best similarity to the training set"
 
-    def compute(self, scores, band) -> float:
-        return float(np.percentile(scores.best_similarity, 95))
+    def compute(self, scores, band) -> MetricValue:
+        best = scores.best_similarity
+        return bootstrap(float(np.percentile(best, 95)), len(best), lambda rows: float(np.percentile(best[rows], 95)))
 
 
 class GuRatio:
     """Gu et al. 2023: share of candidates with ||g - NN1|| / ||g - NN2|| < 1/3 in pixel space."""
 
     uses_bands = False
+    direction = "higher"
+    unit = "rate"
+    description = "Gu et al.: share of candidates with pixel distance ratio NN1/NN2 < 1/3"
     threshold = 1.0 / 3.0
 
-    def compute(self, scores, band) -> float:
+    def compute(self, scores, band) -> MetricValue:
         if scores.n_train < 2:
-            return float("nan")
-        distances = scores.pixel_neighbours(2)
-        nearest, second = distances[:, 0], distances[:, 1]
+            return MetricValue(None, reason="needs at least 2 training images (nearest and second-nearest)")
+        return rate(int(self.memorized(scores).sum()), scores.n_candidates)
+
+    @classmethod
+    def memorized(cls, scores) -> np.ndarray:
+        nearest, second = scores.pixel_d1, scores.pixel_d2
         # An exact copy (nearest = 0) is memorized even when two training images coincide.
         ratio = np.where(nearest == 0, 0.0, nearest / np.maximum(second, 1e-12))
-        return float(np.mean(ratio < self.threshold))
+        return ratio < cls.threshold
 
 
 class CarliniL2:
@@ -60,6 +86,9 @@ class CarliniL2:
     the share of candidates with l < delta. alpha = 0.5, delta a setting (default 0.5)."""
 
     uses_bands = False
+    direction = "higher"
+    unit = "rate"
+    description = "Carlini et al.: share of candidates with l2 to NN1 / (alpha x mean l2 to the 50 nearest) < delta"
 
     @dataclass
     class Settings:
@@ -70,11 +99,13 @@ class CarliniL2:
     def __init__(self, settings: CarliniL2.Settings = None):
         self.settings = settings or CarliniL2.Settings()
 
-    def compute(self, scores, band) -> float:
-        distances = scores.pixel_neighbours(min(self.settings.neighbours, scores.n_train))
-        denominator = self.settings.alpha * distances.mean(axis=1)
-        l2 = np.where(denominator > 0, distances[:, 0] / np.maximum(denominator, 1e-12), 0.0)
-        return float(np.mean(l2 < self.settings.delta))
+    def compute(self, scores, band) -> MetricValue:
+        if scores.n_train < self.settings.neighbours or scores.knn_neighbours != self.settings.neighbours:
+            return MetricValue(None, reason=f"needs the {self.settings.neighbours} nearest training images; "
+                                            f"{scores.knn_neighbours} were kept (training set of {scores.n_train})")
+        denominator = self.settings.alpha * scores.pixel_knn_mean
+        l2 = np.where(denominator > 0, scores.pixel_d1 / np.maximum(denominator, 1e-12), 0.0)
+        return rate(int(np.sum(l2 < self.settings.delta)), scores.n_candidates)
 
 
 @hookimpl

@@ -1,0 +1,149 @@
+"""Per-candidate records: one Parquet table per cell, and one per scale for the null baseline.
+
+    results/<suite>/<run-id>/candidates/<config_hash>.parquet   one row per candidate
+    results/<suite>/<run-id>/candidates/null-<key>.parquet       the held-out images, once per scale
+
+A row holds what every metric needs (``side_bench.scoring.CandidateScores``): the candidate
+and its generation (seed, sample index), the class or cluster it was guided to, its nearest
+and second-nearest training images in feature space, its pixel distances (nearest, second,
+mean of the 50 nearest) and every training image at or above the lowest band edge (indices
+and similarities, at most ``HITS_CAP``, best first), plus each ranker's score. The file's
+metadata (key ``side_bench``) says how it was made; ``schema/candidates.schema.json``
+describes both. Values are float32 (rankers' scores float64), so 50,000 candidates take a
+few MB. Written atomically: a crash leaves the old file or none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from side_bench.errors import BenchError
+from side_bench.result_files import validate
+from side_bench.scoring import HITS_CAP, CandidateScores
+from side_bench.store import atomic_write
+
+CANDIDATES_DIR = "candidates"
+CANDIDATES_SCHEMA_VERSION = 1
+METADATA_KEY = b"side_bench"
+RANKER_PREFIX = "rank_"
+FLOAT_COLUMNS = ("best_similarity", "second_similarity", "pixel_d1", "pixel_d2", "pixel_knn_mean")
+
+
+def cell_file(config_hash: str) -> str:
+    return f"{CANDIDATES_DIR}/{config_hash}.parquet"
+
+
+def null_file(key: str) -> str:
+    return f"{CANDIDATES_DIR}/null-{key}.parquet"
+
+
+def to_frame(scores: CandidateScores, seed: int) -> pd.DataFrame:
+    n = scores.n_candidates
+    starts = np.searchsorted(scores.hit_rows, np.arange(n + 1), side="left")
+    frame = pd.DataFrame({
+        "candidate": np.arange(n, dtype=np.int32),
+        "seed": np.full(n, seed, dtype=np.int64),
+        "sample_index": scores.sample_index.astype(np.int64),
+        "target": (scores.targets if scores.targets is not None else np.full(n, -1)).astype(np.int32),
+        "nearest_index": scores.nearest_index.astype(np.int32),
+        **{name: getattr(scores, name).astype(np.float32) for name in FLOAT_COLUMNS},
+        "hit_index": [scores.hit_index[a:b].astype(np.int32) for a, b in zip(starts[:-1], starts[1:], strict=True)],
+        "hit_similarity": [scores.hit_similarity[a:b].astype(np.float32)
+                           for a, b in zip(starts[:-1], starts[1:], strict=True)],
+    })
+    for name, values in scores.ranker_scores.items():
+        frame[RANKER_PREFIX + name] = np.asarray(values, dtype=np.float64)
+    return frame
+
+
+def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, config_hash: str | None) -> None:
+    """Write one table of per-candidate records atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    metadata = {
+        "schema_version": CANDIDATES_SCHEMA_VERSION, "kind": kind, "config_hash": config_hash,
+        "n_train": scores.n_train, "knn_neighbours": scores.knn_neighbours, "hits_floor": scores.hits_floor,
+        "hits_cap": HITS_CAP, "hits_truncated": scores.hits_truncated,
+        "ranker_thresholds": scores.ranker_thresholds, "guided": scores.targets is not None,
+    }
+    validate(metadata, "candidates", str(path))
+    table = pa.Table.from_pandas(to_frame(scores, seed), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata)})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    atomic_write(path, buffer.getvalue())
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, dict]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{path}: not a readable candidates table: {error}") from error
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise BenchError(f"{path}: no side_bench metadata: not a candidates table written by side-bench")
+    metadata = json.loads(raw)
+    validate(metadata, "candidates", str(path))
+    return table.to_pandas(), metadata
+
+
+def load_scores(path: Path) -> CandidateScores:
+    """The stored records back as the ``CandidateScores`` the metrics read."""
+    frame, metadata = read_table(path)
+    lengths = np.array([len(h) for h in frame["hit_index"]], dtype=np.int64)
+    flat = (lambda column, dtype: np.concatenate([np.asarray(h, dtype=dtype) for h in frame[column]])
+            if len(frame) and lengths.sum() else np.empty(0, dtype=dtype))
+    rankers = [c for c in frame.columns if c.startswith(RANKER_PREFIX)]
+    return CandidateScores(
+        **{name: frame[name].to_numpy(np.float32) for name in FLOAT_COLUMNS},
+        nearest_index=frame["nearest_index"].to_numpy(),
+        knn_neighbours=metadata["knn_neighbours"],
+        hit_rows=np.repeat(np.arange(len(frame)), lengths), hit_index=flat("hit_index", np.int64),
+        hit_similarity=flat("hit_similarity", np.float32), hits_floor=metadata["hits_floor"],
+        hits_truncated=metadata["hits_truncated"], n_train=metadata["n_train"],
+        sample_index=frame["sample_index"].to_numpy(),
+        targets=frame["target"].to_numpy() if metadata["guided"] else None,
+        ranker_scores={c[len(RANKER_PREFIX):]: frame[c].to_numpy(np.float64) for c in rankers},
+        ranker_thresholds=metadata.get("ranker_thresholds") or {},
+    )
+
+
+def load_candidates(run_dir: str | Path, *, attack: str | None = None, scale: int | None = None,
+                    seed: int | None = None, null: bool = False) -> pd.DataFrame:
+    """The per-candidate records of a run as one DataFrame (``null=True``: the held-out images).
+
+    Adds the cell's ``attack``, ``scale`` and ``config_hash`` to each record; ``attack``,
+    ``scale`` and ``seed`` keep only those cells.
+    """
+    from side_bench.result_files import find_rows_files, read_rows_file
+
+    parts = []
+    seen = set()
+    for rows_file in find_rows_files([run_dir]):
+        folder = rows_file.parent
+        for row in read_rows_file(rows_file):
+            relative = row.get("null_candidates_file" if null else "candidates_file")
+            key = (str(folder), relative)
+            if not relative or key in seen:
+                continue
+            if (attack is not None and row["attack"] != attack) or (scale is not None and row["scale"] != scale) \
+                    or (seed is not None and row["seed"] != seed):
+                continue
+            seen.add(key)
+            frame, _ = read_table(folder / relative)
+            frame.insert(0, "scale", row["scale"])
+            frame.insert(0, "attack", None if null else row["attack"])
+            frame.insert(0, "config_hash", None if null else row["config_hash"])
+            parts.append(frame)
+    if not parts:
+        raise BenchError(f"{run_dir}: no per-candidate records match (runs written before side-bench 0.2 "
+                         "have none: run the suite again)")
+    return pd.concat(parts, ignore_index=True)
