@@ -99,8 +99,9 @@ def load_scores(path: Path) -> CandidateScores:
     """The stored records back as the ``CandidateScores`` the metrics read."""
     frame, metadata = read_table(path)
     lengths = np.array([len(h) for h in frame["hit_index"]], dtype=np.int64)
-    flat = (lambda column, dtype: np.concatenate([np.asarray(h, dtype=dtype) for h in frame[column]])
-            if len(frame) and lengths.sum() else np.empty(0, dtype=dtype))
+    def flat(column, dtype):
+        return (np.concatenate([np.asarray(h, dtype=dtype) for h in frame[column]])
+                if len(frame) and lengths.sum() else np.empty(0, dtype=dtype))
     rankers = [c for c in frame.columns if c.startswith(RANKER_PREFIX)]
     return CandidateScores(
         **{name: frame[name].to_numpy(np.float32) for name in FLOAT_COLUMNS},

@@ -24,8 +24,8 @@ from side_bench.errors import BenchError
 from side_bench.gallery import write_gallery
 from side_bench.hookspecs import Candidates, RunContext
 from side_bench.registry import Registry, load_registry
-from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
 from side_bench.result_files import ROW_SCHEMA_VERSION
+from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
 from side_bench.store import RunStore
 from side_bench.suite import Cell, Suite, canonical_hash, expand_cells, load_suite
 
