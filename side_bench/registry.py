@@ -3,18 +3,29 @@
 Built-ins and third-party plugins are found the same way: entry points in the group
 ``side_bench``. ``SIDE_BENCH_PLUGINS`` (a comma-separated list of entry-point names or of
 distribution names) restricts which of them load; unset, all load.
+
+Every registration knows where it came from (its ``Provenance``): the distribution that
+declared the entry point, its version and, for an editable or local install (or a
+distribution without a RECORD), a sha256 over the source files of the packages its entry
+points live in, so that a changed file counts as a change even without a version bump.
+Suites put the provenance of every component a cell uses into the cell's config, hence into
+its hash: a rerun after a plugin changed recomputes exactly the cells that use it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import importlib.metadata
+import importlib.util
+import json
 import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -38,6 +49,24 @@ KIND_SINGULAR = {
 }
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a component comes from: its distribution, version and (local installs) source hash."""
+
+    distribution: str | None = None
+    version: str | None = None
+    source_hash: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return dataclasses.asdict(self)
+
+    def label(self) -> str:
+        if not self.distribution:
+            return "no distribution"
+        text = f"{self.distribution} {self.version}"
+        return f"{text}, source {self.source_hash[:12]}" if self.source_hash else text
+
+
 @dataclass
 class Registration:
     kind: str
@@ -45,6 +74,29 @@ class Registration:
     component: Any
     plugin: str
     aliases: tuple[str, ...] = ()
+    provenance: Provenance = field(default_factory=Provenance)
+
+    @property
+    def distribution(self) -> str | None:
+        return self.provenance.distribution
+
+    @property
+    def version(self) -> str | None:
+        return self.provenance.version
+
+    @property
+    def source_hash(self) -> str | None:
+        return self.provenance.source_hash
+
+    @property
+    def key(self) -> str:
+        """``kind/name`` in the singular, e.g. ``metric/ams``: the key in a cell's ``plugins``."""
+        return f"{KIND_SINGULAR[self.kind]}/{self.name}"
+
+    def describe(self) -> str:
+        """How error messages name it: ``extractor 'side' (distribution side-bench 0.1.0)``."""
+        where = f"distribution {self.distribution} {self.version}" if self.distribution else f"plugin {self.plugin!r}"
+        return f"{KIND_SINGULAR[self.kind]} {self.name!r} ({where})"
 
 
 @dataclass
@@ -58,14 +110,16 @@ class Registry:
         default_factory=lambda: {kind: {} for kind in hookspecs.KINDS}
     )
 
-    def add(self, kind: str, plugin: str, name: str, component: Any, aliases=()) -> None:
+    def add(self, kind: str, plugin: str, name: str, component: Any, aliases=(),
+            provenance: Provenance | None = None) -> None:
         if name in self.by_kind[kind]:
             other = self.by_kind[kind][name].plugin
             raise BenchError(
                 f"plugin {plugin!r} registers {KIND_SINGULAR[kind]} {name!r}, "
                 f"already registered by plugin {other!r}"
             )
-        self.by_kind[kind][name] = Registration(kind, name, component, plugin, tuple(aliases))
+        self.by_kind[kind][name] = Registration(kind, name, component, plugin, tuple(aliases),
+                                                provenance or Provenance())
         for alias in aliases:
             self.aliases[kind][alias] = name
 
@@ -102,13 +156,100 @@ def _plugin_allowed(entry_point, allowed: set[str] | None) -> bool:
     return _normalized(entry_point.name) in allowed or distribution in allowed
 
 
-def plugin_manager() -> pluggy.PluginManager:
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    manager.add_hookspecs(hookspecs)
+def selected_entry_points() -> list:
+    """The entry points of the group that ``SIDE_BENCH_PLUGINS`` lets load (first of each name)."""
     raw = os.environ.get(PLUGINS_ENV)
     allowed = {_normalized(part.strip()) for part in raw.split(",") if part.strip()} if raw else None
+    selected, names = [], set()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if not _plugin_allowed(entry_point, allowed) or manager.has_plugin(entry_point.name):
+        if _plugin_allowed(entry_point, allowed) and entry_point.name not in names:
+            names.add(entry_point.name)
+            selected.append(entry_point)
+    return selected
+
+
+# -- provenance: distribution, version, source hash --------------------------------------------
+
+_file_hashes: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, sha256): hash once
+
+
+def _file_sha256(path: Path) -> str:
+    stat = path.stat()
+    cached = _file_hashes.get(str(path))
+    if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    _file_hashes[str(path)] = (stat.st_mtime_ns, stat.st_size, digest)
+    return digest
+
+
+def _is_local_install(dist) -> bool:
+    """Editable, installed from a local folder or file, or a dist-info made by hand (no RECORD)."""
+    try:
+        direct = json.loads(dist.read_text("direct_url.json") or "null")
+    except (OSError, ValueError):
+        direct = None
+    if isinstance(direct, dict) and ("dir_info" in direct or str(direct.get("url", "")).startswith("file:")):
+        return True
+    return dist.read_text("RECORD") is None
+
+
+def _source_files(top_level: str) -> list[tuple[str, Path]]:
+    """(relative name, path) of the .py files of a top-level module or package, not importing it."""
+    try:
+        spec = importlib.util.find_spec(top_level)
+    except (ImportError, ValueError):
+        return []
+    if spec is None:
+        return []
+    files = []
+    for location in spec.submodule_search_locations or []:
+        root = Path(location)
+        for path in sorted(root.rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                files.append((f"{top_level}/{path.relative_to(root).as_posix()}", path))
+    if not files and spec.origin and spec.origin not in ("built-in", "frozen") and Path(spec.origin).is_file():
+        files.append((Path(spec.origin).name, Path(spec.origin)))
+    return files
+
+
+def source_hash(top_levels) -> str | None:
+    """sha256 over the names and contents of the source files of these top-level packages."""
+    digest = hashlib.sha256()
+    found = False
+    for top_level in sorted(set(top_levels)):
+        for name, path in _source_files(top_level):
+            digest.update(f"{name}\0{_file_sha256(path)}\n".encode())
+            found = True
+    return digest.hexdigest() if found else None
+
+
+def entry_point_provenance(entry_points) -> dict[str, Provenance]:
+    """Entry-point name -> Provenance, from metadata and source files only (nothing imported)."""
+    by_dist: dict[str, list] = {}
+    for entry_point in entry_points:
+        by_dist.setdefault(entry_point.dist.name if entry_point.dist else "", []).append(entry_point)
+    found = {}
+    for name, members in by_dist.items():
+        dist = members[0].dist
+        if dist is None:
+            provenance = Provenance()
+        else:
+            local = _is_local_install(dist)
+            tops = [ep.value.split(":")[0].strip().split(".")[0] for ep in dist.entry_points
+                    if ep.group == ENTRY_POINT_GROUP]
+            provenance = Provenance(dist.metadata["Name"] or name, dist.version,
+                                    source_hash(tops) if local else None)
+        for entry_point in members:
+            found[entry_point.name] = provenance
+    return found
+
+
+def plugin_manager(entry_points: list | None = None) -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    for entry_point in selected_entry_points() if entry_points is None else entry_points:
+        if manager.has_plugin(entry_point.name):
             continue
         try:
             plugin = entry_point.load()
@@ -121,14 +262,16 @@ def plugin_manager() -> pluggy.PluginManager:
 
 
 def load_registry() -> Registry:
-    manager = plugin_manager()
+    entry_points = selected_entry_points()
+    manager = plugin_manager(entry_points)
+    provenance = entry_point_provenance(entry_points)
     registry = Registry()
     for kind in hookspecs.KINDS:
         hook = getattr(manager.hook, f"register_{kind}")
         for impl in hook.get_hookimpls():
 
             def register(name, component, aliases=(), _kind=kind, _plugin=impl.plugin_name):
-                registry.add(_kind, _plugin, name, component, aliases)
+                registry.add(_kind, _plugin, name, component, aliases, provenance.get(_plugin))
 
             impl.function(register)
     return registry

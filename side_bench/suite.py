@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ TOP_LEVEL_KEYS = {
     "attacks": list, "scoring": dict, "gallery_size": int,
 }
 REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_generations")
+# The candidates of a cell are held in memory; beyond this a suite is a typo, not a plan
+# (Carlini et al. sampled 1.75e8 images from Stable Diffusion, in many runs).
+MAX_GENERATIONS = 100_000_000
+SIMILARITY_RANGE = (-1.0, 1.0)  # band edges outside it select nothing (cosine; l2 similarity is at most 1)
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@\[\]-]*$")
 ATTACK_KEYS = {"name", "condition", "extractor", "condition_settings", "extractor_settings", "sweep"}
 
 
@@ -62,6 +68,8 @@ class Suite:
     knn_backend: str
     gallery_size: int  # top-k candidates kept per cell as a PNG (0: none); not in the hash
     raw: dict[str, Any]  # the file's contents, for the manifest
+    # "kind/name" -> {distribution, version, source_hash} of every component the suite names
+    plugins: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,12 +101,23 @@ def _component(value, where: str) -> ComponentSpec:
     raise BenchError(f"{where}: expected a name or a table with 'name', got {value!r}")
 
 
+def safe_name(value: str, what: str) -> str:
+    """A single path component: letters, digits and ``._+=,@[]-``; no ``/``, no ``..``."""
+    if not isinstance(value, str) or not SAFE_NAME.match(value) or ".." in value or len(value) > 200:
+        raise BenchError(f"{what}: expected a single folder name (letters, digits, '._-+=,@[]', "
+                         f"not starting with '.' or '-', no '/' or '..'), got {value!r}")
+    return value
+
+
 def _int_list(value, key: str, where: str, minimum: int) -> list[int]:
     if not isinstance(value, list) or not value:
         raise BenchError(f"{where}: {key}: expected a non-empty list of integers, got {value!r}")
     for item in value:
         if not isinstance(item, int) or isinstance(item, bool) or item < minimum:
             raise BenchError(f"{where}: {key}: expected integers >= {minimum}, got {item!r}")
+    repeated = sorted({item for item in value if value.count(item) > 1})
+    if repeated:
+        raise BenchError(f"{where}: {key}: {repeated[0]} is listed twice (expected distinct values)")
     return list(value)
 
 
@@ -115,6 +134,9 @@ def _generations_per_scale(value, scales: list[int], where: str) -> dict[int, in
     for key, n in table.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise BenchError(f"{where}: n_generations: expected a positive integer for scale {key}, got {n!r}")
+        if n > MAX_GENERATIONS:
+            raise BenchError(f"{where}: n_generations: {n:,} for scale {key} is more than {MAX_GENERATIONS:,} "
+                             "(a cell holds its candidates in memory; split the budget over seeds or runs)")
     return {scale: table[str(scale)] for scale in scales}
 
 
@@ -145,6 +167,18 @@ def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict]]:
     return expanded
 
 
+def _check_band_range(bands: list[Band], features_name: str, features_object, where: str) -> None:
+    """Band edges must lie in the similarity's range (a features plugin may declare
+    ``similarity_range``; else [-1, 1]: cosine's range, and l2 similarity is at most 1)."""
+    low, high = getattr(features_object, "similarity_range", None) or SIMILARITY_RANGE
+    for band in bands:
+        for edge in band.edges:
+            if not low <= edge <= high:
+                raise BenchError(f"{where}: bands.{band.name}: edge {edge} is outside [{low:g}, {high:g}], "
+                                 f"the range of the {getattr(features_object, 'similarity', '')} similarity "
+                                 f"of features {features_name!r}")
+
+
 def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     where = path
     for key, value in raw.items():
@@ -157,21 +191,38 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     for key in REQUIRED_KEYS:
         if key not in raw:
             raise BenchError(f"{where}: missing key {key!r}")
+    safe_name(raw["name"], f"{where}: name")
+
+    plugins: dict[str, dict] = {}  # "kind/name" -> provenance of every component named
+
+    def named(kind: str, name: str, at: str) -> str:
+        registration = registry.get(kind, name, at)
+        plugins[registration.key] = registration.provenance.as_dict()
+        return registration.name  # aliases resolved: the config names the component one way
 
     dataset = _component(raw["dataset"], f"{where}: [dataset]")
     model = _component(raw["model"], f"{where}: [model]")
     features = _component(raw.get("features", "pixel"), f"{where}: features")
+    dataset = ComponentSpec(named("datasets", dataset.name, f"{where}: [dataset]"), dataset.settings)
+    model = ComponentSpec(named("models", model.name, f"{where}: [model]"), model.settings)
+    features = ComponentSpec(named("features", features.name, f"{where}: features"), features.settings)
     # Build each component once now, so bad names and settings fail before any work.
     dataset_object = registry.build("datasets", dataset.name, dataset.settings, f"{where}: [dataset]")
     model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
     features_object = registry.build("features", features.name, features.settings, f"{where}: features")
     metrics = []
+    if not raw["metrics"]:
+        raise BenchError(f"{where}: metrics: expected a non-empty list of metric names (e.g. [\"ams\", \"p95\"])")
     for name in raw["metrics"]:
         if not isinstance(name, str):
             raise BenchError(f"{where}: metrics: expected metric names, got {name!r}")
-        metrics.append(registry.get("metrics", name, f"{where}: metrics").name)
+        canonical = named("metrics", name, f"{where}: metrics")
+        if canonical in metrics:
+            raise BenchError(f"{where}: metrics: {name!r} is listed twice (expected distinct metrics)")
+        metrics.append(canonical)
     band_table = raw.get("bands") or {k: list(v) for k, v in features_object.default_bands.items()}
     bands = make_bands(band_table, f"{where}: [bands]")
+    _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
 
     attacks, seen = [], set()
     for number, attack in enumerate(raw["attacks"]):
@@ -187,8 +238,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         for key in ("condition_settings", "extractor_settings"):
             if not isinstance(attack.get(key, {}), dict):
                 raise BenchError(f"{at}: {key}: expected a table")
-        condition_name = registry.get("conditions", attack["condition"], f"{at}: condition").name
-        extractor_name = registry.get("extractors", attack["extractor"], f"{at}: extractor").name
+        condition_name = named("conditions", attack["condition"], f"{at}: condition")
+        extractor_name = named("extractors", attack["extractor"], f"{at}: extractor")
         for name, condition_settings, extractor_settings in _expand_sweep(attack, at):
             if name in seen:
                 raise BenchError(f"{at}: name {name!r} is used by another attack")
@@ -228,7 +279,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         metrics=metrics, bands=bands, attacks=attacks,
         scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
         n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
-        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw),
+        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins,
     )
 
 
@@ -248,9 +299,38 @@ def load_suite(name_or_path: str, registry: Registry) -> Suite:
     return parse_suite(raw, str(path), registry)
 
 
+def cell_plugins(suite: Suite, attack: AttackSpec) -> dict[str, dict[str, str | None]]:
+    """The provenance of every component one attack's cells use (``kind/name`` -> dict)."""
+    keys = [f"dataset/{suite.dataset.name}", f"model/{suite.model.name}", f"features/{suite.features.name}",
+            f"condition/{attack.condition.name}", f"extractor/{attack.extractor.name}",
+            *(f"metric/{name}" for name in suite.metrics)]
+    return {key: suite.plugins[key] for key in sorted(set(keys)) if key in suite.plugins}
+
+
+def plugin_changes(old: dict | None, new: dict | None) -> list[str]:
+    """What differs between two cells' ``plugins``: ["metric/copy-rate: example 0.1 -> 0.2"]."""
+    old, new = old or {}, new or {}
+
+    def label(entry):
+        if not entry:
+            return "absent"
+        text = f"{entry.get('distribution')} {entry.get('version')}"
+        return f"{text} (source {entry['source_hash'][:8]})" if entry.get("source_hash") else text
+
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            before, after = label(old.get(key)), label(new.get(key))
+            if before == after:  # the same words: only a source hash that is not shown differs
+                before, after = before + " (source changed)", after
+            changes.append(f"{key}: {before} -> {after}")
+    return changes
+
+
 def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
                  features_identity: dict[str, Any]) -> list[Cell]:
-    """scale x attack x seed; each cell's config holds every input that changes its numbers."""
+    """scale x attack x seed; each cell's config holds every input that changes its numbers,
+    the distribution, version and source hash of every plugin it uses included (``plugins``)."""
     cells = []
     for scale, attack, seed in itertools.product(suite.scales, suite.attacks, suite.seeds):
         config = {
@@ -267,6 +347,7 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "knn": suite.knn_backend,
             "device": device,
             "versions": versions,
+            "plugins": cell_plugins(suite, attack),
         }
         cells.append(Cell(suite.name, scale, seed, attack, config, canonical_hash(config), suite.gallery_size))
     return cells
