@@ -93,6 +93,7 @@ def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels:
 def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch_size: int,
                 device: torch.device, purpose: str = "sample", class_labels: torch.Tensor | None = None,
                 guidance: GuidanceFn | None = None, guidance_scale: float = 0.0,
+                guidance_t_min: int = 0, guidance_t_max: int | None = None,
                 dtype: torch.dtype = torch.float32,
                 progress: ProgressCallback = lambda *a: None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM (eta = 0) from per-sample noise; returns (images in [-1, 1] on CPU, labels).
@@ -100,14 +101,20 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
     For a class-conditional target without ``class_labels`` given, each sample draws its label
     uniformly from its own generator. With ``guidance``, the predicted noise becomes
     eps - guidance_scale * sqrt(1 - alphabar_t) * grad_x log p(c | x_t, t)
-    (classifier guidance, Dhariwal & Nichol 2021, in the form the SIDE paper uses);
+    (classifier guidance, Dhariwal & Nichol 2021, in the form the SIDE paper uses) at the
+    timesteps t with guidance_t_min <= t < guidance_t_max (default: all); at every other step
+    the update is exactly the unguided one (the classifier is not called).
     guidance_scale = 0 skips the classifier and gives exactly the unguided samples.
     """
     scheduler = DDIMScheduler.from_config(target.scheduler_config)
     scheduler.set_timesteps(num_steps)
     unet = target.unet.to(device).eval()
     draw_labels = target.num_classes if class_labels is None else 0
+    t_max = scheduler.config.num_train_timesteps if guidance_t_max is None else guidance_t_max
     guided = guidance is not None and guidance_scale != 0.0
+    # per step: None (unguided) or the factor lambda * sqrt(1 - alphabar_t), computed once
+    factors = [guidance_scale * float(torch.sqrt(1 - scheduler.alphas_cumprod[int(t)]))
+               if guided and guidance_t_min <= int(t) < t_max else None for t in scheduler.timesteps]
     outputs, labels_out = [], []
     total = n * num_steps
     for start in range(0, n, batch_size):
@@ -120,10 +127,9 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
         for step, t in enumerate(scheduler.timesteps):
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 eps = unet(x, t, class_labels=unet_labels).sample.float()
-            if guided:
-                alphabar = scheduler.alphas_cumprod[int(t)].to(device)
+            if factors[step] is not None:
                 grad = guidance(x, t.to(device).expand(len(x)), labels_device)
-                eps = eps - guidance_scale * torch.sqrt(1 - alphabar) * grad
+                eps = eps - factors[step] * grad
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample
             progress("sampling", start * num_steps + (step + 1) * len(indices), total)
         outputs.append(x.clamp(-1, 1).cpu())

@@ -81,8 +81,10 @@ class LabelCondition:
 
     def attack_labels(self, target, data, ctx):
         labels = self.make_labels(data, ctx.seed)
+        # the labelled images are the training images: each one's target is its own label
         return LabelledImages(images=data.train, labels=labels.labels, num_classes=labels.num_classes,
-                              identity={"labels": self.kind, **asdict(self.settings), "data": data.identity})
+                              identity={"labels": self.kind, **asdict(self.settings), "data": data.identity},
+                              train_targets=labels.labels)
 
 
 class Informative(LabelCondition):
@@ -131,14 +133,31 @@ class UniqueLabels(LabelCondition):
 # --------------------------------------------------------------------------------------------
 
 
-def surrogate_labels(embeddings: np.ndarray, clusters: int, tau: float, seed: int, backend: str = "sklearn"):
-    """k-means on unit-normalised embeddings; drop clusters whose mean cosine similarity to
-    their centroid is below tau; label every image by its nearest kept centroid.
+@dataclass
+class SurrogateClusters:
+    """k-means on unit-normalised embeddings and the clusters kept by cohesion."""
 
-    Returns (labels in [0, kept), cohesion of every cluster, kept cluster indices).
-    """
+    assignment: np.ndarray  # (n,) the k-means cluster of every pool image
+    cohesion: np.ndarray  # (K,) mean cosine similarity of each cluster's members to its centroid
+    kept: np.ndarray  # indices of the clusters with cohesion >= tau
+    centroids: np.ndarray  # (len(kept), D) unit centroids of the kept clusters, in label order
+
+    def nearest_kept(self, embeddings: np.ndarray) -> np.ndarray:
+        """Label (0..kept-1) of the nearest kept centroid (cosine) for any embeddings."""
+        vectors = _unit(embeddings)
+        return np.argmax(vectors @ self.centroids.T, axis=1).astype(np.int64)
+
+
+def _unit(embeddings: np.ndarray) -> np.ndarray:
     vectors = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def surrogate_clusters(embeddings: np.ndarray, clusters: int, tau: float, seed: int,
+                       backend: str = "sklearn") -> SurrogateClusters:
+    """k-means on unit-normalised embeddings; keep the clusters whose mean cosine similarity
+    to their centroid is at least tau."""
+    vectors = _unit(embeddings)
     clusters = min(clusters, len(vectors))
     random_state = derive_seed(seed, "kmeans") % 2**31
     if backend == "faiss":
@@ -153,7 +172,7 @@ def surrogate_labels(embeddings: np.ndarray, clusters: int, tau: float, seed: in
 
         kmeans = KMeans(n_clusters=clusters, n_init=3, random_state=random_state).fit(vectors)
         centroids, assignment = kmeans.cluster_centers_.astype(np.float32), kmeans.labels_
-    unit_centroids = centroids / np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+    unit_centroids = _unit(centroids)
     cosine = vectors @ unit_centroids.T
     cohesion = np.array([
         cosine[assignment == c, c].mean() if np.any(assignment == c) else -1.0 for c in range(clusters)
@@ -162,8 +181,39 @@ def surrogate_labels(embeddings: np.ndarray, clusters: int, tau: float, seed: in
     if len(kept) == 0:
         raise BenchError(f"condition 'surrogate': no cluster has mean cosine similarity >= tau = {tau} "
                          f"(best {cohesion.max():.3f}); lower tau")
-    labels = np.argmax(cosine[:, kept], axis=1)
-    return labels.astype(np.int64), cohesion, kept
+    return SurrogateClusters(np.asarray(assignment, dtype=np.int64), cohesion, kept, unit_centroids[kept])
+
+
+def surrogate_pool(embeddings: np.ndarray, clusters: SurrogateClusters, dropped: str) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the pool images kept, their labels in 0..kept-1).
+
+    ``remove``: the images k-means put in a dropped cluster leave the pool; ``relabel``: every
+    image stays, labelled by its nearest kept centroid. Kept images are labelled by their
+    nearest kept centroid either way.
+    """
+    labels = clusters.nearest_kept(embeddings)
+    if dropped == "relabel":
+        return np.arange(len(labels)), labels
+    keep = np.flatnonzero(np.isin(clusters.assignment, clusters.kept))
+    return keep, labels[keep]
+
+
+def surrogate_labels(embeddings: np.ndarray, clusters: int, tau: float, seed: int, backend: str = "sklearn"):
+    """k-means on unit-normalised embeddings; drop clusters whose mean cosine similarity to
+    their centroid is below tau; label every image by its nearest kept centroid.
+
+    Returns (labels in [0, kept), cohesion of every cluster, kept cluster indices).
+    """
+    found = surrogate_clusters(embeddings, clusters, tau, seed, backend)
+    return found.nearest_kept(embeddings), found.cohesion, found.kept
+
+
+def quantiles(values, points=(0.0, 0.25, 0.5, 0.75, 1.0)) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {f"q{int(p * 100)}": round(float(np.quantile(values, p)), 4) for p in points} if len(values) else {}
+
+
+DROPPED = ("remove", "relabel")
 
 
 @dataclass
@@ -171,6 +221,7 @@ class SurrogateSettings:
     clusters: int = 100  # K (paper: 100)
     tau: float = 0.5  # cohesion threshold (paper: 0.5)
     n_syn: int = 0  # generations to cluster; 0: 50 per cluster
+    dropped: str = "remove"  # images of dropped clusters: "remove" from the pool, or "relabel" to the nearest kept
     kmeans: str = "sklearn"  # or "faiss"
     ddim_steps: int = 50
     batch_size: int = 256
@@ -180,17 +231,29 @@ class SurrogateSettings:
             raise BenchError(f"{where}: clusters: expected at least 2, got {self.clusters}")
         if self.kmeans not in ("sklearn", "faiss"):
             raise BenchError(f"{where}: kmeans: expected 'sklearn' or 'faiss', got {self.kmeans!r}")
+        if self.dropped not in DROPPED:
+            raise BenchError(f"{where}: dropped: expected 'remove' or 'relabel', got {self.dropped!r}")
         if not -1 <= self.tau <= 1:
             raise BenchError(f"{where}: tau: expected a cosine similarity in [-1, 1], got {self.tau}")
         if self.n_syn < 0:
             raise BenchError(f"{where}: n_syn: expected a non-negative integer")
+        if self.ddim_steps < 1 or self.batch_size < 1:
+            raise BenchError(f"{where}: ddim_steps and batch_size: expected positive integers")
+
+
+def embed_all(features, images: torch.Tensor, device) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([features.embed(to_unit(images[i : i + 512]).to(device)).float().cpu()
+                          for i in range(0, len(images), 512)])
 
 
 class Surrogate:
     """``surrogate`` (SIDE): cluster labels from the target model's own generations.
 
-    The pool and its labels are cached by (target, settings, features, seed), so a sweep over
-    the extractor's settings samples and clusters once.
+    The sampled pool is cached by (target, n_syn, DDIM steps, seed) and its clustering by all
+    settings and the features, so a sweep over the extractor's settings, and over K, tau or
+    ``dropped``, samples once. The training images get targets in the same label space (their
+    nearest kept centroid) for the target-hit diagnostic.
     """
 
     Settings = SurrogateSettings
@@ -207,32 +270,56 @@ class Surrogate:
     def check_target(self, target) -> None:
         require_target("surrogate", target, "none")
 
-    def attack_labels(self, target, data, ctx):
-        n_syn = self.settings.n_syn or 50 * self.settings.clusters
-        identity = {"surrogate": asdict(self.settings), "n_syn": n_syn, "target": target.identity,
-                    "features": ctx.features.identity, "seed": ctx.seed}
-        path = ctx.cache_dir / "surrogates" / f"{canonical_hash(identity)}.safetensors"
+    def pool(self, target, n_syn: int, ctx) -> torch.Tensor:
+        """The target's own generations (cached: clustering settings do not change them)."""
+        s = self.settings
+        identity = {"pool": "surrogate", "n_syn": n_syn, "ddim_steps": s.ddim_steps, "target": target.identity,
+                    "seed": ctx.seed, "device": ctx.device.type}
+        path = ctx.cache_dir / "surrogates" / "pools" / f"{canonical_hash(identity)}.safetensors"
         if path.exists():
+            return load_file(path)["images"]
+        images, _ = ddim_sample(target, n_syn, seed=ctx.seed, purpose="surrogate-pool", num_steps=s.ddim_steps,
+                                batch_size=s.batch_size, device=ctx.device, progress=ctx.progress)
+        atomic_write(path, save({"images": images.contiguous()}))
+        return images
+
+    def attack_labels(self, target, data, ctx):
+        s = self.settings
+        n_syn = s.n_syn or 50 * s.clusters
+        settings = {k: v for k, v in asdict(s).items() if k != "batch_size"}  # batch size changes no sample
+        identity = {"surrogate": settings, "n_syn": n_syn, "target": target.identity,
+                    "features": ctx.features.identity, "seed": ctx.seed, "device": ctx.device.type}
+        key = canonical_hash(identity)
+        path = ctx.cache_dir / "surrogates" / f"{key}.safetensors"
+        record_path = path.with_suffix(".json")
+        if path.exists() and record_path.exists():
             stored = load_file(path)
-            images, labels = stored["images"], stored["labels"]
+            record = json.loads(record_path.read_text())
         else:
-            images, _ = ddim_sample(target, n_syn, seed=ctx.seed, purpose="surrogate-pool",
-                                    num_steps=self.settings.ddim_steps, batch_size=self.settings.batch_size,
-                                    device=ctx.device, progress=ctx.progress)
-            with torch.inference_mode():
-                embeddings = torch.cat([ctx.features.embed(to_unit(images[i : i + 512]).to(ctx.device)).float().cpu()
-                                        for i in range(0, len(images), 512)])
+            images = self.pool(target, n_syn, ctx)
+            embeddings = embed_all(ctx.features, images, ctx.device).numpy()
             ctx.progress("clustering", 0, 1)
-            labels, cohesion, kept = surrogate_labels(embeddings.numpy(), self.settings.clusters, self.settings.tau,
-                                                      ctx.seed, self.settings.kmeans)
+            found = surrogate_clusters(embeddings, s.clusters, s.tau, ctx.seed, s.kmeans)
+            keep, labels = surrogate_pool(embeddings, found, s.dropped)
             ctx.progress("clustering", 1, 1)
-            labels = torch.from_numpy(labels)
-            atomic_write(path, save({"images": images.contiguous(), "labels": labels}))
-            atomic_write(path.with_suffix(".json"), json.dumps({
-                **identity, "cohesion": cohesion.round(4).tolist(), "kept": kept.tolist()}, default=str))
-        num_classes = int(labels.max()) + 1
-        return LabelledImages(images=images, labels=labels, num_classes=num_classes,
-                              identity={"surrogate": canonical_hash(identity)})
+            sizes = np.bincount(labels, minlength=len(found.kept))
+            record = {**identity, "cohesion": found.cohesion.round(4).tolist(), "kept": found.kept.tolist(),
+                      "diagnostics": {
+                          "clusters": int(len(found.cohesion)), "clusters_kept": int(len(found.kept)),
+                          "tau": s.tau, "dropped": s.dropped, "n_syn": n_syn, "pool_kept": int(len(keep)),
+                          "cohesion": quantiles(found.cohesion[found.cohesion > -1]),
+                          "cohesion_kept": quantiles(found.cohesion[found.kept]),
+                          "cluster_sizes": quantiles(sizes)}}
+            stored = {"images": images[torch.from_numpy(keep)].contiguous(), "labels": torch.from_numpy(labels),
+                      "centroids": torch.from_numpy(np.ascontiguousarray(found.centroids))}
+            atomic_write(path, save(stored))
+            atomic_write(record_path, json.dumps(record, default=str))
+        centroids = stored["centroids"].numpy()
+        train_embeddings = _unit(embed_all(ctx.features, data.train, ctx.device).numpy())
+        train_targets = torch.from_numpy(np.argmax(train_embeddings @ centroids.T, axis=1).astype(np.int64))
+        return LabelledImages(images=stored["images"], labels=stored["labels"], num_classes=len(centroids),
+                              identity={"surrogate": key}, train_targets=train_targets,
+                              diagnostics={"surrogate": record["diagnostics"]})
 
 
 @hookimpl

@@ -8,13 +8,15 @@ import torch
 
 from side_bench.classifier import (
     TimeConditionedResNet,
+    accuracy_by_noise,
+    holdout_split,
     load_or_train_classifier,
     log_prob_gradient,
     train_classifier,
 )
 from side_bench.diffusion import ddim_sample, sample_generator
 from side_bench.errors import BenchError
-from side_bench.hookspecs import hookimpl
+from side_bench.hookspecs import Candidates, hookimpl
 from side_bench.suite import canonical_hash
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -35,7 +37,8 @@ class SamplingSettings:
 
 class Sample:
     """Carlini et al.'s UnCond attack: plain DDIM sampling. On a class-conditional target,
-    each sample's label is drawn uniformly over the classes from its own generator."""
+    each sample's label is drawn uniformly over the classes from its own generator; the drawn
+    labels are the candidates' targets."""
 
     Settings = SamplingSettings
 
@@ -43,33 +46,84 @@ class Sample:
         self.settings = settings
 
     def extract(self, target, labelled, n, ctx):
-        images, _ = ddim_sample(target, n, seed=ctx.seed, num_steps=self.settings.ddim_steps,
-                                batch_size=self.settings.batch_size, device=ctx.device,
-                                dtype=PRECISIONS[self.settings.precision], progress=ctx.progress)
-        return images
+        images, drawn = ddim_sample(target, n, seed=ctx.seed, num_steps=self.settings.ddim_steps,
+                                    batch_size=self.settings.batch_size, device=ctx.device,
+                                    dtype=PRECISIONS[self.settings.precision], progress=ctx.progress)
+        if drawn is None:
+            return images
+        return Candidates(images=images, targets=drawn, diagnostics={"class_draw": "uniform"})
+
+
+CLASS_DRAWS = ("uniform", "frequency")
+
+
+def draw_targets(n: int, labels: torch.Tensor, num_classes: int, mode: str, seed: int) -> torch.Tensor:
+    """The class c of each of n guided samples, each from its own generator (seed, i).
+
+    ``uniform``: uniform over the classes (the SIDE paper: over the kept clusters);
+    ``frequency``: with the classes' shares among ``labels`` (their frequencies in the
+    labelled images). Either way c_i depends only on (seed, i).
+    """
+    if mode == "uniform":
+        return torch.tensor([int(torch.randint(num_classes, (1,), generator=sample_generator(seed, "guidance-class", i)))
+                             for i in range(n)], dtype=torch.long)
+    if mode != "frequency":
+        raise BenchError(f"class_draw: expected one of {', '.join(CLASS_DRAWS)}, got {mode!r}")
+    counts = torch.bincount(labels.long(), minlength=num_classes).double()
+    cdf = torch.cumsum(counts / counts.sum(), 0)
+    cdf[-1] = 1.0
+    uniforms = torch.tensor([float(torch.rand(1, generator=sample_generator(seed, "guidance-class", i), dtype=torch.float64))
+                             for i in range(n)], dtype=torch.float64)
+    return torch.searchsorted(cdf, uniforms, right=True).clamp(max=num_classes - 1)
 
 
 @dataclass
 class GuidanceSettings(SamplingSettings):
     guidance_scale: float = 1.0  # lambda
-    classifier_width: int = 32
-    classifier_stages: int = 3
-    classifier_epochs: int = 30
+    class_draw: str = "uniform"  # c per sample: "uniform" over the classes/kept clusters (paper) or "frequency"
+    guidance_t_min: int = 0  # guidance only at timesteps guidance_t_min <= t < guidance_t_max;
+    guidance_t_max: int = 1000  # elsewhere the plain DDIM update (default: every t)
+    guidance_temperature: float = 1.0  # logits / T in the guidance gradient (T > 1 softens)
+    classifier_width: int = 32  # channels of the first stage (doubling per stage)
+    classifier_stages: int = 3  # 8x8 -> 8, 4, 2: three stages reach a 2x2 map
+    classifier_blocks: int = 1  # residual blocks per stage
+    classifier_steps: int = 1000  # optimizer steps (exactly), whatever the number of labelled images
     classifier_batch_size: int = 128
     classifier_learning_rate: float = 1e-3
+    classifier_label_smoothing: float = 0.0
+    classifier_holdout: float = 0.15  # share of the labelled images held out for the diagnostics (seeded)
 
     def validate(self, where: str) -> None:
         super().validate(where)
         if self.guidance_scale < 0:
             raise BenchError(f"{where}: guidance_scale: expected lambda >= 0, got {self.guidance_scale}")
-        if min(self.classifier_width, self.classifier_stages, self.classifier_epochs, self.classifier_batch_size) < 1:
-            raise BenchError(f"{where}: classifier_*: expected positive integers")
+        if self.class_draw not in CLASS_DRAWS:
+            raise BenchError(f"{where}: class_draw: expected one of {', '.join(CLASS_DRAWS)}, got {self.class_draw!r}")
+        if not 0 <= self.guidance_t_min < self.guidance_t_max:
+            raise BenchError(f"{where}: guidance_t_min, guidance_t_max: expected 0 <= guidance_t_min < guidance_t_max, "
+                             f"got {self.guidance_t_min} and {self.guidance_t_max}")
+        if not self.guidance_temperature > 0:
+            raise BenchError(f"{where}: guidance_temperature: expected a positive number, got {self.guidance_temperature}")
+        for key in ("classifier_width", "classifier_stages", "classifier_blocks", "classifier_steps",
+                    "classifier_batch_size"):
+            if getattr(self, key) < 1:
+                raise BenchError(f"{where}: {key}: expected a positive integer, got {getattr(self, key)}")
+        if not self.classifier_learning_rate > 0:
+            raise BenchError(f"{where}: classifier_learning_rate: expected a positive number, "
+                             f"got {self.classifier_learning_rate}")
+        if not 0 <= self.classifier_label_smoothing < 1:
+            raise BenchError(f"{where}: classifier_label_smoothing: expected a value in [0, 1), "
+                             f"got {self.classifier_label_smoothing}")
+        if not 0 <= self.classifier_holdout < 1:
+            raise BenchError(f"{where}: classifier_holdout: expected a share in [0, 1), got {self.classifier_holdout}")
 
 
 class ClassifierGuided:
     """DDIM with eps <- eps - lambda * sqrt(1 - alphabar_t) * grad_x log p(c | x_t, t), c drawn
-    uniformly per sample. The classifier is trained on the condition's labelled images and
-    cached by its config hash (so a lambda sweep trains it once)."""
+    per sample (``class_draw``), guidance only inside [guidance_t_min, guidance_t_max). The
+    classifier is trained on the condition's labelled images less a seeded held-out share
+    (``classifier_holdout``, on which its accuracy and calibration per noise band are measured)
+    and cached by its config hash, so a lambda sweep trains it once."""
 
     Settings = GuidanceSettings
     noise_aware = True
@@ -78,25 +132,38 @@ class ClassifierGuided:
     def __init__(self, settings: GuidanceSettings):
         self.settings = settings
 
-    def classifier(self, target, labelled, ctx) -> TimeConditionedResNet:
+    def classifier(self, target, labelled, ctx) -> tuple[TimeConditionedResNet, dict]:
+        """The trained classifier and its record: steps, final loss, held-out accuracy/ECE by t."""
         s = self.settings
         architecture = dict(in_channels=target.image_shape[0], num_classes=labelled.num_classes,
-                            width=s.classifier_width, stages=s.classifier_stages, noise_aware=self.noise_aware)
-        training = dict(epochs=s.classifier_epochs, batch_size=s.classifier_batch_size,
-                        learning_rate=s.classifier_learning_rate)
-        key = canonical_hash({"architecture": architecture, "training": training, "labelled": labelled.identity,
-                              "target": target.identity, "seed": ctx.seed, "device": ctx.device.type})
+                            width=s.classifier_width, stages=s.classifier_stages,
+                            blocks_per_stage=s.classifier_blocks, noise_aware=self.noise_aware)
+        training = dict(steps=s.classifier_steps, batch_size=s.classifier_batch_size,
+                        learning_rate=s.classifier_learning_rate, label_smoothing=s.classifier_label_smoothing)
+        key = canonical_hash({"architecture": architecture, "training": training, "holdout": s.classifier_holdout,
+                              "labelled": labelled.identity, "target": target.identity, "seed": ctx.seed,
+                              "device": ctx.device.type})
+        train_index, held_index = holdout_split(len(labelled.images), s.classifier_holdout, ctx.seed)
 
         def build():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(ctx.seed)
                 return TimeConditionedResNet(**architecture)
 
-        def train(classifier):
-            return train_classifier(classifier, labelled.images, labelled.labels, target.scheduler_config,
-                                    seed=ctx.seed, device=ctx.device, progress=ctx.progress, **training)
+        def train(classifier, record):
+            classifier = train_classifier(classifier, labelled.images[train_index], labelled.labels[train_index],
+                                          target.scheduler_config, seed=ctx.seed, device=ctx.device,
+                                          progress=ctx.progress, record=record, **training)
+            record.update(train_images=len(train_index), heldout_images=len(held_index),
+                          parameters=sum(p.numel() for p in classifier.parameters()),
+                          noise_aware=self.noise_aware,
+                          heldout=accuracy_by_noise(classifier, labelled.images[held_index],
+                                                    labelled.labels[held_index], target.scheduler_config,
+                                                    seed=ctx.seed, device=ctx.device))
+            return classifier
 
-        return load_or_train_classifier(ctx.cache_dir / "classifiers" / key, build, train).to(ctx.device).eval()
+        classifier, record = load_or_train_classifier(ctx.cache_dir / "classifiers" / key, build, train)
+        return classifier.to(ctx.device).eval(), record
 
     def extract(self, target, labelled, n, ctx):
         if labelled is None:
@@ -105,20 +172,24 @@ class ClassifierGuided:
         s = self.settings
         # c for sample i comes from its own generator, apart from its noise: with lambda = 0
         # the images equal plain sampling's exactly.
-        labels = torch.tensor([int(torch.randint(labelled.num_classes, (1,), generator=sample_generator(ctx.seed, "guidance-class", i)))
-                               for i in range(n)], dtype=torch.long)
-        guidance = None
-        if s.guidance_scale != 0:
-            guidance = log_prob_gradient(self.classifier(target, labelled, ctx))
+        labels = draw_targets(n, labelled.labels, labelled.num_classes, s.class_draw, ctx.seed)
         # A class-conditional target is given the same class as the classifier.
         if target.num_classes and target.num_classes != labelled.num_classes:
             raise BenchError(f"extractor {self.name!r}: the target has {target.num_classes} classes, "
                              f"the labelled images {labelled.num_classes}")
+        guidance, diagnostics = None, {
+            "classes": labelled.num_classes, "class_draw": s.class_draw,
+            "guidance_window": [s.guidance_t_min, s.guidance_t_max]}
+        if s.guidance_scale != 0:
+            classifier, record = self.classifier(target, labelled, ctx)
+            guidance = log_prob_gradient(classifier, temperature=s.guidance_temperature)
+            diagnostics["classifier"] = record
         images, _ = ddim_sample(target, n, seed=ctx.seed, num_steps=s.ddim_steps, batch_size=s.batch_size,
                                 device=ctx.device, class_labels=labels,
                                 guidance=guidance, guidance_scale=s.guidance_scale,
+                                guidance_t_min=s.guidance_t_min, guidance_t_max=s.guidance_t_max,
                                 dtype=PRECISIONS[s.precision], progress=ctx.progress)
-        return images
+        return Candidates(images=images, targets=labels, diagnostics=diagnostics)
 
 
 class Side(ClassifierGuided):
