@@ -1,0 +1,143 @@
+"""Rankers: the attacker's own view of which candidates are memorized (no training set).
+
+``clique``: Carlini et al. (USENIX Security 2023) generate-and-filter: a training image the
+model memorized comes out again and again, so a candidate with many near-duplicates among the
+generations is flagged. ``denoise-loss``: the target model's own noise-prediction error on the
+candidate (a membership-inference signal: a model denoises its training images better).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+
+from side_bench.diffusion import sample_generator
+from side_bench.errors import BenchError
+from side_bench.hookspecs import RunContext, TargetModel, hookimpl
+from side_bench.knn import ExactIndex
+
+
+class Clique:
+    """Score = the size of a candidate's near-duplicate clique among the generations.
+
+    Carlini et al. connect two generations when their (tiled) l2 distance is below delta and
+    flag a generation whose clique has at least ``min_size`` members (they used 10 among 500
+    generations per prompt). On 8x8-to-32x32 images tiling makes no sense, so the distance
+    here is the project's normalised pixel distance, the RMS difference of the images in
+    [0, 1] (= 1 - pixel similarity). The "clique" is the near-duplicate neighbourhood
+    (the candidate itself plus every other candidate within ``distance``; a maximal clique is
+    NP-hard and the neighbourhood is what the threshold test reads), found with the exact
+    k-NN index's range search (faiss or torch).
+
+    Defaults: ``distance`` 0.1 (the pixel similarity 0.9 of the default mid band's lower
+    edge), ``min_size`` 3 (Carlini's 10 was for 500 generations of one prompt; a benchmark
+    cell has a few hundred generations spread over all the training images).
+    """
+
+    description = "near-duplicate clique size among the generations (Carlini et al. 2023)"
+
+    @dataclass
+    class Settings:
+        distance: float = 0.1  # RMS pixel difference in [0, 1]
+        min_size: int = 3  # flagged when the clique (the candidate included) is at least this large
+
+        def validate(self, where: str) -> None:
+            if not 0 < self.distance < 1:
+                raise BenchError(f"{where}: distance: expected an RMS pixel difference in (0, 1)")
+            if self.min_size < 1:
+                raise BenchError(f"{where}: min_size: expected a positive integer")
+
+    def __init__(self, settings: Clique.Settings = None):
+        self.settings = settings or Clique.Settings()
+
+    def score(self, candidates01: torch.Tensor, target: TargetModel | None, ctx: RunContext | None):
+        n = len(candidates01)
+        device = ctx.device if ctx is not None else "cpu"
+        index = ExactIndex(candidates01, "l2", device=device)
+        # Every pair with similarity >= 1 - distance, i.e. RMS difference <= distance.
+        _, (rows, cols, _) = index.search_with_pairs(candidates01, 1, 1.0 - self.settings.distance)
+        rows, cols = rows.numpy(), cols.numpy()
+        others = np.bincount(rows[rows != cols], minlength=n)
+        return (others + 1).astype(np.float64), float(self.settings.min_size)
+
+
+class DenoiseLoss:
+    """Score = minus the target's noise-prediction error on the candidate at timestep t.
+
+    loss(x) = mean over ``draws`` noises e of mean((eps_theta(sqrt(ab_t) x + sqrt(1 - ab_t) e, t) - e)^2);
+    the score is -loss (higher = the model denoises it better = more likely a training image).
+    Noise for candidate i comes from its own generator (ctx.seed, "denoise-loss", i), so the
+    score does not depend on the batch size or order. A class-conditional target is scored with
+    the class that denoises best (the attacker does not know the label): min over classes.
+
+    Default t = 100 of 1000 (alphabar ~ 0.89 on the linear schedule, noise std ~ 0.33 in
+    [-1, 1]): small enough that the image is still recognisable (so the error depends on *which*
+    image it is), large enough that the error is not dominated by the pixel noise a model cannot
+    predict; membership-inference work on diffusion models (Carlini et al. 2023 on CIFAR-10,
+    Matsumoto et al. 2023) finds the loss separates members best at t of order 50-300 of 1000.
+    ``draws`` 8 noises per candidate average out most of the noise draw's variance.
+    No threshold: a loss level does not transfer between models.
+    """
+
+    description = "minus the target's denoising error at small t (membership-style)"
+
+    @dataclass
+    class Settings:
+        timestep: int = 100
+        draws: int = 8
+        batch_size: int = 512  # images per UNet call; never changes the scores
+
+        def validate(self, where: str) -> None:
+            if self.timestep < 0:
+                raise BenchError(f"{where}: timestep: expected a non-negative integer")
+            if self.draws < 1 or self.batch_size < 1:
+                raise BenchError(f"{where}: draws and batch_size: expected positive integers")
+
+    def __init__(self, settings: DenoiseLoss.Settings = None):
+        self.settings = settings or DenoiseLoss.Settings()
+
+    def noise(self, seed: int, n: int, shape) -> torch.Tensor:
+        """(n, draws, C, H, W): candidate i's noises from its own generator."""
+        return torch.stack([torch.randn((self.settings.draws, *shape), generator=sample_generator(seed, "denoise-loss", i))
+                            for i in range(n)])
+
+    @torch.no_grad()
+    def losses(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext) -> np.ndarray:
+        s = self.settings
+        scheduler = DDPMScheduler.from_config(target.scheduler_config)
+        if s.timestep >= scheduler.config.num_train_timesteps:
+            raise BenchError(f"ranker 'denoise-loss': timestep {s.timestep} is not below the model's "
+                             f"{scheduler.config.num_train_timesteps} training timesteps")
+        alphabar = float(scheduler.alphas_cumprod[s.timestep])
+        device = ctx.device
+        unet = target.unet.to(device).eval()
+        x0 = candidates01.float() * 2 - 1  # the model's [-1, 1]
+        n, shape = len(x0), tuple(x0.shape[1:])
+        noise = self.noise(ctx.seed, n, shape)
+        noisy = math.sqrt(alphabar) * x0[:, None] + math.sqrt(1 - alphabar) * noise
+        flat_noisy, flat_noise = noisy.reshape(-1, *shape), noise.reshape(-1, *shape)
+        classes = list(range(target.num_classes)) if target.num_classes else [None]
+        per_class = []
+        for c in classes:
+            errors = []
+            for start in range(0, len(flat_noisy), s.batch_size):
+                batch = flat_noisy[start : start + s.batch_size].to(device)
+                t = torch.full((len(batch),), s.timestep, device=device, dtype=torch.long)
+                labels = None if c is None else torch.full((len(batch),), c, device=device, dtype=torch.long)
+                predicted = unet(batch, t, class_labels=labels).sample.float().cpu()
+                errors.append((predicted - flat_noise[start : start + s.batch_size]).square().flatten(1).mean(1))
+            per_class.append(torch.cat(errors).reshape(n, s.draws).double().mean(1))
+        return torch.stack(per_class).min(0).values.numpy()
+
+    def score(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext):
+        return -self.losses(candidates01, target, ctx), None
+
+
+@hookimpl
+def register_rankers(register):
+    register("clique", Clique, aliases=("generate-and-filter",))
+    register("denoise-loss", DenoiseLoss, aliases=("loss",))
