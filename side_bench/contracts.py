@@ -220,7 +220,8 @@ def check_metric_value(result: Any, who: str, unit: str | None = None):
         raise BenchError(f"{who}: returned the rate {number!r}; expected a fraction in [0, 1]")
     count = _optional_count(value.count, "count", who)
     total = _optional_count(value.n, "n", who)
-    if count is not None and total is not None and count > total:
+    # A rate is k of n; other counts (UMS: distinct training images, / N_G) may exceed n.
+    if unit == "rate" and count is not None and total is not None and count > total:
         raise BenchError(f"{who}: MetricValue.count {count} is larger than n {total}")
     checked = dataclasses.replace(
         value, value=number, count=count, n=total, reason=reason,

@@ -271,8 +271,9 @@ class Metric(Protocol):
 
     - ``uses_bands``: True when computed once per similarity band.
     - ``direction``: "higher" when a larger value means more memorization, else "lower".
-    - ``unit``: "rate" (a fraction in [0, 1], shown in percent), "similarity", "distance",
-      "ratio" or "nats"; the leaderboard formats and checks values by it.
+    - ``unit``: "rate" (k of n, a fraction in [0, 1], shown in percent), "fraction" (a count
+      per candidate that may exceed 1, e.g. UMS; shown in percent), "similarity",
+      "distance", "ratio", "count" or "nats"; the leaderboard formats and checks values by it.
     - ``description``: one line for legends.
 
     ``compute`` gets ``side_bench.scoring.CandidateScores`` (per-candidate nearest-neighbour

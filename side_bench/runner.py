@@ -20,9 +20,10 @@ import torch
 
 from side_bench import stats
 from side_bench.candidates import cell_file, null_file, write_scores
+from side_bench.contracts import check_candidates, check_diagnostics
 from side_bench.errors import BenchError
 from side_bench.gallery import write_gallery
-from side_bench.hookspecs import Candidates, RunContext
+from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
 from side_bench.result_files import ROW_SCHEMA_VERSION
 from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
@@ -134,23 +135,25 @@ class CellRunner:
         with timer("condition"):
             labelled = condition.attack_labels(target, data, ctx)
         with timer("extraction"):
-            candidates = as_candidates(
+            candidates = check_candidates(
                 extractor.extract(target, labelled, config["n_generations"], ctx),
-                config["n_generations"], target.image_shape, f"extractor {cell.attack.extractor.name!r}")
+                config["n_generations"], target.image_shape,
+                registry.get("extractors", cell.attack.extractor.name).describe())
         bands = [Band(**b) for b in config["bands"]]
         metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
+        who = {name: registry.get("metrics", name).describe() for name in metrics}
         with timer("scoring"):
             ctx.progress("scoring", 0, 2)
             reference, reference_key = self._reference(config, data, features, ctx.device)
             scores = reference.score(to_unit(candidates.images), bands, targets=candidates.targets)
             scores.model = ModelContext(target=target, train=data.train, ctx=ctx)
-            rows = metric_rows(scores, metrics, bands)
+            rows = metric_rows(scores, metrics, bands, who)
             candidates_file = cell_file(cell.config_hash)
             write_scores(Path(self.run_dir) / candidates_file, scores, seed=cell.seed, kind="candidates",
                          config_hash=cell.config_hash)
             ctx.progress("scoring", 1, 2)
         with timer("null"):
-            null_rows, null_candidates_file = self._null(config, data, reference, reference_key, metrics, bands)
+            null_rows, null_candidates_file = self._null(config, data, reference, reference_key, metrics, bands, who)
             ctx.progress("scoring", 2, 2)
         gallery = None
         with timer("gallery"):
@@ -159,7 +162,10 @@ class CellRunner:
                 write_gallery(Path(self.run_dir) / gallery, to_unit(candidates.images), reference.train01,
                               torch.from_numpy(scores.best_similarity), torch.from_numpy(scores.nearest_index),
                               cell.gallery_size)
-        diagnostics = {**(labelled.diagnostics if labelled is not None else {}), **candidates.diagnostics}
+        diagnostics = {
+            **(check_diagnostics(labelled.diagnostics, registry.get("conditions", cell.attack.condition.name)
+                                 .describe()) if labelled is not None else {}),
+            **candidates.diagnostics}
         hit = target_hit(candidates.targets, scores.nearest_index,
                          labelled.train_targets if labelled is not None else None)
         if hit is not None:
@@ -204,7 +210,8 @@ class CellRunner:
                                                         backend=config["knn"], device=device)
         return self._references[reference_key], reference_key
 
-    def _null(self, config: dict, data, reference, reference_key: str, metrics: dict, bands: list[Band]):
+    def _null(self, config: dict, data, reference, reference_key: str, metrics: dict, bands: list[Band],
+              who: dict[str, str]):
         """The null baseline: the held-out images scored like candidates, once per scale.
 
         It depends on the scale's data, features, metrics and bands, not on the attack; its
@@ -216,7 +223,7 @@ class CellRunner:
             path = null_file(null_key)
             if not (Path(self.run_dir) / path).exists():
                 write_scores(Path(self.run_dir) / path, scores, seed=config["seed"], kind="null", config_hash=None)
-            self._null_rows[null_key] = (metric_rows(scores, metrics, bands), path)
+            self._null_rows[null_key] = (metric_rows(scores, metrics, bands, who), path)
         return self._null_rows[null_key]
 
 
@@ -233,20 +240,6 @@ class StageTimer:
             yield
         finally:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
-
-
-def as_candidates(result, n: int, image_shape, who: str) -> Candidates:
-    """An extractor's output as ``Candidates``: n finite float images of the target's shape."""
-    if isinstance(result, torch.Tensor):
-        result = Candidates(images=result)
-    if not isinstance(result, Candidates) or not isinstance(result.images, torch.Tensor):
-        raise BenchError(f"{who}: returned {type(result).__name__}, expected Candidates or a torch tensor")
-    if len(result.images) != n or tuple(result.images.shape[1:]) != tuple(image_shape):
-        raise BenchError(f"{who}: returned images of shape {tuple(result.images.shape)}, "
-                         f"expected ({n}, {', '.join(map(str, image_shape))})")
-    if not torch.isfinite(result.images).all():
-        raise BenchError(f"{who}: returned non-finite images (NaN or inf)")
-    return result
 
 
 def target_hit(targets, nearest_index, train_targets) -> dict | None:

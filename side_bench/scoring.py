@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from side_bench.contracts import check_metric_value
 from side_bench.errors import BenchError
-from side_bench.hookspecs import MetricValue
 from side_bench.knn import ExactIndex, in_band
 
 
@@ -219,17 +219,18 @@ def _cap_pairs(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     return rows[keep], cols[keep], sims[keep], truncated
 
 
-def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band], check=None) -> list[dict]:
+def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band],
+                who: dict[str, str] | None = None) -> list[dict]:
     """Every metric (x band) of one set of scores: the value, its count, interval and meaning.
 
-    ``check(result, who)`` turns what ``compute`` returned into a MetricValue (the contract
-    check); by default a float is wrapped with no interval.
+    What ``compute`` returns is checked against the contract (``check_metric_value``);
+    ``who`` names each metric's plugin in error messages.
     """
-    check = check or _as_metric_value
     rows = []
     for name, metric in metrics.items():
         for band in bands if metric.uses_bands else [None]:
-            result = check(metric.compute(scores, band), f"metric {name!r}")
+            result = check_metric_value(metric.compute(scores, band), (who or {}).get(name, f"metric {name!r}"),
+                                        getattr(metric, "unit", None))
             rows.append({
                 "metric": name,
                 "band": band.name if band else None,
@@ -244,13 +245,6 @@ def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band], check
 
 VALUE_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "interval", "se", "reason")
 NULL_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "se")
-
-
-def _as_metric_value(result, who: str) -> MetricValue:
-    if isinstance(result, MetricValue):
-        return result
-    value = float(result)
-    return MetricValue(value if np.isfinite(value) else None, reason=None if np.isfinite(value) else "not finite")
 
 
 def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict,

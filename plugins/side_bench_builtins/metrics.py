@@ -36,7 +36,7 @@ class UMS:
 
     uses_bands = True
     direction = "higher"
-    unit = "rate"
+    unit = "fraction"  # distinct training images / N_G: not k of N_G, may exceed 1
     description = "unique memorization score: distinct training images within the band of some candidate, / N_G"
 
     def compute(self, scores, band) -> MetricValue:

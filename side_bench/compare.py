@@ -1,0 +1,112 @@
+"""Which training images two attacks copied from the same target model: kept, lost, gained.
+
+A candidate is a copy when its best similarity lies in the chosen band (or, with
+``by="gu"``, when Gu et al.'s ratio is below 1/3); the training image it copied is its
+nearest one. For attacks A and B on one model (equal ``model_key``, same scale and seed):
+the distinct training images each copied, those both copied, and those only one did.
+
+Tests (method.md section 7): the share of candidates that are copies, A against B, with
+Fisher's exact test; the number of distinct images copied with a z-test on seeded
+bootstrap standard errors (resampling each attack's candidates). With several scales or
+seeds, the p-values are Holm-corrected across them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from side_bench import stats
+from side_bench.candidates import load_scores
+from side_bench.errors import BenchError
+from side_bench.result_files import find_rows_files, read_rows_file
+from side_bench.scoring import Band, CandidateScores
+
+
+def copies(scores: CandidateScores, by: str, band: Band | None) -> np.ndarray:
+    """Boolean mask over candidates: which are copies."""
+    if by == "gu":
+        from side_bench_builtins.metrics import GuRatio  # the metric's own definition
+
+        return GuRatio.memorized(scores)
+    return scores.in_band(band)
+
+
+def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale: int | None = None,
+                    seed: int | None = None, band: str = "high", by: str = "band") -> pd.DataFrame:
+    """One line per (scale, seed) where both attacks ran on the same target model.
+
+    Columns: scale, seed, n_a, n_b (N_G), copies_a, copies_b (candidates that are copies),
+    distinct_a, distinct_b (training images copied), both, only_a, only_b, p_copies (Fisher,
+    Holm-corrected), p_distinct (bootstrap z-test, Holm-corrected), copy (what counted as one).
+    """
+    if by not in ("band", "gu"):
+        raise BenchError(f"--by: expected 'band' or 'gu', got {by!r}")
+    rows = [{**r, "_run_dir": f.parent} for f in find_rows_files([run_dir]) for r in read_rows_file(f)]
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["attack"], row["scale"], row["seed"]), row)
+    attacks = {a for a, _, _ in cells}
+    for name in (attack_a, attack_b):
+        if name not in attacks:
+            raise BenchError(f"{run_dir}: no attack {name!r} (found: {', '.join(sorted(attacks))})")
+    pairs = sorted({(s, d) for a, s, d in cells if a == attack_a and (attack_b, s, d) in cells
+                    and (scale is None or s == scale) and (seed is None or d == seed)})
+    if not pairs:
+        raise BenchError(f"{run_dir}: {attack_a!r} and {attack_b!r} never ran at the same scale and seed"
+                         + (f" (scale {scale})" if scale is not None else ""))
+    band_obj = None
+    if by == "band":
+        edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
+        if len(edges) != 1:
+            known = sorted({r["band"] for r in rows if r["band"]})
+            raise BenchError(f"--band: {band!r} is not a band of this run (found: {', '.join(known)})")
+        band_obj = Band(band, *edges.pop())
+    lines = []
+    for scale_, seed_ in pairs:
+        row_a, row_b = cells[(attack_a, scale_, seed_)], cells[(attack_b, scale_, seed_)]
+        if row_a.get("model_key") is None or row_a.get("model_key") != row_b.get("model_key"):
+            raise BenchError(f"{attack_a!r} and {attack_b!r} at scale {scale_} attacked different target models "
+                             "(their model_key differs): kept/lost/gained compares attacks on one model")
+        lines.append(_compare_cell(row_a["_run_dir"], row_a, row_b, by, band_obj) | {"scale": scale_, "seed": seed_})
+    frame = pd.DataFrame(lines)
+    frame["p_copies"] = stats.holm(list(frame["p_copies"]))
+    frame["p_distinct"] = stats.holm(list(frame["p_distinct"]))
+    frame["copy"] = "gu-ratio < 1/3" if by == "gu" else f"best similarity in {band} [{band_obj.low}, {band_obj.high}]"
+    columns = ["scale", "seed", "n_a", "n_b", "copies_a", "copies_b", "distinct_a", "distinct_b", "both",
+               "only_a", "only_b", "p_copies", "p_distinct", "copy"]
+    return frame[columns]
+
+
+def _compare_cell(run_dir: Path, row_a: dict, row_b: dict, by: str, band: Band | None) -> dict:
+    found = []
+    for row in (row_a, row_b):
+        if not row.get("candidates_file"):
+            raise BenchError(f"{run_dir}: {row['attack']} @ {row['scale']} has no per-candidate records; run it again")
+        scores = load_scores(run_dir / row["candidates_file"])
+        mask = copies(scores, by, band)
+        copied = scores.nearest_index[mask]
+        found.append((scores.n_candidates, int(mask.sum()), set(copied.tolist()), mask, scores.nearest_index))
+    (n_a, k_a, set_a, mask_a, near_a), (n_b, k_b, set_b, mask_b, near_b) = found
+    se_a = _distinct_se(mask_a, near_a)
+    se_b = _distinct_se(mask_b, near_b)
+    return {
+        "n_a": n_a, "n_b": n_b, "copies_a": k_a, "copies_b": k_b,
+        "distinct_a": len(set_a), "distinct_b": len(set_b), "both": len(set_a & set_b),
+        "only_a": len(set_a - set_b), "only_b": len(set_b - set_a),
+        "p_copies": stats.rate_test(k_a, n_a, k_b, n_b),
+        "p_distinct": stats.z_test(len(set_a), se_a, len(set_b), se_b),
+    }
+
+
+def _distinct_se(mask: np.ndarray, nearest: np.ndarray) -> float:
+    """Bootstrap standard error of the number of distinct training images copied."""
+    copied = np.where(mask, nearest, -1)
+
+    def distinct(rows):
+        values = copied[rows]
+        return float(np.unique(values[values >= 0]).size)
+
+    return stats.bootstrap(distinct(np.arange(len(mask))), len(mask), distinct).se or 0.0
