@@ -284,3 +284,21 @@ class FlowLogDensity:
             y = y + h / 6 * (f1 + 2 * f2 + 2 * f3 + f4)
             log_det += h / 6 * (d1 + 2 * d2 + 2 * d3 + d4)
         return self.model.log_prior(y, float(sigmas[-1])) + log_det
+
+
+class MarginalOverLabels:
+    """log p_theta(y) = log sum_c pi_c p_theta(y | c) of a class-conditional density (one ODE per class).
+
+    The unconditional density of a conditional model whose labels are drawn with frequencies
+    ``priors`` (the training labels' frequencies: the model's generations then follow the
+    training set's class mix). Costs ``len(priors)`` times the conditional one.
+    """
+
+    def __init__(self, conditional: LogDensity, priors: torch.Tensor):
+        self.conditional = conditional
+        self.log_priors = torch.log(priors.double())
+
+    def __call__(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        per_class = [self.log_priors[c] + self.conditional(y, torch.full((len(y),), c, dtype=torch.long))
+                     for c in range(len(self.log_priors)) if self.log_priors[c] > -math.inf]
+        return torch.logsumexp(torch.stack(per_class), dim=0)

@@ -130,3 +130,18 @@ def test_metric_on_a_tiny_unet():
     assert metric.last.seconds > 0
     # Hutchinson probes are per batch, so the batch size changes the noise but not the distribution
     assert math.isfinite(again.value)
+
+
+def test_marginal_over_labels_is_the_whole_mixture():
+    """sum_c pi_c (mixture of class c) with pi_c = N_c / N is the mixture of all N images."""
+    from side_bench.divergence import MarginalOverLabels
+
+    centers = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+
+    def per_class(y, classes):
+        return log_mixture(y, centers[labels == int(classes[0])], 0.2)
+
+    marginal = MarginalOverLabels(per_class, torch.bincount(labels).double() / len(labels))
+    points, _ = draw_blurred(centers, 0.2, 7, seed=0)
+    np.testing.assert_allclose(marginal(points).numpy(), log_mixture(points, centers, 0.2).numpy(), rtol=1e-10)
