@@ -121,7 +121,12 @@ def memorization_divergence(train: torch.Tensor, log_density: LogDensity, *, eps
     log_p = []
     for start in range(0, draws, batch_size):
         stop = min(draws, start + batch_size)
-        log_p.append(log_density(points[start:stop], None if labels is None else labels[start:stop]).double().cpu())
+        batch_labels = None if labels is None else labels[start:stop]
+        if getattr(log_density, "takes_indices", False):  # per-draw randomness (Hutchinson probes)
+            value = log_density(points[start:stop], batch_labels, indices=range(start, stop))
+        else:
+            value = log_density(points[start:stop], batch_labels)
+        log_p.append(value.double().cpu())
         progress("memorization divergence", stop, draws)
     terms = (log_q - torch.cat(log_p)).numpy()
     se = float(np.std(terms, ddof=1) / math.sqrt(draws)) if draws > 1 else float("nan")
@@ -205,7 +210,7 @@ class UNetEps:
         if self.num_classes and labels is None:
             raise ValueError("a class-conditional UNet needs labels")
         class_labels = labels.to(self.device) if self.num_classes else None
-        return self.unet(x, t, class_labels=class_labels).sample.reshape(len(y), -1).to(y.dtype)
+        return self.unet(x, t, class_labels=class_labels).sample.reshape(len(y), -1).to(y.device, y.dtype)
 
     def log_prior(self, y: torch.Tensor, sigma: float) -> torch.Tensor:
         """The sampler's prior x_T ~ Normal(0, I), i.e. y ~ Normal(0, (1 + sigma^2) I)."""
@@ -232,7 +237,8 @@ class FlowLogDensity:
         self.sigma_start = max(sigma_start or eps_model.sigma_min, eps_model.sigma_min)
         self.steps, self.exact_max_dim, self.probes = steps, exact_max_dim, probes
         self.seed, self.chunk_images = seed, chunk_images
-        self.calls = 0  # batches seen, so Hutchinson probes differ between batches
+
+    takes_indices = True  # memorization_divergence passes the draws' indices (probes per draw)
 
     def _eps_and_divergence(self, y: torch.Tensor, sigma: float, labels, probes: torch.Tensor | None):
         """eps(y, sigma) (B, D) and div_y eps (B,), both detached."""
@@ -264,14 +270,16 @@ class FlowLogDensity:
         div = (grad * flat_probes).sum(1).reshape(count, len(y)).mean(0)
         return out.detach()[: len(y)], div.detach()
 
-    def __call__(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, y: torch.Tensor, labels: torch.Tensor | None = None, indices=None) -> torch.Tensor:
+        """log p(y | labels); ``indices`` name the draws (their Hutchinson probes), default 0..B-1."""
         y = y.reshape(len(y), -1).double()
         dim = y.shape[1]
         probes = None
-        if dim > self.exact_max_dim:  # Hutchinson, probes fixed along the path
-            generator = sample_generator(self.seed, "hutchinson", self.calls)
-            probes = torch.randint(0, 2, (self.probes, len(y), dim), generator=generator).double() * 2 - 1
-        self.calls += 1
+        if dim > self.exact_max_dim:  # Hutchinson: Rademacher probes per draw, fixed along the path
+            indices = range(len(y)) if indices is None else indices
+            probes = torch.stack([
+                torch.randint(0, 2, (self.probes, dim), generator=sample_generator(self.seed, "hutchinson", int(j)))
+                for j in indices], dim=1).double() * 2 - 1
         sigmas = np.exp(np.linspace(math.log(self.sigma_start), math.log(self.model.sigma_max), self.steps + 1))
         log_det = torch.zeros(len(y), dtype=torch.float64)
         for k in range(self.steps):  # classic Runge-Kutta 4 on (y, log det)
@@ -297,8 +305,10 @@ class MarginalOverLabels:
     def __init__(self, conditional: LogDensity, priors: torch.Tensor):
         self.conditional = conditional
         self.log_priors = torch.log(priors.double())
+        self.takes_indices = getattr(conditional, "takes_indices", False)
 
-    def __call__(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        per_class = [self.log_priors[c] + self.conditional(y, torch.full((len(y),), c, dtype=torch.long))
+    def __call__(self, y: torch.Tensor, labels: torch.Tensor | None = None, indices=None) -> torch.Tensor:
+        extra = {"indices": indices} if self.takes_indices else {}
+        per_class = [self.log_priors[c] + self.conditional(y, torch.full((len(y),), c, dtype=torch.long), **extra)
                      for c in range(len(self.log_priors)) if self.log_priors[c] > -math.inf]
         return torch.logsumexp(torch.stack(per_class), dim=0)
