@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from side_bench import stats
 from side_bench.errors import BenchError
 from side_bench.result_files import find_rows_files, read_cell_record, read_manifest, read_rows_file
-
-# Metrics where a smaller value means more memorization; every other metric ranks high-first.
-LOWER_IS_BETTER = frozenset({"memorization-divergence"})
-# Metrics that are fractions in [0, 1]; displays show them in percent.
-RATE_METRICS = frozenset({"ams", "ums", "gu-ratio", "carlini-l2"})
 
 SETUP_COLUMNS = ["setup", "suite", "dataset", "model", "features", "n_generations"]
 BAND_COLUMNS = ["band", "band_low", "band_high"]
@@ -124,13 +122,58 @@ def _setup_labels(frame: pd.DataFrame) -> list[str]:
             for label, identity in zip(readable, identities, strict=True)]
 
 
+PERCENT_UNITS = frozenset({"rate", "fraction"})  # units shown in percent; data stay fractions
+
+
+def _pool(values: pd.DataFrame, prefix: str = "") -> dict:
+    """One estimate from the seeds' rows: counts pooled for rates, standard errors otherwise.
+
+    A rate k_i of n_i over seeds becomes sum k / sum n with its Wilson interval; a
+    bootstrapped statistic becomes the mean with standard error sqrt(sum se_i^2) / seeds and
+    a normal 95% interval (one seed: the row's own bootstrap interval).
+    """
+    value = pd.to_numeric(values[prefix + "value"], errors="coerce")
+    finite = value.notna() & value.map(lambda v: math.isfinite(v) if pd.notna(v) else False)
+    rows = values[finite]
+    estimate = {"value": None, "count": None, "n": None, "se": None, "ci_low": None, "ci_high": None}
+    if rows.empty:
+        return estimate
+    counts, ns = rows.get(prefix + "count"), rows.get(prefix + "n")
+    ses = rows.get(prefix + "se")
+    has_se = ses is not None and pd.to_numeric(ses, errors="coerce").notna().all()
+    has_counts = counts is not None and ns is not None and counts.notna().all() and ns.notna().all()
+    if has_counts and not has_se:
+        k, n = int(counts.sum()), int(ns.sum())
+        low, high = stats.wilson(k, n) if n > 0 else (None, None)
+        return {**estimate, "value": k / n if n else None, "count": k, "n": n, "ci_low": low, "ci_high": high}
+    mean = float(pd.to_numeric(rows[prefix + "value"]).mean())
+    if has_se:
+        se = float(np.sqrt((pd.to_numeric(ses) ** 2).sum()) / len(rows))
+        if len(rows) == 1:
+            low, high = rows.iloc[0].get(prefix + "ci_low"), rows.iloc[0].get(prefix + "ci_high")
+        else:
+            low, high = mean - 1.959964 * se, mean + 1.959964 * se
+        return {**estimate, "value": mean, "se": se, "ci_low": _num(low), "ci_high": _num(high),
+                "count": int(counts.sum()) if has_counts else None, "n": int(ns.sum()) if has_counts else None}
+    return {**estimate, "value": mean}
+
+
+def _num(value):
+    return None if value is None or pd.isna(value) else float(value)
+
+
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows -> one line per setup x metric x band x attack x scale.
+    """Rows -> one line per setup x metric x band x attack x scale, with tests and ranks.
 
     Columns: the setup columns, metric, band, band_low, band_high, attack, attack_base, swept
-    (JSON text), scale, n_seeds, mean, std (over seeds; NaN with one seed), null_mean,
-    null_std, rank (1 = most memorization at that scale; ties share the better rank) and best
-    (rank 1).
+    (JSON text), scale, n_seeds, mean and std (over seeds; std NaN with one seed), value,
+    count, n, ci_low, ci_high, se (the pooled estimate, see ``_pool``), the same for the null
+    baseline (null_value, null_count, null_n, null_ci_low, null_ci_high; null_mean, null_std
+    over seeds), p_null and above_null (one-sided test against the null, Holm-corrected over
+    the attacks at that scale), rank (1 + the number of attacks significantly ahead at that
+    scale, by pairwise two-sided tests, Holm-corrected; ties share a rank), best (the one
+    attack alone at rank 1, and above the null), test (the test used), direction and unit
+    (from the rows: what the metric declares).
     """
     if rows.empty:
         return pd.DataFrame()
@@ -139,25 +182,75 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     for column in BAND_COLUMNS:
         work[column] = work[column].astype(object).where(work[column].notna(), "")
     work["swept"] = [_canonical(s) if s else "" for s in work["swept"]]
-    work["null_value"] = pd.to_numeric(work["null_value"], errors="coerce")
+    for column in ("direction", "unit"):
+        work[column] = work[column] if column in work else None
+    for column in ("value", "null_value", "count", "n", "se", "ci_low", "ci_high", "null_count", "null_n",
+                   "null_se", "null_ci_low", "null_ci_high"):
+        work[column] = pd.to_numeric(work[column], errors="coerce") if column in work else np.nan
     keys = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["attack", "attack_base", "swept", "scale"]
-    table = (work.groupby(keys, sort=False, dropna=False)
-             .agg(n_seeds=("seed", "nunique"), mean=("value", "mean"), std=("value", "std"),
-                  null_mean=("null_value", "mean"), null_std=("null_value", "std"))
-             .reset_index())
+    lines = []
+    for key, part in work.groupby(keys, sort=False, dropna=False):
+        line = dict(zip(keys, key, strict=True))
+        values = part["value"].where(np.isfinite(part["value"]))
+        line.update(n_seeds=part["seed"].nunique(), mean=values.mean(), std=values.std(),
+                    null_mean=part["null_value"].mean(), null_std=part["null_value"].std(),
+                    direction=part["direction"].dropna().iloc[0] if part["direction"].notna().any() else "higher",
+                    unit=part["unit"].dropna().iloc[0] if part["unit"].notna().any() else None)
+        line.update(_pool(part))
+        nulls = part.drop_duplicates("seed")
+        line.update({f"null_{k}": v for k, v in _pool(nulls, "null_").items()})
+        lines.append(line)
+    table = pd.DataFrame(lines)
     per_scale = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["scale"]
-    ascending = table["metric"].isin(LOWER_IS_BETTER)
-    ranking_value = table["mean"].where(ascending, -table["mean"])
-    table["rank"] = ranking_value.groupby([table[c] for c in per_scale], sort=False).rank(method="min")
-    table["rank"] = table["rank"].astype("Int64")
-    table["best"] = table["rank"] == 1
-    table["best"] = table["best"].fillna(False).astype(bool)
+    tested = [_test_group(part) for _, part in table.groupby(per_scale, sort=False, dropna=False)]
+    table = pd.concat(tested) if tested else table
     table["band"] = table["band"].astype(object).where(table["band"] != "", None)
     for column in ("band_low", "band_high"):
         table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce")
     table = table.sort_values(["setup", "metric", "band_low", "band", "scale", "rank", "attack"],
                               na_position="first", kind="stable")
     return table.reset_index(drop=True)
+
+
+def _estimate(line, prefix: str = "") -> dict:
+    return {k: _num(getattr(line, prefix + k)) for k in ("value", "count", "n", "se")}
+
+
+def _test_group(part: pd.DataFrame) -> pd.DataFrame:
+    """Tests among the attacks of one setup, metric, band and scale (see ``aggregate``)."""
+    part = part.copy()
+    lines = list(part.itertuples(index=False))
+    higher = (part["direction"].iloc[0] or "higher") != "lower"
+    estimates = [_estimate(line) for line in lines]
+    # against the null baseline: one-sided, in the direction of more memorization
+    null_p = [stats.compare(e, _estimate(line, "null_"), "greater" if higher else "less") for e, line
+              in zip(estimates, lines, strict=True)]
+    known = [i for i, p in enumerate(null_p) if p is not None]
+    adjusted = stats.holm([null_p[i] for i in known])
+    p_null = [None] * len(lines)
+    for i, p in zip(known, adjusted, strict=True):
+        p_null[i] = p
+    part["p_null"] = p_null
+    part["above_null"] = [p is not None and p < stats.ALPHA for p in p_null]
+    # pairwise, two-sided; a significant difference puts the one with more memorization ahead
+    pairs, pvalues = [], []
+    for i in range(len(lines)):
+        for j in range(i + 1, len(lines)):
+            p = stats.compare(estimates[i], estimates[j])
+            if p is not None:
+                pairs.append((i, j))
+                pvalues.append(p)
+    ahead = [0] * len(lines)
+    for (i, j), p in zip(pairs, stats.holm(pvalues), strict=True):
+        if p < stats.ALPHA:
+            first_more = estimates[i]["value"] > estimates[j]["value"]
+            ahead[j if first_more == higher else i] += 1
+    ranked = [e["value"] is not None for e in estimates]
+    part["rank"] = pd.array([1 + a if r else None for a, r in zip(ahead, ranked, strict=True)], dtype="Int64")
+    leaders = [i for i, r in enumerate(part["rank"]) if r is not pd.NA and r == 1]
+    part["best"] = [len(lines) > 1 and leaders == [i] and bool(part["above_null"].iloc[i]) for i in range(len(lines))]
+    part["test"] = [stats.test_name(e) for e in estimates]
+    return part
 
 
 def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str | None = None,
@@ -218,18 +311,33 @@ def wide(part: pd.DataFrame) -> tuple[list[int], list[str], dict, dict]:
     return scales, attacks, cells, nulls
 
 
-def format_value(metric: str, value) -> str:
-    """Rates in percent (two decimals), other metrics with four decimals; missing -> ''."""
+def format_value(unit: str | None, value) -> str:
+    """Rates and fractions in percent (two decimals), other units with four decimals; missing -> ''."""
     if value is None or pd.isna(value):
         return ""
-    if metric in RATE_METRICS:
+    if unit in PERCENT_UNITS:
         return f"{100 * value:.2f}%"
     return f"{value:.4f}"
 
 
-def format_cell(metric: str, mean, std, n_seeds) -> str:
-    text = format_value(metric, mean)
-    if text and n_seeds and n_seeds > 1 and not pd.isna(std):
-        spread = f"{100 * std:.2f}" if metric in RATE_METRICS else f"{std:.4f}"
-        text = f"{text} ± {spread}"
+def format_interval(unit: str | None, low, high) -> str:
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return ""
+    if unit in PERCENT_UNITS:
+        return f"[{100 * low:.2f}, {100 * high:.2f}]"
+    return f"[{low:.4f}, {high:.4f}]"
+
+
+def format_cell(unit: str | None, line, prefix: str = "") -> str:
+    """'12.50% [9.1, 16.9] (32/256)': the pooled value, its 95% interval and the count behind it."""
+    value = getattr(line, prefix + "value")
+    text = format_value(unit, value)
+    if not text:
+        return ""
+    interval = format_interval(unit, getattr(line, prefix + "ci_low"), getattr(line, prefix + "ci_high"))
+    if interval:
+        text = f"{text} {interval}"
+    count, n = getattr(line, prefix + "count"), getattr(line, prefix + "n")
+    if unit == "rate" and count is not None and n is not None and not pd.isna(count) and not pd.isna(n):
+        text = f"{text} ({int(count)}/{int(n)})"
     return text

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from side_bench import stats
 from side_bench.errors import BenchError
 from side_bench.leaderboard import (
-    RATE_METRICS,
+    PERCENT_UNITS,
     aggregate,
     format_cell,
     format_value,
@@ -37,6 +38,16 @@ FORMATS = ("md", "html", "csv", "json")
 PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
 NULL_LABEL = "null baseline (held-out real images)"
 REPORTED_BANDS = ("low", "mid", "high")
+LEGEND = (
+    "Each cell: the value pooled over seeds, [its 95% interval] and (k/N_G) for rates (Wilson interval of the "
+    "pooled count; UMS and p95: seeded bootstrap over candidates), 'sd' across seeds when there are several, "
+    f"#rank at that scale and 'n.s.' when not significantly above the null baseline. Ranks come from pairwise "
+    f"tests at the same scale ({stats.RATE_TEST} for rates, {stats.BOOTSTRAP_TEST} otherwise), "
+    f"{stats.CORRECTION}-corrected, alpha {stats.ALPHA}: attacks not significantly different share a rank. "
+    "★ marks the one attack alone at rank 1 and above the null; ties are never starred. Rates in percent. "
+    "Rows with different N_G, features or bands are never averaged together: each setup has its own tables. "
+    "The null baseline is the metric on held-out real images; a number means something only above it."
+)
 
 
 @dataclass
@@ -90,32 +101,52 @@ def _save(figure, out: Path, stem: str, title: str) -> Figure:
     return Figure(title=title, png=png, svg=svg)
 
 
-def _scale_of_y(metric: str) -> float:
-    return 100.0 if metric in RATE_METRICS else 1.0
+def _unit(part: pd.DataFrame) -> str | None:
+    units = part["unit"].dropna() if "unit" in part else pd.Series(dtype=object)
+    return units.iloc[0] if len(units) else None
 
 
-def _y_label(metric: str) -> str:
-    return f"{metric} (%)" if metric in RATE_METRICS else metric
+def _scale_of_y(unit: str | None) -> float:
+    return 100.0 if unit in PERCENT_UNITS else 1.0
+
+
+def _y_label(metric: str, unit: str | None) -> str:
+    return f"{metric} (%)" if unit in PERCENT_UNITS else metric
+
+
+def _error_bars(lines: pd.DataFrame, factor: float):
+    """Asymmetric bars from each value to its 95% interval (none where it is unknown)."""
+    value = pd.to_numeric(lines["value"], errors="coerce")
+    low = (value - pd.to_numeric(lines["ci_low"], errors="coerce")).clip(lower=0).fillna(0)
+    high = (pd.to_numeric(lines["ci_high"], errors="coerce") - value).clip(lower=0).fillna(0)
+    return value * factor, [low * factor, high * factor]
 
 
 def plot_against_scale(section: Section, out: Path) -> Figure:
-    """The metric against scale, one line per attack (error bars: std over seeds), and the null."""
-    part, factor = section.part, _scale_of_y(section.metric)
+    """The metric against scale, one line per attack (bars: 95% intervals), and the null as a band."""
+    part = section.part
+    unit = _unit(part)
+    factor = _scale_of_y(unit)
     title = f"{section.metric} {section.band}".strip()
     figure, axes = _new_axes(title, section.setup)
     for attack, lines in part.groupby("attack", sort=False):
         lines = lines.sort_values("scale")
-        axes.errorbar(lines["scale"], lines["mean"] * factor, yerr=lines["std"].fillna(0) * factor,
-                      marker="o", capsize=3, label=str(attack))
-    nulls = part.groupby("scale")["null_mean"].mean().sort_index()
-    if nulls.notna().any():
-        axes.plot(nulls.index, nulls.values * factor, "k--", marker="x", label="null (held-out)")
+        values, bars = _error_bars(lines, factor)
+        axes.errorbar(lines["scale"], values, yerr=bars, marker="o", capsize=3, label=str(attack))
+    nulls = part.drop_duplicates("scale").sort_values("scale")
+    null_values = pd.to_numeric(nulls["null_value"], errors="coerce")
+    if null_values.notna().any():
+        axes.plot(nulls["scale"], null_values * factor, "k--", marker="x", label="null (held-out)")
+        low = pd.to_numeric(nulls["null_ci_low"], errors="coerce")
+        high = pd.to_numeric(nulls["null_ci_high"], errors="coerce")
+        if low.notna().all() and high.notna().all():
+            axes.fill_between(nulls["scale"], low * factor, high * factor, color="k", alpha=0.1, linewidth=0)
     if part["scale"].nunique() > 1:
         axes.set_xscale("log", base=2)
     axes.set_xticks(sorted(part["scale"].unique()), [str(s) for s in sorted(part["scale"].unique())])
     axes.set_xlabel("scale (training images)")
-    axes.set_ylabel(_y_label(section.metric))
-    axes.legend(fontsize=8)
+    axes.set_ylabel(_y_label(section.metric, unit))
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, out, _file_stem("scale", section.metric, section.band, section.setup), title)
 
 
@@ -129,7 +160,9 @@ def _numeric(value):
 def plot_sweeps(section: Section, out: Path) -> list[Figure]:
     """For each attack swept over one setting: the metric against the setting, one line per scale."""
     figures = []
-    part, factor = section.part, _scale_of_y(section.metric)
+    part = section.part
+    unit = _unit(part)
+    factor = _scale_of_y(unit)
     swept = part[part["swept"] != ""]
     for base, variants in swept.groupby("attack_base", sort=False):
         settings = [json.loads(s) for s in variants["swept"]]
@@ -145,14 +178,14 @@ def plot_sweeps(section: Section, out: Path) -> list[Figure]:
         figure, axes = _new_axes(title, section.setup)
         for scale, lines in variants.groupby("scale"):
             lines = lines.sort_values("x")
-            drawn = axes.errorbar(lines["x"], lines["mean"] * factor, yerr=lines["std"].fillna(0) * factor,
-                                  marker="o", capsize=3, label=f"scale {scale}")
-            null = lines["null_mean"].mean()
+            values, bars = _error_bars(lines, factor)
+            drawn = axes.errorbar(lines["x"], values, yerr=bars, marker="o", capsize=3, label=f"scale {scale}")
+            null = pd.to_numeric(lines["null_value"], errors="coerce").mean()
             if pd.notna(null):
                 axes.axhline(null * factor, linestyle=":", color=drawn.lines[0].get_color(), alpha=0.7)
         axes.set_xlabel(str(key))
-        axes.set_ylabel(_y_label(section.metric))
-        axes.legend(fontsize=8, title="dotted: null", title_fontsize=8)
+        axes.set_ylabel(_y_label(section.metric, unit))
+        axes.legend(fontsize=8, title="dotted: null", title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figures.append(_save(figure, out, _file_stem("sweep", base, key, section.metric,
                                                                    section.band, section.setup), title))
     return figures
@@ -242,19 +275,22 @@ def _md(text) -> str:
     return text.replace("\n", " ")
 
 
-def _cell_text(line, metric: str) -> tuple[str, bool]:
-    text = format_cell(metric, line.mean, line.std, line.n_seeds)
+def _cell_text(line, unit: str | None) -> tuple[str, bool]:
+    """The value with its interval and count, its rank, and 'n.s.' when not above the null."""
+    text = format_cell(unit, line)
+    if text and line.n_seeds and line.n_seeds > 1 and pd.notna(line.std):
+        text = f"{text} sd {format_value(unit, line.std)}"
     if text and pd.notna(line.rank):
-        text = f"{text} (#{int(line.rank)})"
+        text = f"{text} #{int(line.rank)}"
+    if text and not line.above_null:
+        text = f"{text} n.s."
     return text, bool(line.best)
 
 
 def render_markdown(sections: list[Section], galleries: list[Gallery], reported: list[tuple[Path, dict]],
                     sources: list[str]) -> str:
     lines = ["# side-bench leaderboard", "",
-             "Mean ± standard deviation over seeds, (#rank) of each attack at its scale, **★ best**. "
-             "Rates in percent. Rows with different N_G, features or bands are never averaged together: "
-             "each setup has its own tables. The null baseline is the metric on held-out real images.", "",
+             LEGEND, "",
              "Runs: " + ", ".join(_md(s) for s in sources), ""]
     setup = None
     for section in sections:
@@ -271,11 +307,11 @@ def render_markdown(sections: list[Section], galleries: list[Gallery], reported:
             texts = []
             for scale in scales:
                 line = cells.get((attack, scale))
-                text, best = _cell_text(line, section.metric) if line is not None else ("", False)
+                text, best = _cell_text(line, _unit(section.part)) if line is not None else ("", False)
                 texts.append(f"**{text} ★**" if best and text else text)
             lines.append(f"| {_md(attack)} | " + " | ".join(texts) + " |")
         lines.append(f"| *{NULL_LABEL}* | " + " | ".join(
-            format_cell(section.metric, nulls[s].null_mean, nulls[s].null_std, nulls[s].n_seeds) for s in scales) + " |")
+            format_cell(_unit(section.part), nulls[s], "null_") for s in scales) + " |")
         lines.append("")
         for figure in [section.plot, *section.sweeps]:
             if figure is not None:
@@ -346,11 +382,11 @@ def _table_html(section: Section) -> str:
         tds = []
         for scale in scales:
             line = cells.get((attack, scale))
-            text, best = _cell_text(line, section.metric) if line is not None else ("", False)
+            text, best = _cell_text(line, _unit(section.part)) if line is not None else ("", False)
             tds.append(f'<td class="best">{_e(text)} ★</td>' if best and text else f"<td>{_e(text)}</td>")
         body.append(f"<tr><td>{_e(attack)}</td>{''.join(tds)}</tr>")
     null_tds = "".join(
-        f"<td>{_e(format_cell(section.metric, nulls[s].null_mean, nulls[s].null_std, nulls[s].n_seeds))}</td>"
+        f"<td>{_e(format_cell(_unit(section.part), nulls[s], 'null_'))}</td>"
         for s in scales)
     body.append(f'<tr class="null"><td>{_e(NULL_LABEL)}</td>{null_tds}</tr>')
     return f"<table><thead><tr><th>attack</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -377,10 +413,7 @@ def _reported_html(path: Path, document: dict) -> str:
 def render_html(sections: list[Section], galleries: list[Gallery], reported: list[tuple[Path, dict]],
                 sources: list[str]) -> str:
     parts = ["<h1>side-bench leaderboard</h1>",
-             '<p class="note">Reproduced results. Mean ± standard deviation over seeds, (#rank) of each attack '
-             "at its scale, ★ best (shaded). Rates in percent. Rows with different N<sub>G</sub>, features or "
-             "bands are never averaged together: each setup has its own tables. The null baseline is the metric "
-             "on held-out real images; a number means something only above it.</p>",
+             f'<p class="note">Reproduced results. {_e(LEGEND)}</p>',
              f'<p class="note">Runs: {_e(", ".join(sources))}</p>']
     setup = None
     for section in sections:

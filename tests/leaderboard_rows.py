@@ -10,23 +10,41 @@ from PIL import Image
 
 
 def make_row(**changes) -> dict:
-    """A valid schema-1 row (ams, band mid [0.9, 0.95)); ``changes`` override fields."""
+    """A valid schema-2 row (ams, band mid [0.9, 0.95)); ``changes`` override fields.
+
+    A rate gets the count behind it (value x N_G, null_value x n_null) and its Wilson
+    interval, as the runner writes them, unless ``changes`` give them.
+    """
     row = {
-        "schema_version": 1, "suite": "hand", "run_id": "run-hand", "scale": 16, "seed": 0,
+        "schema_version": 2, "suite": "hand", "run_id": "run-hand", "scale": 16, "seed": 0,
         "attack": "uncond", "condition": "none", "extractor": "sample",
         "condition_settings": {}, "extractor_settings": {"ddim_steps": 4},
         "features": "pixel", "features_identity": {"extractor": "pixel"},
         "dataset": {"name": "digits", "settings": {"image_size": 8}},
         "model": {"name": "bench-unet", "settings": {"steps": 10}},
         "metric": "ams", "band": "mid", "band_low": 0.9, "band_high": 0.95,
-        "value": 0.1, "null_value": 0.0, "n_generations": 100, "n_null": 50, "n_train": 16,
+        "value": 0.1, "null_value": 0.0, "n_generations": 100, "n_null": 100, "n_train": 16,
         "seconds": 1.0, "device": "cpu", "versions": {"side-bench": "0.1.0"}, "gallery": None,
+        "direction": "higher", "unit": "rate",
     }
     row.update(changes)
+    if row["unit"] == "rate" and isinstance(row["value"], float) and isinstance(row["n_generations"], int) \
+            and "count" not in changes:
+        row.update(_counted(row["value"], row["n_generations"]))
+    if row["unit"] == "rate" and isinstance(row["null_value"], float) and "null_count" not in changes:
+        row.update({f"null_{k}": v for k, v in _counted(row["null_value"], row["n_null"]).items() if k != "value"})
     if "config_hash" not in changes:  # one cell = one (setup, attack, scale, seed)
         row["config_hash"] = (f"{row['suite']}-{row['attack']}-{row['scale']}-{row['seed']}-"
                               f"{row['n_generations']}-{row['band_low']}")
     return row
+
+
+def _counted(value: float, n: int) -> dict:
+    from side_bench.stats import wilson
+
+    count = round(value * n)
+    low, high = wilson(count, n)
+    return {"count": count, "n": n, "ci_low": low, "ci_high": high, "interval": "wilson"}
 
 
 def write_run(run_dir: Path, rows: list[dict], *, manifest: dict | None = None) -> Path:
@@ -51,12 +69,13 @@ def write_gallery(run_dir: Path, config_hash: str) -> str:
 
 
 def two_attacks_two_seeds() -> list[dict]:
-    """The rows whose leaderboard the tests check by hand (ams, band mid, N_G = 100).
+    """The rows whose leaderboard the tests check by hand (ams, band mid, N_G = 100, 100 held out).
 
-    scale 16: uncond 0.10, 0.20 (mean 0.15, std 0.0707); side 0.30, 0.50 (mean 0.40, std 0.1414)
-              null 0.01, 0.03 (mean 0.02)
-    scale 64: uncond 0.05, 0.05 (mean 0.05, std 0); side 0.02, 0.04 (mean 0.03, std 0.0141)
-              null 0.00, 0.00
+    scale 16: uncond 0.10, 0.20 (mean 0.15, std 0.0707; pooled 30/200); side 0.30, 0.50 (mean
+              0.40, std 0.1414; pooled 80/200); null 0.01, 0.03 (pooled 4/200). Fisher: side >
+              uncond (p ~ 1e-8), both above the null.
+    scale 64: uncond 0.05, 0.05 (pooled 10/200); side 0.02, 0.04 (6/200): not significantly
+              different (Fisher p ~ 0.45), so they share rank 1 and neither is starred; null 0/200.
     """
     values = {
         (16, "uncond"): (0.10, 0.20), (16, "side"): (0.30, 0.50),

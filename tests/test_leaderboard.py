@@ -51,16 +51,37 @@ def test_means_std_ranks_and_best(tmp_path):
     side64 = cell(table, attack="side", scale=64)
     assert uncond64["mean"] == pytest.approx(0.05) and uncond64["std"] == pytest.approx(0.0)
     assert side64["mean"] == pytest.approx(0.03)
-    assert (uncond64["rank"], side64["rank"]) == (1, 2)  # the best attack differs per scale
-    assert uncond64["best"] and not side64["best"]
+    # 10/200 against 6/200: not significant, so a shared rank and no star
+    assert (uncond64["rank"], side64["rank"]) == (1, 1)
+    assert not uncond64["best"] and not side64["best"]
+    assert (uncond64["count"], uncond64["n"], side64["count"], side64["n"]) == (10, 200, 6, 200)
+    assert uncond64["above_null"] and side64["above_null"]  # 10/200 and 6/200 against 0/200, one-sided
+    assert uncond16["test"] == "Fisher's exact test"
     assert len(table) == 4
 
 
-def test_ties_share_the_best_rank(tmp_path):
-    rows = [make_row(attack="a", value=0.2), make_row(attack="b", value=0.2), make_row(attack="c", value=0.1)]
+def test_ties_share_the_best_rank_and_are_never_starred(tmp_path):
+    rows = [make_row(attack="a", value=0.2), make_row(attack="b", value=0.2), make_row(attack="c", value=0.02)]
     table = build_leaderboard(write_run(tmp_path / "run", rows))
+    # a and b (20/100 each) are both significantly above c (2/100), not different from each other
     assert list(table.sort_values("attack")["rank"]) == [1, 1, 3]
-    assert list(table.sort_values("attack")["best"]) == [True, True, False]
+    assert list(table.sort_values("attack")["best"]) == [False, False, False]
+
+
+def test_a_value_not_above_the_null_is_never_starred(tmp_path):
+    rows = [make_row(attack="a", value=0.3, null_value=0.3), make_row(attack="b", value=0.02, null_value=0.3)]
+    table = build_leaderboard(write_run(tmp_path / "run", rows))
+    a = cell(table, attack="a")
+    assert a["rank"] == 1 and not a["above_null"] and not a["best"]
+    markdown = write_report(tmp_path, formats=["md"])["md"]
+    assert "| a | 30.00% [21.89, 39.58] (30/100) #1 n.s. |" in markdown
+
+
+def test_four_of_256_and_three_of_256_share_a_rank_thirty_does_not(tmp_path):
+    rows = [make_row(attack=a, value=k / 256, n_generations=256) for a, k in (("x", 30), ("y", 4), ("z", 3))]
+    table = build_leaderboard(write_run(tmp_path / "run", rows))
+    assert [cell(table, attack=a)["rank"] for a in "xyz"] == [1, 2, 2]
+    assert cell(table, attack="x")["best"]
 
 
 def test_rows_with_other_n_generations_features_or_bands_are_never_averaged(tmp_path):
@@ -91,10 +112,14 @@ def test_metric_and_band_filters_and_the_markdown_table(tmp_path):
     assert set(build_leaderboard(tmp_path, metric="p95")["metric"]) == {"p95"}
     assert set(build_leaderboard(tmp_path, band="mid")["metric"]) == {"ams"}
     markdown = write_report(tmp_path, formats=["md"], metric="ams")["md"]
-    # side at 16: 40.00% ± 14.14 (#1) best; uncond at 64 best; the null row under each scale
-    assert "| side | **40.00% ± 14.14 (#1) ★** | 3.00% ± 1.41 (#2) |" in markdown
-    assert "| uncond | 15.00% ± 7.07 (#2) | **5.00% ± 0.00 (#1) ★** |" in markdown
-    assert "| *null baseline (held-out real images)* | 2.00% ± 1.41 | 0.00% ± 0.00 |" in markdown
+    # side at 16 (80/200) is best; at 64 nobody is; the null row under each scale. Wilson by hand
+    # for 80/200: (0.4 + z^2/400) / (1 + z^2/200) +- z sqrt(0.0012 + z^2/160000) / (1 + z^2/200)
+    assert "| side | **40.00% [33.46, 46.92] (80/200) sd 14.14% #1 ★** | 3.00% [1.38, 6.39] (6/200) sd 1.41% #1 |" \
+        in markdown
+    assert "| uncond | 15.00% [10.71, 20.61] (30/200) sd 7.07% #2 | 5.00% [2.74, 8.96] (10/200) sd 0.00% #1 |" \
+        in markdown
+    assert "| *null baseline (held-out real images)* | 2.00% [0.78, 5.03] (4/200) | 0.00% [0.00, 1.88] (0/200) |" \
+        in markdown
     with pytest.raises(BenchError, match="--band: no rows for 'top'"):
         build_leaderboard(tmp_path, band="top")
 
@@ -121,7 +146,7 @@ def test_a_string_where_a_number_belongs_is_exit_2_naming_file_and_field(tmp_pat
     assert result.exit_code == 2
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1
-    assert message == f"error: {run_dir / 'rows.jsonl'}:4: field 'value': expected number, got \"0.5\""
+    assert message == f"error: {run_dir / 'rows.jsonl'}:4: field 'value': expected number or null, got \"0.5\""
 
 
 @pytest.mark.parametrize(("change", "field"), [
@@ -157,11 +182,11 @@ def test_rows_of_older_versions_are_upgraded_and_newer_ones_refused(tmp_path):
     write_run(tmp_path / "old", [old], manifest={"suite": "hand", "run_id": "run-hand", "config": {},
                                                  "started": "2025-01-01"})  # a version-0 manifest
     rows = load_rows(tmp_path / "old")
-    assert rows.loc[0, "schema_version"] == 1 and rows.loc[0, "value"] == 0.25
+    assert rows.loc[0, "schema_version"] == 2 and rows.loc[0, "value"] == 0.25
     assert cell(build_leaderboard(tmp_path / "old"), attack="uncond")["mean"] == pytest.approx(0.25)
 
-    write_run(tmp_path / "new", [make_row(schema_version=2)])
-    with pytest.raises(BenchError, match="field 'schema_version': 2 was written by a newer side-bench"):
+    write_run(tmp_path / "new", [make_row(schema_version=3)])
+    with pytest.raises(BenchError, match="field 'schema_version': 3 was written by a newer side-bench"):
         load_rows(tmp_path / "new")
 
 
@@ -241,7 +266,7 @@ def test_cli_writes_every_format(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"leaderboard.md", "index.html", "leaderboard.csv", "leaderboard.json",
                                                 "plots"}
     records = json.loads((out / "leaderboard.json").read_text())
-    assert len(records) == 4 and {r["attack"] for r in records if r["best"]} == {"side", "uncond"}
+    assert len(records) == 4 and {r["attack"] for r in records if r["best"]} == {"side"}
     result = CliRunner().invoke(main, ["leaderboard", str(tmp_path / "res"), "--format", "html"])
     assert result.exit_code == 2 and "needs --out" in result.stderr
 
