@@ -1,24 +1,54 @@
-"""The ``side-bench`` command line. Library code prints nothing; this module shows progress."""
+"""The ``side-bench`` command line. Library code prints nothing; this module shows progress.
+
+Start-up is kept short: torch, pandas and the plugins are imported inside the commands that
+use them, so ``--help``, ``--version``, ``plugins`` and ``suites`` answer in well under a second.
+"""
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from side_bench.errors import BenchError
 
-console = Console(stderr=True)
-out = Console()
+
+class _LazyConsole:
+    """A rich Console made on first use (importing rich.console costs ~0.1 s)."""
+
+    def __init__(self, **options):
+        self._options = options
+        self._console = None
+
+    def real(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.real(), name)
+
+
+console = _LazyConsole(stderr=True)
+out = _LazyConsole()
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def Table(*args, **kwargs):  # noqa: N802 - rich's class, imported when a table is drawn
+    from rich.table import Table as RichTable
+
+    return RichTable(*args, **kwargs)
 
 
 def user_errors(command):
@@ -35,8 +65,31 @@ def user_errors(command):
     return wrapper
 
 
-@click.group()
-@click.version_option(package_name="side-bench")
+class BenchGroup(click.Group):
+    """Click's own usage errors (unknown option, missing argument, bad choice) as one line,
+    ``error: ...``, and exit code 2, like every other input error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as error:
+            where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+            message = " ".join(error.format_message().split())
+            click.echo(f"error: {message}{where}", err=True)
+            sys.exit(error.exit_code)
+        except click.ClickException as error:
+            click.echo(f"error: {' '.join(error.format_message().split())}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=BenchGroup)
+@click.version_option(package_name="side-bench", prog_name="side-bench")
 def main():
     """side-bench: memorization in diffusion models, and the attacks that extract it."""
 
@@ -58,25 +111,48 @@ def main():
 @user_errors
 def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run):
     """Run a suite: train or load models, attack them, score, write results."""
-    from side_bench.runner import CellFailed, prepare_run, run_suite
+    from side_bench.store import check_writable
+    from side_bench.suite import check_data_root, safe_name
 
+    if run_id is not None:  # a folder under --results: never a path out of it
+        safe_name(run_id, "--run-id")
+    check_writable(results_dir, "--results")
+    # Only an explicit --data-root is refused for a data set without a root (not the variable).
+    data_root_given = bool(data_root) and click.get_current_context().get_parameter_source(
+        "data_root") == click.core.ParameterSource.COMMANDLINE
     if data_root:  # datasets read their root from the environment (their 'root' setting's default)
         os.environ["SIDE_BENCH_DATA_ROOT"] = str(Path(data_root).expanduser())
     if dry_run:
         from side_bench.dryrun import print_plan
 
-        return print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out)
+        estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
+                              check_data_root=data_root_given)
+        if estimate and estimate.get("warning"):
+            click.echo(f"warning: {estimate['warning']}", err=True)
+        return None
 
-    _, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id)
-    executor_settings = {"address": address} if address else None
     from side_bench.registry import load_registry
+    from side_bench.runner import CellFailed, default_cache_dir, prepare_run, run_suite
 
-    load_registry().build("executors", executor, executor_settings, where=f"--executor {executor}")  # refuse before output
+    check_writable(cache_dir or default_cache_dir(), "--cache-dir")
+    registry = load_registry()
+    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
+                                          registry=registry)
+    if data_root_given:
+        check_data_root(suite_obj, registry)
+    check_writable(store.run_dir, "--results")
+    executor_settings = {"address": address} if address else None
+    registry.build("executors", executor, executor_settings, where=f"--executor {executor}")  # refuse before output
     done_before = sum(store.is_done(c.config_hash) for c in cells)
-    console.print(f"[bold]{suite}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}")
+    console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}")
+    recomputed = _recomputed(store, cells)
+    if recomputed:
+        console.print(escape(recomputed))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bars:
+    with Progress(*columns, console=console.real(), transient=False) as bars:
         overall = bars.add_task("cells", total=len(cells), completed=done_before)
         stage_tasks: dict[str, int] = {}
 
@@ -116,6 +192,31 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         sys.exit(1)
 
 
+def _recomputed(store, cells) -> str:
+    """"2 cells recomputed: metric/copy-rate: example 0.1.0 -> 0.2.0" for cells whose earlier
+    result in this folder came from another config (a plugin changed, a setting was edited)."""
+    from side_bench.store import cell_identity
+    from side_bench.suite import plugin_changes
+
+    earlier: dict[tuple, dict] = {}
+    for record in store.records():
+        earlier[cell_identity(record)] = record
+    reasons: dict[str, int] = {}
+    for cell in cells:
+        record = earlier.get((cell.scale, cell.attack.name, cell.seed))
+        if record is None or record.get("config_hash") == cell.config_hash:
+            continue
+        rows = record.get("rows") or [{}]
+        old_plugins = record.get("plugins") or rows[0].get("plugins")
+        if old_plugins is None and isinstance(record.get("config"), dict):
+            old_plugins = record["config"].get("plugins")
+        changes = plugin_changes(old_plugins, cell.config.get("plugins")) if old_plugins is not None else []
+        reason = "; ".join(changes) if changes else "their config changed"
+        reasons[reason] = reasons.get(reason, 0) + 1
+    parts = [f"{count} cell{'s' if count != 1 else ''} recomputed: {reason}" for reason, count in reasons.items()]
+    return "\n".join(parts)
+
+
 def _fmt(value) -> str:
     return "" if value is None or value != value else f"{value:.4f}"
 
@@ -130,42 +231,51 @@ def _print_summary(rows: list[dict]) -> None:
     out.print(table)
 
 
-@main.command()
-@user_errors
-def plugins():
-    """List installed plugins and what each registers."""
-    from side_bench.registry import load_registry
+_NO_CACHE = click.option("--no-cache", is_flag=True,
+                         help="Import every plugin now instead of using the cached listing (which is "
+                              "remade whenever a plugin's version or source changes).")
 
-    registry = load_registry()
+
+@main.command()
+@_NO_CACHE
+@user_errors
+def plugins(no_cache):
+    """List installed plugins and what each registers, with its distribution and version."""
+    from side_bench.registry import registry_listing
+
     table = Table(title="side-bench plugins")
-    for column in ("kind", "name", "aliases", "plugin"):
+    for column in ("kind", "name", "aliases", "plugin", "distribution", "version"):
         table.add_column(column)
-    for kind, entries in registry.by_kind.items():
-        for name in sorted(entries):
-            entry = entries[name]
-            table.add_row(kind, name, ", ".join(entry.aliases), entry.plugin)
+    for item in registry_listing(use_cache=not no_cache):
+        version = item["version"] or ""
+        if item.get("source_hash"):  # editable or local install: the source is what counts
+            version += f" ({item['source_hash'][:8]})"
+        table.add_row(item["kind"], escape(item["name"]), escape(", ".join(item["aliases"])), escape(item["plugin"]),
+                      escape(item["distribution"] or ""), escape(version))
     out.print(table)
 
 
 @main.command()
+@_NO_CACHE
 @user_errors
-def suites():
+def suites(no_cache):
     """List registered suites."""
     import tomllib
 
-    from side_bench.registry import load_registry
+    from side_bench.registry import registry_listing
 
-    registry = load_registry()
     table = Table(title="suites")
     for column in ("name", "description", "path"):
         table.add_column(column)
-    for name in registry.names("suites"):
-        path = Path(registry.get("suites", name).component)
+    for item in registry_listing(use_cache=not no_cache):
+        if item["kind"] != "suites":
+            continue
+        path = Path(item["path"])
         try:
             description = tomllib.loads(path.read_text()).get("description", "")
-        except (OSError, tomllib.TOMLDecodeError) as error:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             description = f"unreadable: {error}"
-        table.add_row(name, description, str(path))
+        table.add_row(escape(item["name"]), escape(description), escape(str(path)))
     out.print(table)
 
 
@@ -207,14 +317,19 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
         read_images(heldout, "--heldout") if heldout else None,
         features=features, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), knn=knn,
     )
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    if as_json:  # strict JSON: a value that cannot be computed is null, with its reason
+        from side_bench.contracts import dumps_strict
+
+        click.echo(dumps_strict(rows, indent=2, default=str))
         return
     table = Table(title=f"scores ({features} features)")
-    for column in ("metric", "band", "value", "null"):
+    notes = any(row.get("reason") for row in rows)
+    for column in ("metric", "band", "value", "null", *(["note"] if notes else [])):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["metric"], row["band"] or "", _fmt(row["value"]), _fmt(row.get("null_value")))
+        value = _fmt(row["value"]) or "n/a"
+        table.add_row(row["metric"], row["band"] or "", value, _fmt(row.get("null_value")),
+                      *([escape(row.get("reason") or "")] if notes else []))
     out.print(table)
 
 
@@ -234,6 +349,10 @@ def leaderboard(results, metric, band, formats, out, reported):
     """Tables and plots across scales from run folders, suite folders or a results root."""
     from side_bench.report import write_report
 
+    if out is not None:
+        from side_bench.store import check_writable
+
+        check_writable(out, "--out")
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported)
@@ -242,3 +361,56 @@ def leaderboard(results, metric, band, formats, out, reported):
             click.echo(value, nl=False)
         else:
             console.print(f"{fmt}: {value}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--bands", "band_specs", multiple=True, metavar="NAME=LOW,HIGH",
+              help="A band; repeat for several (default: the run's own). E.g. --bands high=0.93,1.0")
+@click.option("--metrics", default=None, help="Comma-separated (default: the run's own).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="The new run folder (default: RUN_DIR-rescored-<hash> beside it; never overwritten).")
+@user_errors
+def rescore(run_dir, band_specs, metrics, out_dir):
+    """Recompute metrics from a run's per-candidate records into a new run folder."""
+    from side_bench.rescore import parse_bands, rescore_run
+
+    bands = parse_bands(band_specs) if band_specs else None
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    written = rescore_run(run_dir, bands=bands, metrics=names, out=out_dir)
+    console.print(f"rescored into {escape(str(written))}")
+    from side_bench.store import RunStore
+
+    _print_summary(RunStore(written).rows())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("attack_a")
+@click.argument("attack_b")
+@click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
+@click.option("--seed", type=int, default=None, help="Only this seed.")
+@click.option("--band", default="high", show_default=True, help="A candidate in this band is a copy.")
+@click.option("--gu", "by_gu", is_flag=True, help="A copy is a candidate with Gu et al.'s ratio < 1/3 instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
+@user_errors
+def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
+    """Training images two attacks on the same model copied: both, only one, and the tests."""
+    from side_bench.compare import compare_attacks
+
+    frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
+                            by="gu" if by_gu else "band")
+    if as_json:
+        click.echo(frame.to_json(orient="records", indent=2))
+        return
+    width = max(len(attack_a), len(attack_b)) + 1
+    for line in frame.itertuples(index=False):
+        out.print(f"scale {line.scale}, seed {line.seed}; a copy: {escape(line.copy)}", highlight=False)
+        for name, k, n, distinct in ((attack_a, line.copies_a, line.n_a, line.distinct_a),
+                                     (attack_b, line.copies_b, line.n_b, line.distinct_b)):
+            out.print(f"  {escape((name + ':').ljust(width))} {k} of {n} candidates are copies ({100 * k / n:.2f}%), "
+                      f"{distinct} distinct training images", highlight=False)
+        out.print(f"  copied by both {line.both}; only {escape(attack_a)} {line.only_a}; "
+                  f"only {escape(attack_b)} {line.only_b}", highlight=False)
+        out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
+                  f"p = {line.p_distinct:.3g} (z-test on bootstrap standard errors, Holm)", highlight=False)

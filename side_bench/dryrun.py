@@ -6,6 +6,13 @@ that do not depend on the machine: training steps x batch size for the target mo
 once per model that cells share), classifier training passes, and UNet evaluations for
 sampling (N_G x DDIM steps, plus a surrogate condition's own pool). Nothing is run, loaded
 beyond the suite's validation, or written.
+
+It also turns the units into a rough time, to warn when a suite is far beyond the machine
+(more than ``WARN_SECONDS``): one UNet evaluation of the quickstart's 0.7M-parameter UNet on
+an 8x8 image takes about 1/2,000 s on a 2-core CPU (its cells: 96,000 training image-steps at
+about three evaluations each plus 12,800 sampling evaluations in about 150 s); the time grows
+with the pixels, and CUDA is taken as 50 times faster. Good to a factor of a few, which is
+enough to tell an afternoon from a month.
 """
 
 from __future__ import annotations
@@ -14,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from side_bench.registry import Registry, load_registry
-from side_bench.suite import canonical_hash
+from side_bench.suite import canonical_hash, check_data_root
+
+CPU_EVALS_PER_SECOND = 2000.0  # UNet evaluations per second at 8x8 (quickstart UNet, 2-core CPU)
+CUDA_SPEEDUP = 50.0
+TRAIN_STEP_EVALS = 3.0  # a training image-step (forward and backward) in evaluations
+WARN_SECONDS = 24 * 3600.0
 
 
 @dataclass
@@ -36,13 +48,15 @@ def _positive(settings: dict, key: str, default: int = 0) -> int:
 
 
 def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results", run_id: str | None = None,
-         registry: Registry | None = None) -> tuple[object, list[PlannedCell], Path]:
+         registry: Registry | None = None, data_root_given: bool = False) -> tuple[object, list[PlannedCell], Path]:
     """(suite, planned cells, run folder) without running or writing anything."""
     from side_bench.runner import prepare_run
 
     registry = registry or load_registry()
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
                                           registry=registry)
+    if data_root_given:
+        check_data_root(suite_obj, registry)
     model_settings = suite_obj.model.settings
     trains = "steps" in model_settings and "batch_size" in model_settings
     seen_models: set[str] = set()
@@ -70,12 +84,30 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     return suite_obj, planned, store.run_dir
 
 
-def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str | None, console) -> None:
-    """The CLI's table of planned cells and totals."""
+def estimate_seconds(suite_obj, planned: list[PlannedCell], device: str) -> float:
+    """A rough wall time for the cells still to run (see the module's docstring)."""
+    size = suite_obj.dataset.settings.get("image_size", 32) if isinstance(suite_obj.dataset.settings, dict) else 32
+    size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 32
+    evals = sum(TRAIN_STEP_EVALS * p.train_images + p.classifier_images + p.unet_evals for p in planned if not p.done)
+    rate = CPU_EVALS_PER_SECOND * (CUDA_SPEEDUP if device.startswith("cuda") else 1.0)
+    return evals * (size * size / 64.0) / rate
+
+
+def _duration(seconds: float) -> str:
+    for unit, length in (("years", 365 * 86400.0), ("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= length:
+            return f"{seconds / length:,.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str | None, console,
+               check_data_root: bool = False) -> dict:
+    """The CLI's table of planned cells and totals; returns {"seconds", "warning"} (the estimate)."""
     from rich import box
     from rich.table import Table
 
-    suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id)
+    suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id,
+                                       data_root_given=check_data_root)
     table = Table(title=f"{suite_obj.name}: {len(planned)} cells (dry run: nothing is run or written)",
                   caption="train: steps x batch size (once per shared model); classifier: epochs x labelled "
                           "images; UNet evals: sampled images x DDIM steps", box=box.SIMPLE_HEAD)
@@ -97,3 +129,10 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
         f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "
         f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G per scale: {', '.join(f'{k}: {v:,}' for k, v in suite_obj.n_generations.items())})"
     )
+    seconds = estimate_seconds(suite_obj, planned, device)
+    console.print(f"estimated time: about {_duration(seconds)} on {device} (rough; calibrated on the quickstart)")
+    warning = None
+    if seconds > WARN_SECONDS:
+        warning = (f"{suite_obj.name}: about {_duration(seconds)} of work on {device}, far beyond a day on one "
+                   "machine; check n_generations, scales and training steps")
+    return {"seconds": seconds, "warning": warning}

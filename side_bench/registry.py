@@ -30,7 +30,6 @@ from typing import Any
 
 import pluggy
 
-from side_bench import hookspecs
 from side_bench.errors import BenchError
 
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
@@ -99,16 +98,18 @@ class Registration:
         return f"{KIND_SINGULAR[self.kind]} {self.name!r} ({where})"
 
 
+def _kinds() -> tuple[str, ...]:
+    from side_bench import hookspecs  # imports torch: only when plugins are loaded
+
+    return hookspecs.KINDS
+
+
 @dataclass
 class Registry:
     """Named components by kind, with aliases and "did you mean" errors."""
 
-    by_kind: dict[str, dict[str, Registration]] = field(
-        default_factory=lambda: {kind: {} for kind in hookspecs.KINDS}
-    )
-    aliases: dict[str, dict[str, str]] = field(
-        default_factory=lambda: {kind: {} for kind in hookspecs.KINDS}
-    )
+    by_kind: dict[str, dict[str, Registration]] = field(default_factory=lambda: {kind: {} for kind in _kinds()})
+    aliases: dict[str, dict[str, str]] = field(default_factory=lambda: {kind: {} for kind in _kinds()})
 
     def add(self, kind: str, plugin: str, name: str, component: Any, aliases=(),
             provenance: Provenance | None = None) -> None:
@@ -246,6 +247,8 @@ def entry_point_provenance(entry_points) -> dict[str, Provenance]:
 
 
 def plugin_manager(entry_points: list | None = None) -> pluggy.PluginManager:
+    from side_bench import hookspecs
+
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     for entry_point in selected_entry_points() if entry_points is None else entry_points:
@@ -261,12 +264,59 @@ def plugin_manager(entry_points: list | None = None) -> pluggy.PluginManager:
     return manager
 
 
+LISTING_FORMAT = 1  # bump when the listing's fields change
+
+
+def listing_cache_dir() -> Path:
+    """Where the plugin listing is cached: ``$SIDE_BENCH_CACHE/registry`` (or ~/.cache/side-bench)."""
+    return Path(os.environ.get("SIDE_BENCH_CACHE") or Path.home() / ".cache" / "side-bench") / "registry"
+
+
+def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:
+    """Every registration as a plain dict (kind, name, aliases, plugin, distribution, version,
+    source_hash; for suites also ``path``), for ``side-bench plugins`` and ``suites``.
+
+    Importing the plugins imports torch (seconds); the listing only depends on which entry
+    points load and on their provenance (version, source hash), so it is cached under a key
+    made of those, plus the source of side-bench's core: an upgraded, edited, added or
+    removed plugin gives a new key, and the listing is made again by importing everything.
+    """
+    entry_points = selected_entry_points()
+    provenance = entry_point_provenance(entry_points)
+    key_parts = [LISTING_FORMAT, source_hash(["side_bench"])]
+    key_parts += [[ep.name, ep.value, provenance[ep.name].as_dict()] for ep in entry_points]
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+    path = listing_cache_dir() / f"listing-{key}.json"
+    if use_cache:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+    registry = load_registry()
+    listing = []
+    for kind, entries in registry.by_kind.items():
+        for name in sorted(entries):
+            entry = entries[name]
+            item = {"kind": kind, "name": name, "aliases": list(entry.aliases), "plugin": entry.plugin,
+                    **entry.provenance.as_dict()}
+            if kind == "suites":
+                item["path"] = str(entry.component)
+            listing.append(item)
+    try:
+        from side_bench.store import atomic_write
+
+        atomic_write(path, json.dumps(listing))
+    except OSError:  # a cache: an unwritable home only costs time
+        pass
+    return listing
+
+
 def load_registry() -> Registry:
     entry_points = selected_entry_points()
     manager = plugin_manager(entry_points)
     provenance = entry_point_provenance(entry_points)
     registry = Registry()
-    for kind in hookspecs.KINDS:
+    for kind in _kinds():
         hook = getattr(manager.hook, f"register_{kind}")
         for impl in hook.get_hookimpls():
 

@@ -6,6 +6,9 @@
     results/<suite>/<run-id>/rows.jsonl      all rows, rewritten from cells/ after each cell
 
 A crash loses at most the cell in flight; a rerun skips cells whose file says "done".
+A cell whose config changed (a plugin upgraded, a setting edited, same run id) is computed
+again; once its new record is written, the old one moves to ``cells/superseded/`` so that
+rows.jsonl never holds two results for one (scale, attack, seed).
 Several processes may share one run folder: a cell is claimed with a lock file created
 exclusively (``O_CREAT | O_EXCL``), so it is computed once; a lock whose process is gone
 (same host, PID not alive) is stale and taken over. ``rows.jsonl`` and the manifest are
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from side_bench.contracts import dumps_strict
+from side_bench.errors import BenchError
 
 try:
     import fcntl
@@ -70,6 +74,23 @@ def atomic_directory(folder: Path, complete: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+
+
+def check_writable(folder: str | Path, what: str) -> Path:
+    """``folder`` can be created or written to, or BenchError naming ``what`` (an option) and why.
+
+    Checked before a run starts, so that an unwritable results, cache or output folder is one
+    line and exit code 2 rather than a traceback half-way through. Nothing is created here.
+    """
+    folder = Path(folder).expanduser()
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise BenchError(f"{what} {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BenchError(f"{what} {folder}: {probe} is not writable (permission denied)")
+    return folder
 
 
 def sha256_file(path: Path) -> str:
@@ -117,13 +138,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def cell_identity(record: dict) -> tuple:
+    """What a cell is, whatever its config: (scale, attack, seed)."""
+    return (record.get("scale"), record.get("attack"), record.get("seed"))
+
+
 def merge_manifests(old: dict, new: dict) -> dict:
-    """What two runs into one folder agree on: the earliest start, every cell either listed."""
+    """What two runs into one folder agree on: the earliest start, every cell either listed
+    (a cell listed by both with different configs: the new one's)."""
     merged = {**old, **new}
     if old.get("started") and new.get("started"):
         merged["started"] = min(old["started"], new["started"])
-    cells = {c["config_hash"]: c for c in old.get("cells", [])}
-    cells.update({c["config_hash"]: c for c in new.get("cells", [])})
+    cells = {cell_identity(c): c for c in old.get("cells", [])}
+    cells.update({cell_identity(c): c for c in new.get("cells", [])})
     if cells:
         merged["cells"] = sorted(cells.values(), key=lambda c: (c["scale"], c["attack"], c["seed"], c["config_hash"]))
     return merged
@@ -219,7 +246,26 @@ class RunStore:
     def write_cell(self, record: dict) -> None:
         write_json(self.cells_dir / f"{record['config_hash']}.json", record)
         self.release(record["config_hash"])
+        self._supersede(record)
         self.write_rows()
+
+    def _supersede(self, record: dict) -> None:
+        """Move older records of the same (scale, attack, seed) with another config aside."""
+        with file_lock(self._write_lock):
+            for old in self.previous_records(record):
+                folder = self.cells_dir / "superseded"
+                folder.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):  # another process moved it first
+                    os.replace(self.cells_dir / f"{old['config_hash']}.json", folder / f"{old['config_hash']}.json")
+
+    def previous_records(self, cell: Any) -> list[dict]:
+        """Records in this folder of the same (scale, attack, seed) as ``cell`` (a Cell or a
+        record) but another config hash: results of an older config, to be recomputed."""
+        if isinstance(cell, dict):
+            identity, config_hash = cell_identity(cell), cell["config_hash"]
+        else:
+            identity, config_hash = (cell.scale, cell.attack.name, cell.seed), cell.config_hash
+        return [r for r in self.records() if cell_identity(r) == identity and r.get("config_hash") != config_hash]
 
     def records(self) -> Iterable[dict]:
         if self.cells_dir.exists():

@@ -283,6 +283,20 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     )
 
 
+def check_data_root(suite: Suite, registry: Registry) -> None:
+    """``--data-root`` only means something to a data set with a ``root`` setting left empty."""
+    component = registry.get("datasets", suite.dataset.name).component
+    settings = getattr(component, "Settings", None)
+    fields = {f.name for f in dataclasses.fields(settings)} if dataclasses.is_dataclass(settings) else set()
+    if "root" not in fields:
+        raise BenchError(f"--data-root: dataset {suite.dataset.name!r} in {suite.path} reads no local files "
+                         "(it has no 'root' setting); drop --data-root")
+    table = suite.raw.get("dataset")
+    if isinstance(table, dict) and table.get("root"):
+        raise BenchError(f"--data-root: {suite.path}: [dataset] root = {table['root']!r} is set in the suite "
+                         "and wins; drop one of them")
+
+
 def load_suite(name_or_path: str, registry: Registry) -> Suite:
     """A suite by registered name (``side-bench suites``) or by path to a TOML file."""
     path = Path(name_or_path)
