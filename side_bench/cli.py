@@ -76,7 +76,7 @@ class BenchGroup(click.Group):
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as error:
             where = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
-            message = " ".join(error.format_message().split())
+            message = " ".join(error.format_message().split()).rstrip(".")
             click.echo(f"error: {message}{where}", err=True)
             sys.exit(error.exit_code)
         except click.ClickException as error:
