@@ -1,6 +1,7 @@
 """Performance benchmarks: each a ratio measured side by side in one run on this machine.
 
     python benchmarks/perf.py [--quick] [--out results/perf.json] [--quickstart] [--warm-cache DIR]
+    python benchmarks/perf.py --startup-only      # just the start-up times (seconds)
 
 - sampling: our DDIM loop (side_bench.diffusion.ddim_sample) / diffusers' DDIMPipeline,
   same UNet and steps (target <= 1.05);
@@ -10,6 +11,9 @@
   peak RSS of scoring many generations (a subprocess, so the peak is its own);
 - growth: cost of sampling + scoring against N_G and against training-set size, three
   points each, as the fitted log-log slope;
+- start-up: wall time of `side-bench --help`, `--version`, `plugins` and `suites` in a fresh
+  process (best of 3, after one call that fills the plugin listing cache; target < 1 s each),
+  beside `python -c "import torch"` for scale;
 - quickstart (opt-in, --quickstart): `side-bench run` cold (fresh cache, target 10 min)
   and warm (cache filled, target 30 s); --warm-cache DIR measures warm against that cache.
 
@@ -180,6 +184,30 @@ def growth(points_ng, points_train, steps, repeats):
     return rows
 
 
+STARTUP_COMMANDS = (["--help"], ["--version"], ["plugins"], ["suites"])
+
+
+def startup(repeats: int = 3) -> list[dict]:
+    """Seconds from process start to exit for the commands that must answer at once."""
+
+    def timed(argv: list[str]) -> float:
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True, env={**os.environ, "COLUMNS": "200"})
+        return time.perf_counter() - start
+
+    side_bench = [sys.executable, "-m", "side_bench"]
+    timed([*side_bench, "plugins"])  # fills the listing cache, as any earlier use would
+    rows = []
+    for command in STARTUP_COMMANDS:
+        seconds = min(timed([*side_bench, *command]) for _ in range(repeats))
+        rows.append({"name": f"start-up: side-bench {' '.join(command)}", "ratio": seconds / 1.0, "target": 1.0,
+                     "seconds": {"wall": seconds}, "shape": "fresh process, target 1 s"})
+    seconds = min(timed([sys.executable, "-c", "import torch"]) for _ in range(repeats))
+    rows.append({"name": "start-up: python -c 'import torch' (reference)", "ratio": None, "target": None,
+                 "seconds": {"wall": seconds}, "shape": "what every command cost before"})
+    return rows
+
+
 def quickstart(warm_cache: str | None):
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -208,8 +236,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="results/perf.json")
     parser.add_argument("--quickstart", action="store_true", help="also time the quickstart cold and warm (~10 min)")
     parser.add_argument("--warm-cache", default=None, help="time only a warm quickstart against this cache")
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up times (a few seconds)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(True)
+    if args.startup_only:
+        return report(startup(), args, "python benchmarks/perf.py --startup-only")
     if args.quick:
         sizes = dict(sample=(64, 20), knn=(2000, 10000, 512), memory=(50_000, 10_000, 512),
                      ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3)
@@ -220,9 +251,14 @@ def main(argv=None) -> int:
     results += knn(*sizes["knn"], sizes["repeats"])
     results.append(knn_memory(*sizes["memory"]))
     results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
+    results += startup()
     if args.quickstart or args.warm_cache:
         results += quickstart(args.warm_cache)
+    command = "python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
+    return report(results, args, command)
 
+
+def report(results: list[dict], args, command: str) -> int:
     table = Table(title="side-bench performance (lower is better; ratio = ours / reference)")
     for column in ("benchmark", "shape", "seconds", "ratio", "target", "ok"):
         table.add_column(column)
@@ -234,16 +270,19 @@ def main(argv=None) -> int:
             shown = f"peak RSS {row['peak_rss_mb']:.0f} MB"
             target = f"inputs {row['inputs_mb']:.0f} MB; unchunked block {row['unchunked_block_mb']:.0f} MB"
             ok = "yes" if row["peak_rss_mb"] < row["inputs_mb"] + 1024 else "NO"
-        else:
+        elif ratio is not None:
             shown, target = f"{ratio:.2f}x", f"<= {row['target']}x"
             ok = "yes" if ratio <= row["target"] else "NO"
             if row["name"].startswith("quickstart"):
                 secs = next(iter(row["seconds"].values()))
                 shown, target = f"{secs:.1f} s", row["shape"]
+        if row["name"].startswith("start-up"):
+            secs = row["seconds"]["wall"]
+            shown, target = f"{secs:.2f} s", "< 1 s" if row["target"] else ""
+            ok = ("yes" if secs < 1.0 else "NO") if row["target"] else ""
         seconds = ", ".join(f"{k} {v:.3f}" for k, v in row["seconds"].items())
         table.add_row(row["name"], row["shape"], seconds, shown, target, ok)
     console.print(table)
-    command = "python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
     console.print(f"machine: {machine()}\ncommand: {command}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
