@@ -85,10 +85,12 @@ class CellRunner:
     _splits: dict = field(default_factory=dict, repr=False)
     _references: dict = field(default_factory=dict, repr=False)
     _null_rows: dict = field(default_factory=dict, repr=False)
+    _model_metric_rows: dict = field(default_factory=dict, repr=False)
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={})
+        state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={},
+                     _model_metric_rows={})
         return state
 
     @property
@@ -142,12 +144,19 @@ class CellRunner:
         bands = [Band(**b) for b in config["bands"]]
         metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
         who = {name: registry.get("metrics", name).describe() for name in metrics}
+        with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
+            rankings = self._rankings(config, candidates, target, ctx)
         with timer("scoring"):
             ctx.progress("scoring", 0, 2)
             reference, reference_key = self._reference(config, data, features, ctx.device)
             scores = reference.score(to_unit(candidates.images), bands, targets=candidates.targets)
-            scores.model = ModelContext(target=target, train=data.train, ctx=ctx)
-            rows = metric_rows(scores, metrics, bands, who)
+            scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
+            scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
+            rows = metric_rows(scores, {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)},
+                               bands, who)
+        with timer("model-metrics"):
+            rows += self._model_rows(model_key, metrics, who, target, data, ctx)
+        with timer("scoring"):
             candidates_file = cell_file(cell.config_hash)
             write_scores(Path(self.run_dir) / candidates_file, scores, seed=cell.seed, kind="candidates",
                          config_hash=cell.config_hash)
@@ -202,6 +211,33 @@ class CellRunner:
         condition.check_target(target)
         return target, model_key
 
+    def _rankings(self, config: dict, candidates, target, ctx: RunContext) -> dict:
+        """{ranker name: (scores, threshold)} for the suite's rankers (none by default)."""
+        rankings = {}
+        for spec in config.get("rankers", []):
+            registration = self.registry.get("rankers", spec["name"])
+            ranker = self.registry.build("rankers", spec["name"], spec.get("settings", {}))
+            result = ranker.score(to_unit(candidates.images), target, ctx)
+            rankings[registration.name] = check_ranking(result, len(candidates.images), registration.describe())
+        return rankings
+
+    def _model_rows(self, model_key: str, metrics: dict, who: dict, target, data, ctx: RunContext) -> list[dict]:
+        """Rows of model-level metrics (``needs_model``), computed once per target model.
+
+        They measure the model, not the attack's candidates: every attack on one model shares
+        them; the null baseline has none (its scores carry no model).
+        """
+        rows = []
+        for name, metric in metrics.items():
+            if not getattr(metric, "needs_model", False):
+                continue
+            key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
+            if key not in self._model_metric_rows:
+                scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx))
+                self._model_metric_rows[key] = metric_rows(scores, {name: metric}, [], who)
+            rows += self._model_metric_rows[key]
+        return rows
+
     def _reference(self, config: dict, data, features, device):
         """The training set's features and index, built once per scale."""
         reference_key = canonical_hash([data.identity, features.identity, config["knn"]])
@@ -252,6 +288,27 @@ def target_hit(targets, nearest_index, train_targets) -> dict | None:
     hits = int((train_targets[np.asarray(nearest_index)[guided]] == targets[guided]).sum())
     value = stats.rate(hits, int(guided.sum()))
     return {"count": hits, "n": value.n, "value": value.value, "ci_low": value.ci_low, "ci_high": value.ci_high}
+
+
+def check_ranking(result, n: int, who: str) -> tuple[np.ndarray, float | None]:
+    """A ranker's (scores, threshold): n finite float scores and a number or None."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise BenchError(f"{who}: returned {type(result).__name__}; expected (scores, threshold)")
+    values, threshold = result
+    values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+    if values.shape != (n,) or not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+        raise BenchError(f"{who}: returned scores of shape {values.shape}; expected {n} finite numbers")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
+        raise BenchError(f"{who}: returned the threshold {threshold!r}; expected a finite number or None")
+    return values.astype(np.float64), None if threshold is None else float(threshold)
+
+
+@dataclass
+class ModelOnlyScores:
+    """What a model-level metric gets: the model context, no candidates."""
+
+    model: object
+    n_candidates: int = 0
 
 
 @dataclass
