@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,24 @@ from side_bench.result_files import find_rows_files, read_cell_record, read_mani
 
 SETUP_COLUMNS = ["setup", "suite", "dataset", "model", "features", "n_generations"]
 BAND_COLUMNS = ["band", "band_low", "band_high"]
-SWEPT_NAME = re.compile(r"^(?P<base>.+)\[(?P<settings>[^\[\]]+=[^\[\]]*)\]$")
+LABEL_LIMIT = 80  # characters of a name shown in a page or plot; the CSV and JSON keep the full text
+PERCENT_UNITS = frozenset({"rate", "fraction"})  # units shown in percent; data stay fractions
+BOUNDED_UNITS = {"rate": (0.0, 1.0)}  # a value outside is a broken result file, never ranked
+
+Warn = Callable[[str], None]
+
+
+def warn_on_stderr(message: str) -> None:
+    """The default for ``warn``: one line, ``warning: ...``, like the CLI's other warnings."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def cap(text, limit: int = LABEL_LIMIT) -> str:
+    """A label for a page or a plot: one line of at most ``limit`` characters, an ellipsis when cut."""
+    text = str(text)
+    short = " ".join(text[: 4 * limit].split())
+    cut = len(short) > limit or len(text) > 4 * limit
+    return short[: limit - 1] + "\u2026" if cut else short
 
 
 def _canonical(value) -> str:
@@ -44,11 +61,13 @@ def parse_swept(attack: str, condition_settings: dict, extractor_settings: dict)
 
     The values come from the row's settings (typed), the names from the attack's name.
     """
-    match = SWEPT_NAME.match(attack)
-    if not match:
+    # base[key=value,...] read from the right, in linear time (names may be long or hostile)
+    opening = attack.rfind("[")
+    if not attack.endswith("]") or opening <= 0 or "]" in attack[opening:-1] or "=" not in attack[opening:]:
         return attack, {}
+    base, settings = attack[:opening], attack[opening + 1 : -1]
     swept = {}
-    for part in match["settings"].split(","):
+    for part in settings.split(","):
         key, sep, text = part.partition("=")
         if not sep or not key:
             return attack, {}
@@ -58,7 +77,7 @@ def parse_swept(attack: str, condition_settings: dict, extractor_settings: dict)
             swept[key] = condition_settings[key]
         else:
             swept[key] = text
-    return match["base"], swept
+    return base, swept
 
 
 def _gallery_path(run_dir: Path, row: dict) -> str | None:
@@ -75,25 +94,83 @@ def _gallery_path(run_dir: Path, row: dict) -> str | None:
     return str(path) if inside and path.suffix.lower() == ".png" and path.is_file() else None
 
 
-def load_rows(results: Iterable[str | Path] | str | Path) -> pd.DataFrame:
+def _unusable(value, unit: str | None) -> str | None:
+    """Why a value from a result file cannot be ranked (non-finite, a rate outside [0, 1]), or None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value):
+        return f"non-finite value {value}"
+    if unit in BOUNDED_UNITS:
+        low, high = BOUNDED_UNITS[unit]
+        if not low <= value <= high:
+            return f"{value:g} is outside [{low:g}, {high:g}] for a {unit}"
+    return None
+
+
+def _checked(row: dict, where: str) -> tuple[dict, list[str]]:
+    """The row with unusable values (and their counts and intervals) set to null, and why."""
+    problems = []
+    for prefix in ("", "null_"):
+        why = _unusable(row.get(prefix + "value"), row.get("unit"))
+        for key in ("ci_low", "ci_high", "se"):  # a broken interval alone is dropped, not the value
+            if why is None and isinstance(row.get(prefix + key), float) and not math.isfinite(row[prefix + key]):
+                row = {**row, prefix + key: None}
+        if why is None:
+            continue
+        label = "null baseline" if prefix else "value"
+        problems.append(f"{where}: {cap(row.get('metric'), 40)} {cap(row.get('band') or '', 20)}".rstrip()
+                        + f": {label}: {why}")
+        row = {**row, **{prefix + k: None for k in ("value", "count", "n", "ci_low", "ci_high", "se")}}
+        if not prefix:
+            row["reason"] = f"not ranked: {why} in the result file"
+    return row, problems
+
+
+def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None = warn_on_stderr) -> pd.DataFrame:
     """All rows under run folders, suite folders or results roots, validated, one per line.
 
     Adds ``setup`` (a label of what may be averaged together), ``attack_base`` and ``swept``
-    (the swept settings of an attack like ``side[guidance_scale=2.0]``), ``run_dir`` and
-    ``gallery_path`` (absolute, None when the run has no gallery for the cell). The same
-    cell (config hash) found twice, e.g. in a copy of a run, is kept once.
+    (the swept settings of an attack like ``side[guidance_scale=2.0]``), ``run_dir``,
+    ``gallery_path`` (absolute, None when the run has no gallery for the cell), ``headline``
+    (the suite's headline metric from the run's manifest, when it names one) and
+    ``metric_order`` (the position of the metric in the suite). The same cell (config hash)
+    found twice, e.g. in a copy of a run, is kept once.
+
+    Hostile or broken files: a run with no rows (every cell failed) is left out with a
+    warning (all of them empty: ``BenchError``); a non-finite value, or a rate outside
+    [0, 1], is set to null with a ``reason`` and a warning, so it is shown but never ranked.
     """
     if isinstance(results, (str, Path)):
         results = [results]
-    records = []
+    warn = warn or (lambda message: None)
+    records, empty = [], []
     for rows_file in find_rows_files(results):
         run_dir = rows_file.parent
-        read_manifest(run_dir)  # validate it when present; the rows carry what the tables need
-        for row in read_rows_file(rows_file):
+        manifest = read_manifest(run_dir) or {}  # validated when present
+        config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+        headline = config.get("headline") if isinstance(config.get("headline"), str) else None
+        order = [m if isinstance(m, str) else m.get("name") for m in config.get("metrics") or []
+                 if isinstance(m, (str, dict))]
+        rows = read_rows_file(rows_file)
+        if not rows:
+            empty.append(str(run_dir))
+            warn(f"{run_dir}: no rows (every cell failed?); left out of the leaderboard")
+            continue
+        problems = []
+        for number, row in enumerate(rows, start=1):
+            row, found = _checked(row, f"{rows_file}:{number}")
+            problems += found
             base, swept = parse_swept(row["attack"], row.get("condition_settings") or {},
                                       row.get("extractor_settings") or {})
-            records.append({**row, "attack_base": base, "swept": swept, "run_dir": str(run_dir),
-                            "gallery_path": _gallery_path(run_dir, row)})
+            records.append({"headline": headline, **row, "attack_base": base, "swept": swept,
+                            "run_dir": str(run_dir), "gallery_path": _gallery_path(run_dir, row),
+                            "metric_order": order.index(row["metric"]) if row["metric"] in order else len(order)})
+        for problem in problems[:5]:
+            warn(f"{problem}; shown as n/a, never ranked")
+        if len(problems) > 5:
+            warn(f"{rows_file}: {len(problems) - 5} more unusable value(s) like these")
+    if empty and not records:
+        raise BenchError(f"no rows in {', '.join(empty)}: every cell failed (see each run's cells/ folder)")
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame
@@ -120,9 +197,6 @@ def _setup_labels(frame: pd.DataFrame) -> list[str]:
         seen.setdefault(label, set()).add(identity)
     return [label if len(seen[label]) == 1 else f"{label} #{identity}"
             for label, identity in zip(readable, identities, strict=True)]
-
-
-PERCENT_UNITS = frozenset({"rate", "fraction"})  # units shown in percent; data stay fractions
 
 
 def _pool(values: pd.DataFrame, prefix: str = "") -> dict:
@@ -197,6 +271,10 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
                     direction=part["direction"].dropna().iloc[0] if part["direction"].notna().any() else "higher",
                     unit=part["unit"].dropna().iloc[0] if part["unit"].notna().any() else None)
         line.update(_pool(part))
+        reasons = part["reason"].dropna() if "reason" in part else pd.Series(dtype=object)
+        line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
+        described = part["metric_description"].dropna() if "metric_description" in part else ()
+        line["metric_description"] = str(described.iloc[0]) if len(described) else None
         nulls = part.drop_duplicates("seed")
         line.update({f"null_{k}": v for k, v in _pool(nulls, "null_").items()})
         lines.append(line)

@@ -34,6 +34,8 @@ def require_target(condition: str, target, trained_with: str, num_classes: int |
 class NoCondition:
     """``none``: an unconditional target and no labels for the extractor."""
 
+    description = "no labels: the unconditional target, as in Carlini et al. 2023's UnCond attack"
+
     def training_labels(self, data, seed):
         return None
 
@@ -90,6 +92,8 @@ class LabelCondition:
 class Informative(LabelCondition):
     """``informative``: the data set's own labels (digit class, identity)."""
 
+    description = "the data set's true labels (digit class, identity), as in Carlini et al. 2023's Cond attack"
+
     kind = "informative"
 
     def make_labels(self, data, seed):
@@ -110,6 +114,8 @@ class RandomSettings(LabelSettings):
 class RandomLabels(LabelCondition):
     """``random``: C random labels per training image, fixed by the seed (Gu et al. 2023)."""
 
+    description = "C random labels per training image, fixed by the seed (Gu et al. 2023)"
+
     kind = "random"
     Settings = RandomSettings
 
@@ -121,6 +127,8 @@ class RandomLabels(LabelCondition):
 
 class UniqueLabels(LabelCondition):
     """``unique``: one label per training image (Gu et al. 2023; beyond the SIDE paper)."""
+
+    description = "one label per training image (Gu et al. 2023)"
 
     kind = "unique"
 
@@ -255,6 +263,8 @@ class Surrogate:
     ``dropped``, samples once. The training images get targets in the same label space (their
     nearest kept centroid) for the target-hit diagnostic.
     """
+
+    description = "SIDE's surrogate labels: clusters of the target model's own generations (Chen et al. 2024, arXiv 2410.02467)"
 
     Settings = SurrogateSettings
 

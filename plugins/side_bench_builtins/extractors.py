@@ -40,6 +40,8 @@ class Sample:
     each sample's label is drawn uniformly over the classes from its own generator; the drawn
     labels are the candidates' targets."""
 
+    description = "plain DDIM sampling of the target (Carlini et al. 2023, UnCond)"
+
     Settings = SamplingSettings
 
     def __init__(self, settings: SamplingSettings):
@@ -195,12 +197,16 @@ class ClassifierGuided:
 class Side(ClassifierGuided):
     """``side``: guidance by a time-dependent classifier p(c | x_t, t) trained on noised images."""
 
+    description = "SIDE: DDIM guided by a time-dependent classifier p(c | x_t, t) (Chen et al. 2024, arXiv 2410.02467)"
+
     noise_aware = True
     name = "side"
 
 
 class ClassifierGuidance(ClassifierGuided):
     """``classifier-guidance`` (Carlini Cond): an ordinary classifier trained on clean images."""
+
+    description = "DDIM guided by an ordinary classifier trained on clean images (Carlini et al. 2023, Cond)"
 
     noise_aware = False
     name = "classifier-guidance"

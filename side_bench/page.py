@@ -1,0 +1,503 @@
+"""The leaderboard page as data: one model that the Markdown and HTML templates both render.
+
+Per setup, the page opens with the headline table (the suite's headline metric, attack x
+scale, with the null baseline row) and a few sentences generated from its numbers; then a
+legend of the attacks and metrics, taken from the plugins' own descriptions; then every
+other metric and band, one collapsible section each, in a stable order (the headline
+metric's other bands first, then the suite's metrics in order; within a metric the high
+band before mid before low). Every string from a result file reaches the page capped
+(``cap``); the templates escape it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from side_bench import stats
+from side_bench.errors import BenchError
+from side_bench.galleries import Gallery
+from side_bench.leaderboard import LABEL_LIMIT, PERCENT_UNITS, cap, format_cell, format_value, groups, wide
+from side_bench.plots import Figure, file_stem
+
+TITLE = "side-bench leaderboard"
+NULL_LABEL = "null baseline (held-out real images)"
+REPORTED_BANDS = ("low", "mid", "high")
+MARKS = (
+    "Each cell: the value pooled over seeds, [its 95% interval] and (k/N_G) for rates (Wilson interval of the "
+    "pooled count; UMS and p95: seeded bootstrap over candidates), 'sd' across seeds when there are several, "
+    f"#rank at that scale and 'n.s.' when not significantly above the null baseline. Ranks come from pairwise "
+    f"tests at the same scale ({stats.RATE_TEST} for rates, {stats.BOOTSTRAP_TEST} otherwise), "
+    f"{stats.CORRECTION}-corrected, alpha {stats.ALPHA}: attacks not significantly different share a rank. "
+    "★ marks the one attack alone at rank 1 and above the null; ties are never starred. Rates in percent. "
+    "Rows with different N_G, features or bands are never averaged together: each setup has its own tables. "
+    "The null baseline is the metric on held-out real images; a number means something only above it."
+)
+DIRECTION_TEXT = {"higher": "higher", "lower": "lower"}
+
+
+# ------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    text: str
+    sort: str = ""  # the number the HTML table sorts by ("" when there is none)
+    best: bool = False
+    dim: bool = False  # not significantly above the null, or not computable
+    title: str = ""  # why a value is missing (a tooltip in HTML, a footnote-free text in Markdown)
+
+
+@dataclass
+class Row:
+    label: str
+    cells: list[Cell]
+    colour: str = ""
+    null: bool = False
+
+
+@dataclass
+class Table:
+    key: str  # a stable id for the HTML anchor
+    setup: str
+    metric: str
+    band: str  # the band's label, e.g. 'high [0.95, 1]' ('' for a metric without bands)
+    headings: list[str]
+    rows: list[Row]
+    seeds: int
+    description: str = ""
+    direction: str = "higher"
+    unit: str | None = None
+    part: pd.DataFrame | None = field(default=None, repr=False)  # the aggregated lines (for plots)
+    figures: list[Figure] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return f"{self.metric} {self.band}".strip()
+
+
+@dataclass
+class SetupPage:
+    setup: str
+    headline: Table
+    sentences: list[str]
+    details: list[Table]
+    diagnostics: list[str]
+
+
+@dataclass
+class AttackEntry:
+    name: str
+    colour: str
+    condition: str
+    extractor: str
+    settings: str
+    description: str
+
+
+@dataclass
+class MetricEntry:
+    name: str
+    bands: str
+    direction: str
+    unit: str
+    description: str
+
+
+@dataclass
+class ReportedTable:
+    key: str
+    source: str
+    file: str
+    note: str
+    bands: str
+    headings: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Page:
+    title: str
+    marks: str
+    sources: list[str]
+    setups: list[SetupPage]
+    attacks: list[AttackEntry]
+    metrics: list[MetricEntry]
+    galleries: list[Gallery] = field(default_factory=list)
+    reported: list[ReportedTable] = field(default_factory=list)
+
+    def tables(self) -> list[Table]:
+        return [t for s in self.setups for t in [s.headline, *s.details]]
+
+
+# ------------------------------------------------------------------------------------------
+# Tables
+# ------------------------------------------------------------------------------------------
+
+
+def cell_text(line, unit: str | None) -> str:
+    """The value with its interval and count, 'sd' over seeds, its rank, and 'n.s.' when not above the null."""
+    text = format_cell(unit, line)
+    if not text:
+        return f"n/a ({cap(line.reason, 60)})" if isinstance(line.reason, str) and line.reason else ""
+    if line.n_seeds and line.n_seeds > 1 and pd.notna(line.std):
+        text = f"{text} sd {format_value(unit, line.std)}"
+    if pd.notna(line.rank):
+        text = f"{text} #{int(line.rank)}"
+    if not line.above_null:
+        text = f"{text} n.s."
+    return text
+
+
+def _sort_key(value) -> str:
+    return "" if value is None or pd.isna(value) or not math.isfinite(float(value)) else repr(float(value))
+
+
+def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: dict) -> Table:
+    scales, attacks, cells, nulls = wide(part)
+    first = part.iloc[0]
+    unit = first["unit"] if isinstance(first["unit"], str) else None
+    rows = []
+    for attack in attacks:
+        row_cells = []
+        for scale in scales:
+            line = cells.get((attack, scale))
+            if line is None:
+                row_cells.append(Cell(""))
+                continue
+            text = cell_text(line, unit)
+            row_cells.append(Cell(text, _sort_key(line.value), best=bool(line.best) and bool(text),
+                                  dim=not line.above_null, title=cap(line.reason or "", 200)))
+        rows.append(Row(cap(attack), row_cells, colour=styles.get(attack, ("", ""))[0]))
+    null_cells = [Cell(format_cell(unit, nulls[s], "null_"), _sort_key(nulls[s].null_value)) for s in scales]
+    rows.append(Row(NULL_LABEL, null_cells, null=True))
+    description = ""
+    if "metric_description" in part:
+        found = part["metric_description"].dropna()
+        description = cap(found.iloc[0], 200) if len(found) else ""
+    return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
+                 band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]], rows=rows,
+                 seeds=int(part["n_seeds"].max()), description=description,
+                 direction=str(first["direction"] or "higher"), unit=unit, part=part)
+
+
+# ------------------------------------------------------------------------------------------
+# The headline and its sentences
+# ------------------------------------------------------------------------------------------
+
+
+def parse_headline(spec: str | None) -> tuple[str, str | None] | None:
+    """'gu-ratio' -> ('gu-ratio', None); 'ams:high' -> ('ams', 'high')."""
+    if not spec:
+        return None
+    metric, _, band = spec.partition(":")
+    return metric.strip(), (band.strip() or None)
+
+
+def _band_order(part: pd.DataFrame) -> float:
+    low = part["band_low"].iloc[0]
+    return math.inf if low is None or pd.isna(low) else float(low)  # no band first, then high before low
+
+
+def _choose_headline(candidates: list[tuple], spec: tuple[str, str | None] | None, suite_spec: str | None):
+    """The (metric, band) group that heads a setup: the option, else the suite's key, else its first metric."""
+    for wanted in (spec, parse_headline(suite_spec)):
+        if wanted is None:
+            continue
+        metric, band = wanted
+        matching = [c for c in candidates if c[1] == metric and (band is None or c[4] == band)]
+        if matching:
+            return max(matching, key=lambda c: _band_order(c[3]))
+    first = min(candidates, key=lambda c: c[5])
+    return max([c for c in candidates if c[1] == first[1]], key=lambda c: _band_order(c[3]))
+
+
+def _names(attacks: list[str], limit: int = 4) -> str:
+    names = [cap(a, 40) for a in attacks]
+    if len(names) > limit:
+        names = [*names[:limit], f"{len(attacks) - limit} more"]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _scales(scales: list) -> str:
+    return ("scale " if len(scales) == 1 else "scales ") + _names([str(s) for s in scales], limit=8)
+
+
+def sentences(part: pd.DataFrame, metric: str) -> list[str]:
+    """Two or three sentences on what the headline table shows, from its numbers alone."""
+    unit = part["unit"].iloc[0] if isinstance(part["unit"].iloc[0], str) else None
+    test = next((t for t in part["test"] if isinstance(t, str)), None)
+    leaders: dict[str, list] = {}
+    shared, at_null, scales_seen = [], [], []
+    tops = []
+    higher = str(part["direction"].iloc[0] or "higher") != "lower"
+    for scale, lines in part.groupby("scale", sort=True):
+        ranked = lines[lines["value"].notna()]
+        if ranked.empty:
+            continue
+        scales_seen.append(scale)
+        top = ranked["value"].max() if higher else ranked["value"].min()
+        tops.append((scale, top))
+        above = ranked[ranked["above_null"].astype(bool)]
+        if above.empty:
+            at_null.append((scale, lines["null_value"].iloc[0]))
+            continue
+        best = ranked[ranked["best"].astype(bool)]
+        if len(best) == 1:
+            leaders.setdefault(best["attack"].iloc[0], []).append((scale, best.iloc[0]))
+        else:
+            first = above[above["rank"] == above["rank"].min()]
+            shared.append((scale, list(first["attack"])))
+    said = []
+    how = f" ({test}, {stats.CORRECTION}-corrected, alpha {stats.ALPHA})" if test else ""
+    for attack, found in leaders.items():
+        values = " and ".join(f"{format_value(unit, line.value)} at {scale}" for scale, line in found)
+        said.append(f"On {cap(metric, 40)}, {cap(attack, 40)} leads at {_scales([s for s, _ in found])} "
+                    f"({values}), significantly ahead of every other attack and above the null baseline{how}.")
+        how = ""
+    for scale, attacks in shared:
+        if len(part[(part["scale"] == scale) & part["value"].notna()]) == 1:
+            said.append(f"At scale {scale}, {_names(attacks)}, the only attack measured, is significantly above "
+                        f"the null baseline{how}.")
+            how = ""
+            continue
+        said.append(f"At scale {scale}, {_names(attacks)} share the lead: above the null baseline, "
+                    f"but not significantly different from each other{how}." if len(attacks) > 1 else
+                    f"At scale {scale}, {_names(attacks)} is above the null baseline, but not significantly "
+                    f"ahead of every other attack{how}.")
+        how = ""
+    if at_null:
+        nulls = ", ".join(format_value(unit, v) for _, v in at_null if pd.notna(v))
+        everyone = "no attack is" if len(part["attack"].unique()) > 1 else "the attack is not"
+        said.append(f"At {_scales([s for s, _ in at_null])}, {everyone} significantly above the null baseline"
+                    + (f" ({nulls})." if nulls else "."))
+    if len(tops) >= 2 and len(said) < 3:
+        (low_scale, first), (high_scale, last) = tops[0], tops[-1]
+        if first != last:
+            trend = "falls" if last < first else "rises"
+            said.append(f"The best value {trend} from {format_value(unit, first)} at scale {low_scale} "
+                        f"to {format_value(unit, last)} at scale {high_scale}.")
+    if not said:
+        said.append(f"No value of {cap(metric, 40)} could be computed in these runs.")
+    return said
+
+
+# ------------------------------------------------------------------------------------------
+# The legend: from the plugins' own descriptions, falling back to the names in the rows
+# ------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _registry():
+    try:
+        from side_bench.registry import load_registry
+
+        return load_registry()
+    except Exception:  # noqa: BLE001 - the page is still correct without descriptions
+        return None
+
+
+def plugin_description(kind: str, name: str) -> str:
+    """The one-line ``description`` of an installed plugin component, else its docstring's first line."""
+    registry = _registry()
+    if registry is None or not isinstance(name, str) or not name:
+        return ""
+    try:
+        component = registry.get(kind, name).component
+    except Exception:  # noqa: BLE001 - not installed here: the names alone
+        return ""
+    text = getattr(component, "description", None)
+    if not isinstance(text, str) or not text.strip():
+        doc = inspect.getdoc(component) or ""
+        text = doc.split("\n\n")[0].replace("\n", " ")
+    return cap(text, 200)
+
+
+def _settings_text(*settings) -> str:
+    parts = []
+    for table in settings:
+        if isinstance(table, dict):
+            parts += [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(table.items())]
+    return cap(", ".join(parts), 160)
+
+
+def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
+    entries = []
+    for attack in styles:
+        found = rows[rows["attack"] == attack]
+        if found.empty:
+            continue
+        row = found.iloc[0]
+        condition, extractor = row.get("condition"), row.get("extractor")
+        said = [d for d in (plugin_description("conditions", condition), plugin_description("extractors", extractor))
+                if d]
+        entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0], condition=cap(condition or "", 40),
+                                   extractor=cap(extractor or "", 40),
+                                   settings=_settings_text(row.get("condition_settings"),
+                                                           row.get("extractor_settings")),
+                                   description=" / ".join(said)))
+    return entries
+
+
+def metric_entries(table: pd.DataFrame, order: list[str]) -> list[MetricEntry]:
+    from side_bench.leaderboard import band_label
+
+    entries = []
+    for metric in order:
+        part = table[table["metric"] == metric]
+        bands = part.drop_duplicates(["band", "band_low", "band_high"]).sort_values("band_low", ascending=False)
+        labels = [band_label(b.band, b.band_low, b.band_high) for b in bands.itertuples(index=False)]
+        found = part["metric_description"].dropna() if "metric_description" in part else pd.Series(dtype=object)
+        description = cap(found.iloc[0], 200) if len(found) else plugin_description("metrics", metric)
+        unit = next((u for u in part["unit"] if isinstance(u, str)), None)
+        entries.append(MetricEntry(
+            name=cap(metric, 40), bands=cap(", ".join(label for label in labels if label) or "(none)", 200),
+            direction=f"{DIRECTION_TEXT.get(part['direction'].iloc[0], 'higher')} = more memorization",
+            unit=(f"{unit} (in percent)" if unit in PERCENT_UNITS else unit or "") if unit else "",
+            description=description))
+    return entries
+
+
+# ------------------------------------------------------------------------------------------
+# Diagnostics under each attack
+# ------------------------------------------------------------------------------------------
+
+
+def _hit_text(hits: list[dict]) -> str:
+    counts = [h for h in hits if isinstance(h.get("count"), (int, float)) and isinstance(h.get("n"), (int, float))]
+    if counts:
+        k, n = int(sum(h["count"] for h in counts)), int(sum(h["n"] for h in counts))
+        if n > 0:
+            low, high = stats.wilson(k, n)
+            return f"target hit {100 * k / n:.1f}% [{100 * low:.1f}, {100 * high:.1f}] ({k}/{n})"
+    values = [h.get("value") for h in hits if isinstance(h.get("value"), (int, float))]
+    return f"target hit {100 * sum(values) / len(values):.1f}%" if values else ""
+
+
+def diagnostics_lines(rows: pd.DataFrame, setup: str) -> list[str]:
+    """One compact line per attack and scale: the target hit rate, the classifier's held-out accuracy by noise."""
+    if "diagnostics" not in rows:
+        return []
+    cells = rows[rows["setup"] == setup].drop_duplicates("config_hash")
+    lines = []
+    for (attack, scale), part in cells.groupby(["attack", "scale"], sort=True):
+        found = [d for d in part["diagnostics"] if isinstance(d, dict) and d]
+        if not found:
+            continue
+        said = []
+        hits = [d["target_hit"] for d in found if isinstance(d.get("target_hit"), dict)]
+        if hits and (text := _hit_text(hits)):
+            said.append(text)
+        classifier = found[0].get("classifier")
+        accuracy = (classifier or {}).get("heldout", {}).get("accuracy") if isinstance(classifier, dict) else None
+        if isinstance(accuracy, dict) and accuracy:
+            said.append("classifier held-out accuracy by noise " + ", ".join(
+                f"{cap(k, 20)}: {v:.2f}" for k, v in list(accuracy.items())[:8] if isinstance(v, (int, float))))
+        if said:
+            lines.append(cap(f"{attack} @ scale {scale}: " + "; ".join(said), 400))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------
+# Reported figures (papers)
+# ------------------------------------------------------------------------------------------
+
+
+def _reported_columns(document: dict) -> list[str]:
+    columns = [f"{m}_{b}" for m in ("ams", "ums") for b in REPORTED_BANDS]
+    extra = sorted({k for row in document["rows"] for k in row} - set(columns) - {"dataset", "attack", "n_generations"})
+    return [c for c in columns if any(c in row for row in document["rows"])] + extra
+
+
+def _reported_value(column: str, value) -> str:
+    if value is None:
+        return ""
+    if column.startswith(("ams_", "ums_")):
+        return f"{100 * value:.3f}%"
+    return f"{value:g}"
+
+
+def _bands_text(bands: dict | None) -> str:
+    if not bands:
+        return ""
+    parts = []
+    for name, (low, high) in bands.items():
+        parts.append(f"{name} " + (f"< {high:g}" if low is None else f">= {low:g}" if high is None
+                                   else f"[{low:g}, {high:g})"))
+    return ", ".join(parts)
+
+
+def reported_table(path: Path, document: dict) -> ReportedTable:
+    columns = _reported_columns(document)
+    bands = ""
+    if document.get("bands_stated") or document.get("bands_inferred"):
+        bands = (f"Bands stated: {_bands_text(document.get('bands_stated'))}; inferred: "
+                 f"{_bands_text(document.get('bands_inferred'))}. {document.get('bands_note', '')}").strip()
+    rows = [[cap(row["dataset"]), str(row["n_generations"]), cap(row["attack"]),
+             *[_reported_value(c, row.get(c)) for c in columns]] for row in document["rows"]]
+    return ReportedTable(key=file_stem("reported", path.name), source=cap(document["source"], 200),
+                         file=cap(path.name, LABEL_LIMIT), note=cap(document.get("note", ""), 1000),
+                         bands=cap(bands, 1000), headings=["data set", "N_G", "attack", *columns], rows=rows)
+
+
+# ------------------------------------------------------------------------------------------
+# Putting the page together
+# ------------------------------------------------------------------------------------------
+
+
+def _sources(rows: pd.DataFrame) -> list[str]:
+    pairs = rows[["suite", "run_id"]].drop_duplicates().itertuples(index=False)
+    return [cap(f"{suite}/{run_id}", 120) for suite, run_id in pairs]
+
+
+def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None = None,
+               reported: list[tuple[Path, dict]] = ()) -> Page:
+    """The page model of an aggregated leaderboard ``table`` (and the ``rows`` it came from).
+
+    ``headline`` is ``METRIC`` or ``METRIC:BAND``; without it each setup's headline is the
+    suite's ``headline`` key (from the run's manifest or rows), else its first metric.
+    """
+    spec = parse_headline(headline)
+    if spec is not None and spec[0] not in set(table["metric"]):
+        found = ", ".join(sorted(set(table["metric"])))
+        raise BenchError(f"--headline: no rows for metric {spec[0]!r} (found: {found})")
+    # attacks in order of first appearance over the rows: one colour each on the whole page
+    from side_bench.plots import attack_colours
+
+    styles = attack_colours(list(dict.fromkeys(rows["attack"])))
+    metric_rank = rows.groupby("metric", sort=False)["metric_order"].min().to_dict() if "metric_order" in rows \
+        else {}
+    first_seen = {m: i for i, m in enumerate(dict.fromkeys(rows["metric"]))}
+    setups = []
+    by_setup: dict[str, list] = {}
+    for setup, metric, band, part in groups(table):
+        order = (metric_rank.get(metric, 0), first_seen.get(metric, 0))
+        by_setup.setdefault(setup, []).append((setup, metric, band, part, part["band"].iloc[0], order))
+    for setup, candidates in by_setup.items():
+        suite_spec = None
+        if "headline" in rows:
+            named = rows.loc[rows["setup"] == setup, "headline"].dropna()
+            suite_spec = str(named.iloc[0]) if len(named) else None
+        chosen = _choose_headline(candidates, spec, suite_spec)
+        head_metric = chosen[1]
+        rest = [c for c in candidates if c is not chosen]
+        rest.sort(key=lambda c: (c[1] != head_metric, c[5], -_band_order(c[3])))
+        headline_table = make_table(setup, chosen[1], chosen[2], chosen[3], styles)
+        setups.append(SetupPage(setup=cap(setup, 160), headline=headline_table,
+                                sentences=sentences(chosen[3], chosen[1]),
+                                details=[make_table(c[0], c[1], c[2], c[3], styles) for c in rest],
+                                diagnostics=diagnostics_lines(rows, setup)))
+    metric_order = sorted(dict.fromkeys(table["metric"]), key=lambda m: (metric_rank.get(m, 0), first_seen.get(m, 0)))
+    heads = list(dict.fromkeys(s.headline.part["metric"].iloc[0] for s in setups))
+    metric_order = heads + [m for m in metric_order if m not in heads]
+    return Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
+                attacks=attack_entries(rows, styles), metrics=metric_entries(table, metric_order),
+                reported=[reported_table(path, document) for path, document in reported])

@@ -1,0 +1,169 @@
+"""The leaderboard's plots: each metric against scale, and a swept attack against its setting.
+
+Each plot is written twice, PNG (shown in the page) and SVG (for print). Scales double, so
+the x axis is logarithmic; the legend sits outside the data; an attack keeps one colour in
+every plot of a page (``attack_colours``); the null baseline is a shaded band where its
+interval is known. Labels are capped (``leaderboard.cap``): a result file may hold anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from side_bench.leaderboard import PERCENT_UNITS, cap
+
+NULL_COLOUR = "#555555"
+# Okabe-Ito and tab10 without grey: distinct for colour-blind readers first, then more.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+           "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+@dataclass
+class Figure:
+    """One plot, paths relative to the output folder."""
+
+    title: str
+    png: str
+    svg: str
+
+
+def file_stem(*parts: str) -> str:
+    """A safe, unique file name for strings that may hold anything (attack names included)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", "-".join(p[:200] for p in parts if p)).strip("-")[:60] or "plot"
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:8]
+    return f"{slug}-{digest}"
+
+
+def attack_colours(attacks) -> dict[str, tuple[str, str]]:
+    """(colour, marker) per attack, in the given order: the same attack looks the same in every plot."""
+    styles = {}
+    for attack in attacks:
+        if attack not in styles:
+            i = len(styles)
+            styles[attack] = (PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)])
+    return styles
+
+
+def _new_axes(title: str, subtitle: str):
+    from matplotlib.figure import Figure as MplFigure  # no pyplot: no global state, no display
+
+    figure = MplFigure(figsize=(7.2, 3.8), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(f"{cap(title)}\n{cap(subtitle)}", fontsize=9)
+    axes.grid(True, alpha=0.3)
+    return figure, axes
+
+
+def _save(figure, out: Path, stem: str, title: str) -> Figure:
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    png, svg = f"plots/{stem}.png", f"plots/{stem}.svg"
+    figure.savefig(out / png)
+    figure.savefig(out / svg, metadata={"Date": None})  # no timestamp: a regenerated page diffs cleanly
+    return Figure(title=cap(title, 160), png=png, svg=svg)
+
+
+def _unit(part: pd.DataFrame) -> str | None:
+    units = part["unit"].dropna() if "unit" in part else pd.Series(dtype=object)
+    return units.iloc[0] if len(units) else None
+
+
+def _y_label(metric: str, unit: str | None) -> str:
+    return f"{cap(metric, 40)} (%)" if unit in PERCENT_UNITS else cap(metric, 40)
+
+
+def _error_bars(lines: pd.DataFrame, factor: float):
+    """Asymmetric bars from each value to its 95% interval (none where it is unknown)."""
+    value = pd.to_numeric(lines["value"], errors="coerce")
+    low = (value - pd.to_numeric(lines["ci_low"], errors="coerce")).clip(lower=0).fillna(0)
+    high = (pd.to_numeric(lines["ci_high"], errors="coerce") - value).clip(lower=0).fillna(0)
+    return value * factor, [low * factor, high * factor]
+
+
+def _log_scale_axis(axes, scales) -> None:
+    scales = sorted({int(s) for s in scales})
+    if len(scales) > 1 and min(scales) > 0:
+        axes.set_xscale("log", base=2)
+        axes.minorticks_off()
+    axes.set_xticks(scales, [str(s) for s in scales])
+
+
+def plot_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path,
+                       colours: dict[str, tuple[str, str]]) -> Figure:
+    """The metric against scale, one line per attack (bars: 95% intervals), the null as a shaded band."""
+    unit = _unit(part)
+    factor = 100.0 if unit in PERCENT_UNITS else 1.0
+    title = f"{metric} {band}".strip()
+    figure, axes = _new_axes(title, setup)
+    nulls = part.drop_duplicates("scale").sort_values("scale")
+    null_values = pd.to_numeric(nulls["null_value"], errors="coerce")
+    if null_values.notna().any():
+        low = pd.to_numeric(nulls["null_ci_low"], errors="coerce")
+        high = pd.to_numeric(nulls["null_ci_high"], errors="coerce")
+        if low.notna().all() and high.notna().all():
+            axes.fill_between(nulls["scale"], low * factor, high * factor, color=NULL_COLOUR, alpha=0.18,
+                              linewidth=0, label="null 95% interval")
+        axes.plot(nulls["scale"], null_values * factor, color=NULL_COLOUR, linestyle="--", linewidth=1,
+                  label="null (held-out)")
+    for attack, lines in part.groupby("attack", sort=False):
+        lines = lines.sort_values("scale")
+        values, bars = _error_bars(lines, factor)
+        colour, marker = colours.get(attack, ("#000000", "o"))
+        axes.errorbar(lines["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
+                      color=colour, label=cap(attack, 40))
+    _log_scale_axis(axes, part["scale"])
+    axes.set_xlabel("scale (training images, log axis)")
+    axes.set_ylabel(_y_label(metric, unit))
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(figure, out, file_stem("scale", metric, band, setup), title)
+
+
+def _numeric(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path) -> list[Figure]:
+    """For each attack swept over one setting: the metric against the setting, one line per scale."""
+    figures = []
+    unit = _unit(part)
+    factor = 100.0 if unit in PERCENT_UNITS else 1.0
+    swept = part[part["swept"] != ""]
+    for base, variants in swept.groupby("attack_base", sort=False):
+        settings = [json.loads(s) for s in variants["swept"]]
+        keys = {tuple(s) for s in settings}
+        if len(keys) != 1 or len(next(iter(keys))) != 1:
+            continue  # a curve needs exactly one swept setting
+        key = next(iter(keys))[0]
+        x_values = [_numeric(s[key]) for s in settings]
+        if None in x_values or len(set(x_values)) < 2:
+            continue
+        variants = variants.assign(x=x_values)
+        title = f"{metric} {band} of {cap(base, 40)} against {cap(key, 40)}".replace("  ", " ")
+        figure, axes = _new_axes(title, setup)
+        styles = attack_colours(f"scale {s}" for s in sorted(variants["scale"].unique()))
+        for scale, lines in variants.groupby("scale"):
+            lines = lines.sort_values("x")
+            values, bars = _error_bars(lines, factor)
+            colour, _ = styles[f"scale {scale}"]
+            axes.errorbar(lines["x"], values, yerr=bars, marker="o", markersize=4, capsize=2, color=colour,
+                          label=f"scale {scale}")
+            null = pd.to_numeric(lines["null_value"], errors="coerce").mean()
+            if pd.notna(null):
+                axes.axhline(null * factor, linestyle=":", color=colour, alpha=0.7)
+        if min(x_values) > 0 and max(x_values) / min(x_values) >= 4:
+            axes.set_xscale("log")
+        axes.set_xlabel(cap(key, 40))
+        axes.set_ylabel(_y_label(metric, unit))
+        axes.legend(fontsize=7, title="dotted: null", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                    frameon=False)
+        figures.append(_save(figure, out, file_stem("sweep", base, key, metric, band, setup), title))
+    return figures
