@@ -341,6 +341,13 @@ def plugin_changes(old: dict | None, new: dict | None) -> list[str]:
     return changes
 
 
+def default_run_id(cells: list[Cell]) -> str:
+    """``run-<hash>`` of the cells' configs *without* their plugins' provenance: after a plugin
+    changes, a rerun lands in the same folder and recomputes only the cells that use it."""
+    configs = [{key: value for key, value in cell.config.items() if key != "plugins"} for cell in cells]
+    return "run-" + canonical_hash(configs)[:12]
+
+
 def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
                  features_identity: dict[str, Any]) -> list[Cell]:
     """scale x attack x seed; each cell's config holds every input that changes its numbers,

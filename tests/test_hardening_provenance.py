@@ -126,3 +126,23 @@ def test_plugins_and_suites_do_not_import_torch_once_listed(tmp_path):
         done = subprocess.run([sys.executable, "-c", env_code, command], env=env, check=True,
                               capture_output=True, text=True)
         assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
+
+
+def test_the_default_run_id_does_not_change_with_a_plugin(entry_point_plugin, write_suite, tmp_path):
+    from side_bench.suite import default_run_id, expand_cells, load_suite
+
+    entry_point_plugin("my-extractor", PLUGIN)
+    suite = str(write_suite(extra=TWO_ATTACKS))
+
+    def cells():
+        return expand_cells(load_suite(suite, load_registry()), versions={}, device="cpu", features_identity={})
+
+    before = cells()
+    (tmp_path / "site" / "my_extractor.py").write_text(PLUGIN.replace("BEHAVIOUR = 1", "BEHAVIOUR = 2"))
+    sys.modules.pop("my_extractor", None)
+    after = cells()
+    assert default_run_id(before) == default_run_id(after)
+    assert [c.config_hash for c in before if c.attack.name == "uncond"] == \
+        [c.config_hash for c in after if c.attack.name == "uncond"]
+    assert {c.config_hash for c in before if c.attack.name == "mine"}.isdisjoint(
+        c.config_hash for c in after if c.attack.name == "mine")
