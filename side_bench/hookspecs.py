@@ -23,6 +23,24 @@ the suite table that names it:
   the suite file and key) and the component is built as ``component(settings)``;
 - otherwise the table must be empty and the component is built as ``component()``.
 
+Optional members of every component (the core looks them up with ``getattr``; leave them out
+and the default holds):
+
+- ``Settings.validate(self, where: str) -> None``: called after the fields' types are checked;
+  raise ``BenchError`` starting with ``where`` (the suite file and table) for values that are
+  of the right type but wrong (a negative step count, an unknown choice). Runs at validation,
+  before anything is computed or written.
+- ``settings``: the instance attribute holding the built ``Settings``. When it is a dataclass,
+  its full contents (defaults included) are what enter the cell's config, hence its hash and
+  every row; without it, the suite's table as written does. Keep it, or a changed default
+  will not invalidate old results.
+- ``description: str``: one line for ``side-bench plugins``, legends and reports.
+
+A plugin imports what it needs from ``side_bench.plugin_api`` (``hookimpl``, the objects
+below, ``CandidateScores``, ``Band``, ``BenchError``, ``rate``, ``bootstrap``, ``ddim_sample``,
+``sample_generator``, ``derive_seed``, ``canonical_hash``, ``sha256_file``, ``atomic_write``);
+every other module of ``side_bench`` is internal and may change.
+
 Components exchange the small dataclasses defined below; images are float32 tensors of shape
 (N, C, H, W) with values in [-1, 1] unless a docstring says [0, 1]. Components must not print:
 long work reports through ``RunContext.progress``.
@@ -33,10 +51,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
 import torch
+
+if TYPE_CHECKING:  # for annotations only: scoring imports the core's k-NN machinery
+    from side_bench.scoring import Band, CandidateScores
 
 PROJECT_NAME = "side_bench"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -169,6 +190,10 @@ class Dataset(Protocol):
         setting when ``scale`` exceeds what the data set holds.
         """
 
+    # Optional: ``max_scale: int``, the most training images a scale may ask for (the pool
+    # less the held-out split). When present, a suite with a larger scale is refused at
+    # validation (exit code 2) instead of failing in ``load``.
+
 
 @runtime_checkable
 class Model(Protocol):
@@ -206,6 +231,8 @@ class Condition(Protocol):
 
         Called before a run with a model's ``declared_target()`` (when it has one) and in every
         cell with the prepared target; reads only ``trained_with`` and ``num_classes``.
+        Required: the runner calls it in every cell (only the validation-time call is skipped
+        for a condition without it). A condition that fits every target returns None.
         """
 
     def attack_labels(
@@ -235,6 +262,9 @@ class Features(Protocol):
     pixel vectors in [0, 1]) or "cosine" (gamma = cosine of the angle).
     ``default_bands`` maps band names to (low, high) edges used when the suite gives none.
     ``identity`` records extractor, variant, input transform and weights hash.
+
+    Optional: ``similarity_range: tuple[float, float]``, the values the similarity can take;
+    band edges outside it are refused at validation (default (-1, 1)).
     """
 
     similarity: str
@@ -276,6 +306,17 @@ class Metric(Protocol):
       "distance", "ratio", "count" or "nats"; the leaderboard formats and checks values by it.
     - ``description``: one line for legends.
 
+    Only ``uses_bands`` and ``compute`` are required; the core reads the rest with ``getattr``:
+    ``direction`` defaults to "higher", ``unit`` and ``description`` to None (no range check,
+    plain number formatting). Declare them: a rate without ``unit = "rate"`` shows as 0.1234.
+
+    Optional: ``needs_model: bool`` (default False) makes a model-level metric, computed once
+    per target model rather than per attack (e.g. ``memorization-divergence``): ``compute``
+    then gets an object whose ``model`` has ``target`` (the ``TargetModel``), ``train`` (the
+    training images in [-1, 1]) and ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it
+    has no null baseline, ``rescore`` copies its rows, and its ``settings`` (repr) are part of
+    its once-per-model key.
+
     ``compute`` gets ``side_bench.scoring.CandidateScores`` (per-candidate nearest-neighbour
     results, the same object whether fresh or loaded from stored records, so ``rescore``
     reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
@@ -287,7 +328,7 @@ class Metric(Protocol):
     unit: str
     description: str
 
-    def compute(self, scores: Any, band: Any) -> MetricValue | float: ...
+    def compute(self, scores: CandidateScores, band: Band | None) -> MetricValue | float: ...
 
 
 @runtime_checkable
@@ -297,6 +338,11 @@ class Executor(Protocol):
     ``run(cells, run_cell, on_done)`` calls ``run_cell(cell)`` for every cell (in any order,
     anywhere) and ``on_done(result)`` in this process as each finishes. ``run_cell`` never
     raises for a failing cell; it returns a failed result instead.
+
+    Optional: ``parallelism: int | None``, how many cells the runner hands over at once (it
+    claims each with a lock file first, so several processes can share a run folder): 1 runs
+    them one by one; None (the default) hands over every free cell and lets the executor
+    schedule them.
     """
 
     def run(self, cells: list, run_cell: Callable, on_done: Callable) -> None: ...
