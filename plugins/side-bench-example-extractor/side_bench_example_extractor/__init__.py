@@ -1,0 +1,1 @@
+"""Example third-party side-bench plugin: an extractor."""
