@@ -344,8 +344,10 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
 @click.option("--reported", multiple=True, type=click.Path(),
               help="Reported figures (JSON file or folder) shown in their own section "
                    "[default: results/reported if it exists].")
+@click.option("--headline", default=None, metavar="METRIC[:BAND]",
+              help="The table the page opens with (default: the suite's 'headline' key, else its first metric).")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported):
+def leaderboard(results, metric, band, formats, out, reported, headline):
     """Tables and plots across scales from run folders, suite folders or a results root."""
     from side_bench.report import write_report
 
@@ -355,7 +357,8 @@ def leaderboard(results, metric, band, formats, out, reported):
         check_writable(out, "--out")
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
-    written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported)
+    written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
+                           headline=headline)
     for fmt, value in written.items():
         if out is None:
             click.echo(value, nl=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ from side_bench.result_files import find_rows_files, read_cell_record, read_mani
 
 SETUP_COLUMNS = ["setup", "suite", "dataset", "model", "features", "n_generations"]
 BAND_COLUMNS = ["band", "band_low", "band_high"]
+SAFE_HASH = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 LABEL_LIMIT = 80  # characters of a name shown in a page or plot; the CSV and JSON keep the full text
 PERCENT_UNITS = frozenset({"rate", "fraction"})  # units shown in percent; data stay fractions
 BOUNDED_UNITS = {"rate": (0.0, 1.0)}  # a value outside is a broken result file, never ranked
@@ -83,7 +85,7 @@ def parse_swept(attack: str, condition_settings: dict, extractor_settings: dict)
 def _gallery_path(run_dir: Path, row: dict) -> str | None:
     """The cell's gallery PNG (from the row, else the cell record) if the file exists."""
     relative = row.get("gallery")
-    if not relative:
+    if not relative and SAFE_HASH.fullmatch(str(row["config_hash"])):  # a hash names a file: no paths
         record = read_cell_record(run_dir, row["config_hash"]) or {}
         relative = record.get("gallery")
     if not isinstance(relative, str) or not relative:
@@ -377,10 +379,14 @@ def groups(table: pd.DataFrame):
 
 
 def wide(part: pd.DataFrame) -> tuple[list[int], list[str], dict, dict]:
-    """One group -> (scales, attacks in order of mean rank, {(attack, scale): line}, {scale: null line})."""
+    """One group -> (scales, attacks in order of mean rank, then of mean value (most memorization
+    first), {(attack, scale): line}, {scale: null line})."""
     scales = sorted(part["scale"].unique())
-    order = part.groupby("attack", sort=False)["rank"].mean().sort_values(kind="stable")
-    attacks = list(order.index)
+    higher = str(part["direction"].iloc[0] or "higher") != "lower" if "direction" in part else True
+    means = part.assign(rank=pd.to_numeric(part["rank"], errors="coerce"),
+                        value=pd.to_numeric(part["value"], errors="coerce") * (-1 if higher else 1))
+    order = means.groupby("attack", sort=False)[["rank", "value"]].mean()
+    attacks = list(order.sort_values(["rank", "value"], kind="stable", na_position="last").index)
     cells = {(line.attack, line.scale): line for line in part.itertuples(index=False)}
     nulls = {}
     for scale in scales:

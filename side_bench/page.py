@@ -97,9 +97,8 @@ class SetupPage:
 class AttackEntry:
     name: str
     colour: str
-    condition: str
+    condition: str  # name (settings)
     extractor: str
-    settings: str
     description: str
 
 
@@ -147,12 +146,13 @@ def cell_text(line, unit: str | None) -> str:
     """The value with its interval and count, 'sd' over seeds, its rank, and 'n.s.' when not above the null."""
     text = format_cell(unit, line)
     if not text:
-        return f"n/a ({cap(line.reason, 60)})" if isinstance(line.reason, str) and line.reason else ""
+        return f"n/a ({cap(line.reason, 100)})" if isinstance(line.reason, str) and line.reason else ""
     if line.n_seeds and line.n_seeds > 1 and pd.notna(line.std):
         text = f"{text} sd {format_value(unit, line.std)}"
-    if pd.notna(line.rank):
+    tested = isinstance(getattr(line, "test", None), str)  # rows without counts or errors (old runs): no marks
+    if tested and pd.notna(line.rank):
         text = f"{text} #{int(line.rank)}"
-    if not line.above_null:
+    if tested and pd.notna(line.p_null) and not line.above_null:
         text = f"{text} n.s."
     return text
 
@@ -175,7 +175,8 @@ def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: d
                 continue
             text = cell_text(line, unit)
             row_cells.append(Cell(text, _sort_key(line.value), best=bool(line.best) and bool(text),
-                                  dim=not line.above_null, title=cap(line.reason or "", 200)))
+                                  dim=pd.isna(line.value) or (pd.notna(line.p_null) and not line.above_null),
+                                  title=cap(line.reason or "", 200)))
         rows.append(Row(cap(attack), row_cells, colour=styles.get(attack, ("", ""))[0]))
     null_cells = [Cell(format_cell(unit, nulls[s], "null_"), _sort_key(nulls[s].null_value)) for s in scales]
     rows.append(Row(NULL_LABEL, null_cells, null=True))
@@ -259,7 +260,8 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     said = []
     how = f" ({test}, {stats.CORRECTION}-corrected, alpha {stats.ALPHA})" if test else ""
     for attack, found in leaders.items():
-        values = " and ".join(f"{format_value(unit, line.value)} at {scale}" for scale, line in found)
+        values = (format_value(unit, found[0][1].value) if len(found) == 1 else
+                  ", ".join(f"{format_value(unit, line.value)} at {scale}" for scale, line in found))
         said.append(f"On {cap(metric, 40)}, {cap(attack, 40)} leads at {_scales([s for s, _ in found])} "
                     f"({values}), significantly ahead of every other attack and above the null baseline{how}.")
         how = ""
@@ -285,6 +287,9 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
             trend = "falls" if last < first else "rises"
             said.append(f"The best value {trend} from {format_value(unit, first)} at scale {low_scale} "
                         f"to {format_value(unit, last)} at scale {high_scale}.")
+    if not part["test"].map(lambda t: isinstance(t, str)).any() and part["value"].notna().any():
+        said = [f"These rows carry no counts or standard errors (written by an older side-bench), so no "
+                f"difference on {cap(metric, 40)} is tested: values only, without ranks or significance."] + said[-1:]
     if not said:
         said.append(f"No value of {cap(metric, 40)} could be computed in these runs.")
     return said
@@ -321,12 +326,14 @@ def plugin_description(kind: str, name: str) -> str:
     return cap(text, 200)
 
 
-def _settings_text(*settings) -> str:
-    parts = []
-    for table in settings:
-        if isinstance(table, dict):
-            parts += [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in sorted(table.items())]
-    return cap(", ".join(parts), 160)
+def _settings_text(name, settings, first=()) -> str:
+    """'side (guidance_scale=3.0, ...)': the swept settings first, the rest alphabetical."""
+    if not isinstance(settings, dict) or not settings:
+        return cap(name or "", 40)
+    keys = [k for k in first if k in settings] + sorted(k for k in settings if k not in first)
+    text = ", ".join(f"{cap(k, 40)}={v if isinstance(v, str) else json.dumps(v)}" for k, v in
+                     ((k, settings[k]) for k in keys))
+    return cap(f"{name} ({text})", 160)
 
 
 def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
@@ -339,10 +346,10 @@ def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
         condition, extractor = row.get("condition"), row.get("extractor")
         said = [d for d in (plugin_description("conditions", condition), plugin_description("extractors", extractor))
                 if d]
-        entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0], condition=cap(condition or "", 40),
-                                   extractor=cap(extractor or "", 40),
-                                   settings=_settings_text(row.get("condition_settings"),
-                                                           row.get("extractor_settings")),
+        swept = list(row.get("swept") or {})
+        entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0],
+                                   condition=_settings_text(condition, row.get("condition_settings"), swept),
+                                   extractor=_settings_text(extractor, row.get("extractor_settings"), swept),
                                    description=" / ".join(said)))
     return entries
 
@@ -467,8 +474,13 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     """
     spec = parse_headline(headline)
     if spec is not None and spec[0] not in set(table["metric"]):
-        found = ", ".join(sorted(set(table["metric"])))
-        raise BenchError(f"--headline: no rows for metric {spec[0]!r} (found: {found})")
+        found = ", ".join(sorted(map(str, set(table["metric"]))))
+        raise BenchError(f"--headline: no rows for metric {spec[0]!r} (found: {cap(found, 200)})")
+    if spec is not None and spec[1] is not None:
+        bands = {b for b in table.loc[table["metric"] == spec[0], "band"] if isinstance(b, str)}
+        if spec[1] not in bands:
+            raise BenchError(f"--headline: metric {spec[0]!r} has no band {spec[1]!r} "
+                             f"(found: {', '.join(sorted(bands)) or 'no bands'})")
     # attacks in order of first appearance over the rows: one colour each on the whole page
     from side_bench.plots import attack_colours
 

@@ -103,7 +103,7 @@ def render_table(table: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         safe = table[columns].copy()
         for column in safe.columns:
-            if safe[column].dtype == object:
+            if not pd.api.types.is_numeric_dtype(safe[column]):
                 safe[column] = safe[column].map(_formula_safe)
         return safe.to_csv(index=False)
     if fmt == "json":

@@ -25,7 +25,7 @@ from side_bench.scoring import Band, make_bands
 TOP_LEVEL_KEYS = {
     "name": str, "description": str, "scales": list, "seeds": list, "n_generations": (int, dict),
     "dataset": dict, "model": dict, "features": (str, dict), "metrics": list, "bands": dict,
-    "attacks": list, "scoring": dict, "gallery_size": int,
+    "attacks": list, "scoring": dict, "gallery_size": int, "headline": str,
 }
 REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_generations")
 # The candidates of a cell are held in memory; beyond this a suite is a typo, not a plan
@@ -70,6 +70,9 @@ class Suite:
     raw: dict[str, Any]  # the file's contents, for the manifest
     # "kind/name" -> {distribution, version, source_hash} of every component the suite names
     plugins: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    # the metric (and band) the leaderboard opens with, "gu-ratio" or "ams:high"; presentation
+    # only, so outside every cell's hash (default: the first metric)
+    headline: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,6 +226,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     band_table = raw.get("bands") or {k: list(v) for k, v in features_object.default_bands.items()}
     bands = make_bands(band_table, f"{where}: [bands]")
     _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
+    headline = _headline(raw.get("headline"), metrics, bands, registry, where)
 
     attacks, seen = [], set()
     for number, attack in enumerate(raw["attacks"]):
@@ -279,8 +283,23 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         metrics=metrics, bands=bands, attacks=attacks,
         scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
         n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
-        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins,
+        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
     )
+
+
+def _headline(value: str | None, metrics: list[str], bands: list[Band], registry: Registry, where: str) -> str:
+    """``headline = "METRIC"`` or ``"METRIC:BAND"``, naming one of the suite's metrics and bands."""
+    if value is None:
+        return metrics[0]
+    metric, _, band = value.partition(":")
+    canonical = registry.aliases["metrics"].get(metric.strip(), metric.strip())
+    if canonical not in metrics:
+        raise BenchError(f"{where}: headline: {metric.strip()!r} is not one of the suite's metrics "
+                         f"({', '.join(metrics)})")
+    names = [b.name for b in bands]
+    if band.strip() and band.strip() not in names:
+        raise BenchError(f"{where}: headline: band {band.strip()!r} is not one of the suite's bands ({', '.join(names)})")
+    return f"{canonical}:{band.strip()}" if band.strip() else canonical
 
 
 def check_data_root(suite: Suite, registry: Registry) -> None:

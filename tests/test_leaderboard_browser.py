@@ -1,5 +1,7 @@
-"""The leaderboard page in a real browser (headless Chromium): tables and images are shown.
+"""The leaderboard page in a real browser (headless Chromium): what a reader sees.
 
+The headline table comes first with its sentences, a <details> opens, a click on a column
+heading sorts the rows (with JavaScript), and the page reads the same with JavaScript off.
 The screenshot is kept as a test artifact in tests/artifacts/leaderboard.png (git-ignored).
 Under CI=true a missing Chromium fails the test; elsewhere it skips.
 """
@@ -13,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from leaderboard_rows import two_attacks_two_seeds, write_gallery, write_run
+from leaderboard_rows import make_row, two_attacks_two_seeds, write_gallery, write_run
 from PIL import Image
 
 from side_bench import write_report
@@ -21,9 +23,13 @@ from side_bench import write_report
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACT = REPO / "tests" / "artifacts" / "leaderboard.png"
 WINDOW = (1280, 2000)
-# Marks each image once the page has loaded: the DOM dump then says whether it was drawn.
-IMAGE_PROBE = ('<script>window.addEventListener("load", () => { for (const image of document.images) '
-               'image.dataset.loaded = String(image.complete && image.naturalWidth > 0); });</script>')
+# Run once the page has loaded, in a copy of it: marks each image (drawn or not), opens the first
+# <details> by clicking its summary, and sorts the headline table by its last column (a click).
+PROBE = ('<script>window.addEventListener("load", () => {'
+         ' for (const image of document.images) image.dataset.loaded = String(image.complete && image.naturalWidth > 0);'
+         ' document.querySelector("details summary").click();'
+         ' const headings = document.querySelectorAll("section.headline table thead th");'
+         ' headings[headings.length - 1].click(); });</script>')
 
 
 def chromium() -> str:
@@ -42,24 +48,75 @@ def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.Complete
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
 
 
-def test_the_page_shows_its_tables_and_images_in_chromium(tmp_path):
-    browser = chromium()
-    rows = two_attacks_two_seeds()
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    """A page with a headline (ams high), two more tables (ams mid, p95), a gallery and reported figures."""
+    tmp_path = tmp_path_factory.mktemp("browser")
+    rows = two_attacks_two_seeds()  # ams mid: side ahead at 16; a shared rank at 64 (side 3%, uncond 5%)
+    for attack, value in (("side", 0.30), ("uncond", 0.05)):
+        rows.append(make_row(attack=attack, band="high", band_low=0.95, band_high=1.0, value=value,
+                             config_hash=f"high-{attack}"))
+    rows.append(make_row(metric="p95", band=None, band_low=None, band_high=None, value=0.97, null_value=0.88,
+                         unit="similarity", count=None, n=None, config_hash="p95"))
     run_dir = tmp_path / "results" / "hand" / "run-hand"
     rows[0]["gallery"] = write_gallery(run_dir, rows[0]["config_hash"])
-    write_run(run_dir, rows)
+    write_run(run_dir, rows, manifest={"schema_version": 1, "suite": "hand", "run_id": "run-hand",
+                                       "config": {"name": "hand", "headline": "ams:mid"},
+                                       "started": "2026-01-01T00:00:00+00:00", "finished": None, "cells": []})
     out = tmp_path / "page"
-    page = write_report(tmp_path / "results", formats=["html"], out=out,
-                        reported=[REPO / "results" / "reported"])["html"]
+    write_report(tmp_path / "results", formats=["html"], out=out, reported=[REPO / "results" / "reported"], warn=None)
+    return out / "index.html"
 
-    probe = out / "probe.html"  # a copy with the probe; the published page has no script
-    probe.write_text(page.read_text().replace("</body>", IMAGE_PROBE + "</body>"))
-    dom = run_chromium(browser, tmp_path / "profile-dom", "--dump-dom", probe.as_uri()).stdout
-    assert dom.count("<table") == 2  # the ams/mid table and the reported table
-    assert "side-bench leaderboard" in dom and "40.00% ± 14.14 (#1) ★" in dom and "23.266%" in dom
+
+def _rows_of_first_table(dom: str) -> list[str]:
+    first = dom[dom.index("<table"): dom.index("</table>")]
+    return re.findall(r'<th scope="row">(?:<span[^>]*></span>)?([^<]+)</th>', first)
+
+
+def test_the_page_opens_with_the_headline_and_sorts_with_javascript(page, tmp_path):
+    browser = chromium()
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = run_chromium(browser, tmp_path / "profile-js", "--dump-dom", probe.as_uri()).stdout
+
+    # the headline (the suite's key: ams mid) is the first table, under its generated sentences
+    headline = dom[dom.index('<section class="headline">'):]
+    assert dom.index("<table") > dom.index('<section class="headline">')
+    assert "<h2>ams mid [0.9, 0.95)</h2>" in headline[:300]
+    assert ("On ams, side leads at scale 16 (40.00%), significantly ahead of every other attack and "
+            "above the null baseline (Fisher's exact test, Holm-corrected, alpha 0.05).") in dom
+    # sorted by scale 64, highest first: uncond (5.00%) above side (3.00%); the null row stays last
+    assert _rows_of_first_table(dom) == ["uncond", "side", "null baseline (held-out real images)"]
+    assert 'data-dir="desc"' in dom
+    # the first <details> (ams high) was opened by a click on its summary; the others stay closed
+    details = re.findall(r"<details[^>]*>", dom)
+    assert len(details) >= 3 and " open=" in details[0] and all(" open=" not in d for d in details[1:])
+    # the plots and the gallery were drawn (the page's own files, nothing external)
     loaded = re.findall(r'data-loaded="(\w+)"', dom)
-    assert loaded == ["true", "true"]  # the plot and the gallery were drawn
+    assert loaded and set(loaded) == {"true"}
+    assert not re.search(r'(src|href)="(https?:)?//', page.read_text())
 
+
+def test_the_page_reads_the_same_with_javascript_off(page, tmp_path):
+    browser = chromium()
+    # --dump-dom needs script itself, so the page's scripts are blocked by a policy in a copy of it
+    blocked = page.with_name("no-script.html")
+    policy = '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
+    blocked.write_text(page.read_text().replace("<head>", "<head>" + policy, 1))
+    dom = run_chromium(browser, tmp_path / "profile-nojs", "--dump-dom", blocked.as_uri()).stdout
+    assert _rows_of_first_table(dom) == ["side", "uncond", "null baseline (held-out real images)"]  # by rank
+    assert "40.00% [33.46, 46.92] (80/200) sd 14.14% #1 ★" in dom and "23.266%" in dom
+    assert dom.count("<table") == 6  # headline, attacks, metrics, ams high, p95, reported
+    assert 'tabindex="0"' not in dom and 'data-dir="' not in dom  # the sorting script did not run
+    # and drawn without its script: a full page, not a blank one
+    shot = tmp_path / "no-script.png"
+    run_chromium(browser, tmp_path / "profile-nojs-shot", f"--screenshot={shot}", blocked.as_uri())
+    with Image.open(shot) as image:
+        assert len(image.convert("RGB").getcolors(1 << 20) or []) > 50
+
+
+def test_a_screenshot_of_the_page_is_kept(page, tmp_path):
+    browser = chromium()
     ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT.unlink(missing_ok=True)
     run_chromium(browser, tmp_path / "profile-shot", f"--screenshot={ARTIFACT}", page.as_uri())
