@@ -106,3 +106,17 @@ def test_metric_compute_has_real_types():
                                                              **vars(importlib.import_module("side_bench.scoring"))})
     assert hints["scores"] is plugin_api.CandidateScores
     assert plugin_api.Band in typing.get_args(hints["band"])
+
+
+def test_the_architecture_page_names_every_module_and_only_existing_ones():
+    page = (CORE / "ARCHITECTURE.md").read_text()
+    on_disk = {path.relative_to(CORE).as_posix() for path in CORE.rglob("*.py")}
+    in_table = set(re.findall(r"^\| `([\w/]+\.py)` \|", page, flags=re.MULTILINE))
+    assert not on_disk - in_table, f"add to side_bench/ARCHITECTURE.md: {sorted(on_disk - in_table)}"
+    assert not in_table - on_disk, f"gone from side_bench/, still in ARCHITECTURE.md: {sorted(in_table - on_disk)}"
+
+
+def test_the_readme_links_the_architecture_page():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    assert "(side_bench/ARCHITECTURE.md)" in layout and "plugin_api.py" in layout
