@@ -133,6 +133,10 @@ class Page:
     galleries: list[Gallery] = field(default_factory=list)
     reported: list[ReportedTable] = field(default_factory=list)
 
+    @property
+    def has_details(self) -> bool:
+        return any(s.details or s.diagnostics for s in self.setups)
+
     def tables(self) -> list[Table]:
         return [t for s in self.setups for t in [s.headline, *s.details]]
 
