@@ -34,7 +34,8 @@ and the default holds):
   its full contents (defaults included) are what enter the cell's config, hence its hash and
   every row; without it, the suite's table as written does. Keep it, or a changed default
   will not invalidate old results.
-- ``description: str``: one line for ``side-bench plugins``, legends and reports.
+- ``description: str``: one line for the leaderboard's legends (metrics: also every row's
+  ``metric_description``).
 
 A plugin imports what it needs from ``side_bench.plugin_api`` (``hookimpl``, the objects
 below, ``CandidateScores``, ``Band``, ``BenchError``, ``rate``, ``bootstrap``, ``ddim_sample``,
