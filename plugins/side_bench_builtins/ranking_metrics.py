@@ -147,8 +147,9 @@ class RankerAUC:
     """ROC AUC of a ranker's score for "is a copy" (Gu ratio < 1/3), sklearn's
     ``roc_auc_score`` (ties count one half). 0.5 = the ranker knows nothing; 1 = it puts every
     copy first. A seeded percentile bootstrap over candidates (scipy.stats.bootstrap,
-    ``resamples``) gives the 95% interval and the standard error. None when the candidates
-    are all copies or all not."""
+    ``resamples``) gives the 95% interval and the standard error; resamples that hold one
+    class only are left out (interval "bootstrap-percentile-defined") when they are under 10%.
+    None when the candidates are all copies or all not."""
 
     uses_bands = False
     direction = "higher"
@@ -191,11 +192,16 @@ class RankerAUC:
             result = bootstrap((truth.astype(np.int64), values), statistic, paired=True, vectorized=False,
                                n_resamples=self.settings.resamples, method="percentile",
                                random_state=np.random.default_rng(self.settings.seed))
-        low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
-        se = float(result.standard_error)
-        if not all(np.isfinite([low, high, se])):
-            return MetricValue(auc, reason="bootstrap interval undefined (resamples with one class)")
-        return MetricValue(auc, ci_low=low, ci_high=high, se=se, interval="bootstrap-percentile")
+        # A resample with one class has no AUC (nan): percentiles over the others, as long as
+        # they are nearly all (with few copies the interval is conditional on >= 1 of each).
+        distribution = np.asarray(result.bootstrap_distribution, dtype=np.float64)
+        finite = distribution[np.isfinite(distribution)]
+        if len(finite) < 0.9 * len(distribution):
+            return MetricValue(auc, reason=f"bootstrap interval undefined ({len(distribution) - len(finite)} of "
+                                           f"{len(distribution)} resamples had one class)")
+        low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
+        interval = "bootstrap-percentile" if len(finite) == len(distribution) else "bootstrap-percentile-defined"
+        return MetricValue(auc, ci_low=low, ci_high=high, se=float(np.std(finite, ddof=1)), interval=interval)
 
 
 @hookimpl
