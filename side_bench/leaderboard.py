@@ -156,7 +156,6 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
         rows = read_rows_file(rows_file)
         if not rows:
             empty.append(str(run_dir))
-            warn(f"{run_dir}: no rows (every cell failed?); left out of the leaderboard")
             continue
         problems = []
         for number, row in enumerate(rows, start=1):
@@ -173,6 +172,8 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
             warn(f"{rows_file}: {len(problems) - 5} more unusable value(s) like these")
     if empty and not records:
         raise BenchError(f"no rows in {', '.join(empty)}: every cell failed (see each run's cells/ folder)")
+    for run_dir in empty:
+        warn(f"{run_dir}: no rows (every cell failed?); left out of the leaderboard")
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame

@@ -36,6 +36,7 @@ PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.c
 IMAGE_FOLDERS = ("plots", "galleries")
 LEGEND = MARKS  # the marks' explanation, kept under its old name
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
+CSV_CELL_LIMIT = 32_000  # characters; spreadsheets hold 32,767 per cell
 
 
 # ------------------------------------------------------------------------------------------
@@ -91,10 +92,13 @@ def render_html(page: Page) -> str:
 
 
 def _formula_safe(value):
-    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP's advice)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
+    """A text cell a spreadsheet would run as a formula gets a leading apostrophe (OWASP's advice);
+    one longer than a spreadsheet cell holds is cut, with an ellipsis (the JSON keeps the full text)."""
+    if not isinstance(value, str):
+        return value
+    if len(value) > CSV_CELL_LIMIT:
+        value = value[: CSV_CELL_LIMIT - 1] + "\u2026"
+    return "'" + value if value.startswith(FORMULA_START) else value
 
 
 def render_table(table: pd.DataFrame, fmt: str) -> str:

@@ -43,8 +43,8 @@ def test_only_empty_runs_is_exit_2_naming_them(tmp_path):
         (tmp_path / name / "rows.jsonl").write_text("\n")
     result = leaderboard(tmp_path)
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[-1] == (
-        f"error: no rows in {tmp_path / 'a'}, {tmp_path / 'b'}: every cell failed (see each run's cells/ folder)")
+    assert result.stderr.splitlines() == [(
+        f"error: no rows in {tmp_path / 'a'}, {tmp_path / 'b'}: every cell failed (see each run's cells/ folder)")]
 
 
 @pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
@@ -91,6 +91,8 @@ def test_a_five_megabyte_attack_name_is_capped_and_quick(tmp_path):
     assert "A" * 79 + "\u2026" in page and "A" * 81 not in page
     records = json.loads(written["json"].read_text())
     assert name in {r["attack"] for r in records}  # the full text stays in the JSON
+    cells = {row["attack"] for row in csv.DictReader(io.StringIO(written["csv"].read_text()))}
+    assert cells == {"A" * 31_999 + "\u2026", "uncond"}  # a spreadsheet cell holds 32,767 characters
 
 
 def test_out_is_replaced_atomically_and_keeps_what_it_did_not_write(tmp_path, monkeypatch):
