@@ -151,3 +151,32 @@ def test_the_templates_ship_in_the_wheel(tmp_path):
     assert any(re.fullmatch(r"side_bench-.*\.dist-info/METADATA", n) for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: jinja2>=3.1" in metadata
+
+
+def test_each_attack_gets_a_line_of_diagnostics_under_the_details(tmp_path):
+    rows = two_attacks_two_seeds()
+    for row in rows:
+        if row["attack"] == "side" and row["scale"] == 16:
+            row["diagnostics"] = {"target_hit": {"count": 58, "n": 100, "value": 0.58},
+                                  "classifier": {"heldout": {"accuracy": {"[0, 250)": 0.93, "[250, 1000)": 0.4}}}}
+    page = page_of(write_run(tmp_path / "run", rows))
+    # two seeds pooled: 116 of 200 samples landed nearest a training image of their target class
+    assert page.setups[0].diagnostics == [
+        "side @ scale 16: target hit 58.0% [51.1, 64.6] (116/200); classifier held-out accuracy by noise "
+        "[0, 250): 0.93, [250, 1000): 0.40"]
+
+
+def test_an_attack_keeps_its_colour_in_every_plot(tmp_path):
+    rows = two_attacks_two_seeds()
+    rows += [make_row(attack="side", metric="gu-ratio", band=None, band_low=None, band_high=None, value=0.3,
+                      config_hash="gu-side"),
+             make_row(attack="newcomer", metric="gu-ratio", band=None, band_low=None, band_high=None, value=0.1,
+                      config_hash="gu-new")]
+    out = tmp_path / "out"
+    write_report(write_run(tmp_path / "run", rows), formats=["html"], out=out, warn=None)
+    svgs = {p.name.split("-")[1]: p.read_text() for p in (out / "plots").glob("scale-*.svg")}
+    assert set(svgs) == {"ams", "gu"}
+    # uncond and side come first in the rows: blue and orange in both plots, whatever else a plot holds
+    for text in svgs.values():
+        assert "stroke: #e69f00" in text and ">side<" in text
+    assert "stroke: #0072b2" in svgs["ams"] and "stroke: #009e73" in svgs["gu"]  # the third attack: green
