@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from side_bench.leaderboard import PERCENT_UNITS, cap
+from side_bench.leaderboard import PERCENT_UNITS, cap, wide
 
 NULL_COLOUR = "#555555"
 # Okabe-Ito and tab10 without grey: distinct for colour-blind readers first, then more.
@@ -124,8 +124,9 @@ def plot_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str
                               linewidth=0, label="null 95% interval")
         axes.plot(nulls["scale"], null_values * factor, color=NULL_COLOUR, linestyle="--", linewidth=1,
                   label="null (held-out)")
-    for attack, lines in part.groupby("attack", sort=False):
-        lines = lines.sort_values("scale")
+    _, order, _, _ = wide(part)  # the legend lists the attacks in the table's order
+    for attack in order:
+        lines = part[part["attack"] == attack].sort_values("scale")
         values, bars = _error_bars(lines, factor)
         colour, marker = colours.get(attack, ("#000000", "o"))
         axes.errorbar(lines["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
@@ -174,6 +175,9 @@ def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: 
                 axes.axhline(null * factor, linestyle=":", color=colour, alpha=0.7)
         if min(x_values) > 0 and max(x_values) / min(x_values) >= 4:
             axes.set_xscale("log")
+            axes.minorticks_off()
+        ticks = sorted(set(x_values))
+        axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
         axes.set_xlabel(cap(key, 40))
         axes.set_ylabel(_y_label(metric, unit))
         axes.legend(fontsize=7, title="dotted: null", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
