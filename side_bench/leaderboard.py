@@ -161,8 +161,11 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
         for number, row in enumerate(rows, start=1):
             row, found = _checked(row, f"{rows_file}:{number}")
             problems += found
-            base, swept = parse_swept(row["attack"], row.get("condition_settings") or {},
-                                      row.get("extractor_settings") or {})
+            if isinstance(row.get("attack_base"), str) and isinstance(row.get("swept"), dict):
+                base, swept = row["attack_base"], row["swept"]  # written by the runner (newer rows)
+            else:
+                base, swept = parse_swept(row["attack"], row.get("condition_settings") or {},
+                                          row.get("extractor_settings") or {})
             records.append({"headline": headline, **row, "attack_base": base, "swept": swept,
                             "run_dir": str(run_dir), "gallery_path": _gallery_path(run_dir, row),
                             "metric_order": order.index(row["metric"]) if row["metric"] in order else len(order)})
