@@ -14,6 +14,24 @@ Run (one core, about half an hour cold, minutes warm)::
 For the conditional models the default p_theta is per label (each draw with its training
 image's label, sum_c pi_c KL(q_eps,c || p_theta(. | c))); ``--marginal-draws N`` adds the
 marginal p_theta(x) = sum_c pi_c p_theta(x | c) (10 ODE solves per draw).
+
+Measured on the project's 2-core CPU machine (one core, nice 10), seed 0, eps = 0.1,
+256 draws, RK4 with 24 steps, Hutchinson divergence with 2 probes per draw; nats per image
+(64 dimensions), +- one Monte Carlo standard error::
+
+    uncond       64    9.34 +- 0.30   (55 s)
+    uncond      128   22.65 +- 0.39   (67 s)
+    uncond     1024   35.98 +- 0.48   (88 s)
+    informative  64    7.56 +- 0.27 per label; marginal 6.95 +- 0.56 (64 draws)
+    random       64    6.87 +- 0.26 per label; marginal 6.53 +- 0.48 (64 draws)
+
+48 ODE steps instead of 24 moved the estimates by under 0.05 nats (64 draws); eps = 0.05 and
+0.2 (64 draws) keep the same order: 18.7 / 39.3 / 57.8 / 15.4 / 14.5 and 4.4 / 11.7 / 19.8 /
+3.5 / 3.3. ``--rankers`` printed (N_G = 256, plain DDIM, the quickstart's candidates):
+scale 64 (141 copies of 50 images): denoise-loss precision@10/50/100 = 10/10, 49/50, 91/100,
+AUC 0.89 [0.85, 0.92]; clique precision@10/50/100 = 9/10, 42/50, 69/100, flagged 32 with
+precision 29/32 and 10 distinct training images, AUC 0.65 [0.60, 0.70]. Scale 128 (3
+copies): denoise-loss AUC 0.79, clique flags none. Scale 1024: no copies, AUC undefined.
 """
 
 from __future__ import annotations

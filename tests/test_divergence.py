@@ -145,3 +145,16 @@ def test_marginal_over_labels_is_the_whole_mixture():
     marginal = MarginalOverLabels(per_class, torch.bincount(labels).double() / len(labels))
     points, _ = draw_blurred(centers, 0.2, 7, seed=0)
     np.testing.assert_allclose(marginal(points).numpy(), log_mixture(points, centers, 0.2).numpy(), rtol=1e-10)
+
+
+def test_metric_on_a_conditional_unet_needs_its_training_labels():
+    from tests.test_rankers import context, tiny_target
+
+    target = tiny_target(num_classes=3)
+    train = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    metric = MemorizationDivergence(MemorizationDivergence.Settings(draws=4, ode_steps=2))
+    model = SimpleNamespace(target=target, train=train, ctx=context())
+    assert "labels" in metric.compute(SimpleNamespace(model=model), None).reason
+    model.train_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    value = metric.compute(SimpleNamespace(model=model), None)
+    assert math.isfinite(value.value) and metric.last.conditional
