@@ -26,7 +26,7 @@ from side_bench.suite import canonical_hash
 # Row fields that the new metrics and bands replace; everything else is the cell's and kept.
 METRIC_FIELDS = ("metric", "band", "band_low", "band_high", "value", "count", "n", "ci_low", "ci_high",
                  "interval", "se", "reason", "direction", "unit", "metric_description", "null_value",
-                 "null_count", "null_n", "null_ci_low", "null_ci_high", "null_se")
+                 "null_count", "null_n", "null_ci_low", "null_ci_high", "null_se", "metric_settings")
 
 
 def parse_bands(specs: list[str] | tuple[str, ...], where: str = "--bands") -> dict[str, list[float]]:
@@ -106,8 +106,10 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
     if bands is None:
         bands = _bands_of(rows, config)
     names = metric_names or (config or {}).get("metrics") or list(dict.fromkeys(r["metric"] for r in rows))
-    metrics = {name: registry.build("metrics", name, {}) for name in names}
-    who = {name: registry.get("metrics", name).describe() for name in metrics}
+    settings = (config or {}).get("metric_settings") or {}
+    components = (config or {}).get("metric_components") or {}
+    metrics = {name: registry.build("metrics", components.get(name, name), settings.get(name, {})) for name in names}
+    who = {name: registry.get("metrics", components.get(name, name)).describe() for name in metrics}
     model_level = [name for name, metric in metrics.items() if getattr(metric, "needs_model", False)]
     if model_level and bands is not None and metric_names:
         raise BenchError(f"--metrics: {', '.join(model_level)} need the target model; rescore cannot recompute them")
@@ -121,7 +123,8 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
     kept = [r for r in rows if r["metric"] in model_level]  # copied as they were
     common = {k: v for k, v in first.items() if k not in METRIC_FIELDS}
     descriptions = {name: getattr(metric, "description", None) for name, metric in metrics.items()}
-    new_rows = [{**common, **row, "metric_description": descriptions[row["metric"]]} for row in fresh] + \
+    new_rows = [{**common, **row, "metric_description": descriptions[row["metric"]],
+                 "metric_settings": settings.get(row["metric"], {})} for row in fresh] + \
                [{**common, **{k: r.get(k) for k in METRIC_FIELDS}} for r in kept]
     config_hash = first["config_hash"]
     if config is not None:

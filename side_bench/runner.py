@@ -142,8 +142,9 @@ class CellRunner:
                 config["n_generations"], target.image_shape,
                 registry.get("extractors", cell.attack.extractor.name).describe())
         bands = [Band(**b) for b in config["bands"]]
-        metrics = {name: registry.build("metrics", name, {}) for name in config["metrics"]}
-        who = {name: registry.get("metrics", name).describe() for name in metrics}
+        metrics = build_metrics(registry, config)
+        who = {name: registry.get("metrics", (config.get("metric_components") or {}).get(name, name)).describe()
+               for name in metrics}
         with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
             rankings = self._rankings(config, candidates, target, ctx)
         with timer("scoring"):
@@ -182,6 +183,7 @@ class CellRunner:
         common = {
             "schema_version": ROW_SCHEMA_VERSION, "suite": cell.suite, "run_id": Path(self.run_dir).name,
             "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
+            "attack_base": cell.attack.base or cell.attack.name, "swept": cell.attack.swept,
             "condition": cell.attack.condition.name, "extractor": cell.attack.extractor.name,
             "condition_settings": cell.attack.condition.settings,
             "extractor_settings": cell.attack.extractor.settings,
@@ -195,8 +197,9 @@ class CellRunner:
             "hits_truncated": scores.hits_truncated,
         }
         descriptions = {name: getattr(metric, "description", None) for name, metric in metrics.items()}
-        return [{**common, **row, "metric_description": descriptions[row["metric"]]}
-                for row in with_null(rows, null_rows)]
+        settings = config.get("metric_settings", {})
+        return [{**common, **row, "metric_description": descriptions[row["metric"]],
+                 "metric_settings": settings.get(row["metric"], {})} for row in with_null(rows, null_rows)]
 
     def _target(self, cell: Cell, data, condition, ctx: RunContext):
         """The trained (or cached, or loaded) target model and its cache key."""
@@ -253,7 +256,7 @@ class CellRunner:
         It depends on the scale's data, features, metrics and bands, not on the attack; its
         per-image records are written once per run folder.
         """
-        null_key = canonical_hash([reference_key, config["metrics"], config["bands"]])
+        null_key = canonical_hash([reference_key, config["metrics"], config.get("metric_settings"), config["bands"]])
         if null_key not in self._null_rows:
             scores = reference.score(to_unit(data.heldout), bands)
             path = null_file(null_key)
@@ -288,6 +291,14 @@ def target_hit(targets, nearest_index, train_targets) -> dict | None:
     hits = int((train_targets[np.asarray(nearest_index)[guided]] == targets[guided]).sum())
     value = stats.rate(hits, int(guided.sum()))
     return {"count": hits, "n": value.n, "value": value.value, "ci_low": value.ci_low, "ci_high": value.ci_high}
+
+
+def build_metrics(registry: Registry, config: dict) -> dict:
+    """The cell's metrics by name, each built with the suite's settings for it."""
+    settings = config.get("metric_settings") or {}
+    components = config.get("metric_components") or {}  # a metric id -> the registered metric
+    return {name: registry.build("metrics", components.get(name, name), settings.get(name, {}))
+            for name in config["metrics"]}
 
 
 def check_ranking(result, n: int, who: str) -> tuple[np.ndarray, float | None]:

@@ -25,7 +25,7 @@ from side_bench.scoring import Band, make_bands
 TOP_LEVEL_KEYS = {
     "name": str, "description": str, "scales": list, "seeds": list, "n_generations": (int, dict),
     "dataset": dict, "model": dict, "features": (str, dict), "metrics": list, "bands": dict,
-    "attacks": list, "scoring": dict, "gallery_size": int, "headline": str,
+    "attacks": list, "scoring": dict, "gallery_size": int, "headline": str, "rankers": list,
 }
 REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_generations")
 # The candidates of a cell are held in memory; beyond this a suite is a typo, not a plan
@@ -46,9 +46,11 @@ class ComponentSpec:
 
 @dataclass(frozen=True)
 class AttackSpec:
-    name: str
+    name: str  # the display name: the base name with the swept settings, e.g. side[guidance_scale=3.0]
     condition: ComponentSpec
     extractor: ComponentSpec
+    base: str = ""  # the attack's name in the suite, before a sweep
+    swept: dict[str, Any] = field(default_factory=dict)  # {"extractor.guidance_scale": 3.0}: this cell's sweep values
 
 
 @dataclass
@@ -70,6 +72,9 @@ class Suite:
     raw: dict[str, Any]  # the file's contents, for the manifest
     # "kind/name" -> {distribution, version, source_hash} of every component the suite names
     plugins: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    metric_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric name (or id) -> its settings
+    metric_components: dict[str, str] = field(default_factory=dict)  # a metric id -> the metric it uses
+    rankers: list[ComponentSpec] = field(default_factory=list)  # attacker-side rankers run on every cell
     # the metric (and band) the leaderboard opens with, "gu-ratio" or "ams:high"; presentation
     # only, so outside every cell's hash (default: the first metric)
     headline: str = ""
@@ -143,7 +148,7 @@ def _generations_per_scale(value, scales: list[int], where: str) -> dict[int, in
     return {scale: table[str(scale)] for scale in scales}
 
 
-def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict]]:
+def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict, dict]]:
     """``sweep = {"extractor.guidance_scale" = [0, 1, 4]}`` -> one (name, cond, extr) per value."""
     sweep = attack.get("sweep", {})
     if not isinstance(sweep, dict):
@@ -161,12 +166,13 @@ def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict]]:
     for combination in itertools.product(*value_lists) if keys else [()]:
         condition = dict(attack.get("condition_settings", {}))
         extractor = dict(attack.get("extractor_settings", {}))
-        suffix = []
+        suffix, swept = [], {}
         for (part, setting), value in zip(keys, combination, strict=False):
             (condition if part == "condition" else extractor)[setting] = value
             suffix.append(f"{setting}={value}")
+            swept[f"{part}.{setting}"] = value
         name = attack["name"] + (f"[{','.join(suffix)}]" if suffix else "")
-        expanded.append((name, condition, extractor))
+        expanded.append((name, condition, extractor, swept))
     return expanded
 
 
@@ -213,16 +219,40 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     dataset_object = registry.build("datasets", dataset.name, dataset.settings, f"{where}: [dataset]")
     model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
     features_object = registry.build("features", features.name, features.settings, f"{where}: features")
-    metrics = []
+    metrics, metric_settings, metric_components = [], {}, {}
     if not raw["metrics"]:
         raise BenchError(f"{where}: metrics: expected a non-empty list of metric names (e.g. [\"ams\", \"p95\"])")
-    for name in raw["metrics"]:
-        if not isinstance(name, str):
-            raise BenchError(f"{where}: metrics: expected metric names, got {name!r}")
-        canonical = named("metrics", name, f"{where}: metrics")
-        if canonical in metrics:
-            raise BenchError(f"{where}: metrics: {name!r} is listed twice (expected distinct metrics)")
-        metrics.append(canonical)
+    for entry in raw["metrics"]:
+        if not isinstance(entry, (str, dict)):
+            raise BenchError(f"{where}: metrics: expected metric names or tables {{ name = ..., setting = ... }}, "
+                             f"got {entry!r}")
+        # A table may name its rows with ``id`` to use one metric several times (e.g. k = 10, 50).
+        label = entry.get("id") if isinstance(entry, dict) else None
+        if label is not None and not isinstance(label, str):
+            raise BenchError(f"{where}: metrics: id: expected a string, got {label!r}")
+        spec = _component({k: v for k, v in entry.items() if k != "id"} if isinstance(entry, dict) else entry,
+                          f"{where}: metrics")
+        canonical = named("metrics", spec.name, f"{where}: metrics")
+        label = label or canonical
+        if label in metrics:
+            raise BenchError(f"{where}: metrics: {label!r} is listed twice (expected distinct metrics; "
+                             "give a table an id to use one metric with other settings)")
+        metric = registry.build("metrics", canonical, spec.settings, f"{where}: metrics.{label}")
+        metrics.append(label)
+        metric_settings[label] = settings_dict(metric) or spec.settings
+        if label != canonical:
+            metric_components[label] = canonical
+    rankers = []
+    for entry in raw.get("rankers", []):
+        if not isinstance(entry, (str, dict)):
+            raise BenchError(f"{where}: rankers: expected ranker names or tables {{ name = ..., setting = ... }}, "
+                             f"got {entry!r}")
+        spec = _component(entry, f"{where}: rankers")
+        canonical = named("rankers", spec.name, f"{where}: rankers")
+        if any(r.name == canonical for r in rankers):
+            raise BenchError(f"{where}: rankers: {spec.name!r} is listed twice")
+        ranker = registry.build("rankers", canonical, spec.settings, f"{where}: rankers.{canonical}")
+        rankers.append(ComponentSpec(canonical, settings_dict(ranker) or spec.settings))
     band_table = raw.get("bands") or {k: list(v) for k, v in features_object.default_bands.items()}
     bands = make_bands(band_table, f"{where}: [bands]")
     _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
@@ -244,7 +274,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 raise BenchError(f"{at}: {key}: expected a table")
         condition_name = named("conditions", attack["condition"], f"{at}: condition")
         extractor_name = named("extractors", attack["extractor"], f"{at}: extractor")
-        for name, condition_settings, extractor_settings in _expand_sweep(attack, at):
+        for name, condition_settings, extractor_settings, swept in _expand_sweep(attack, at):
             if name in seen:
                 raise BenchError(f"{at}: name {name!r} is used by another attack")
             seen.add(name)
@@ -260,6 +290,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 name,
                 ComponentSpec(condition_name, settings_dict(condition) or condition_settings),
                 ComponentSpec(extractor_name, settings_dict(extractor) or extractor_settings),
+                base=attack["name"], swept=swept,
             ))
 
     scales = _int_list(raw["scales"], "scales", where, 1)
@@ -280,7 +311,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),
         model=ComponentSpec(model.name, settings_dict(model_object) or model.settings),
         features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
-        metrics=metrics, bands=bands, attacks=attacks,
+        metrics=metrics, metric_settings=metric_settings, metric_components=metric_components, rankers=rankers, bands=bands, attacks=attacks,
         scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
         n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
@@ -336,7 +367,8 @@ def cell_plugins(suite: Suite, attack: AttackSpec) -> dict[str, dict[str, str | 
     """The provenance of every component one attack's cells use (``kind/name`` -> dict)."""
     keys = [f"dataset/{suite.dataset.name}", f"model/{suite.model.name}", f"features/{suite.features.name}",
             f"condition/{attack.condition.name}", f"extractor/{attack.extractor.name}",
-            *(f"metric/{name}" for name in suite.metrics)]
+            *(f"metric/{suite.metric_components.get(name, name)}" for name in suite.metrics),
+            *(f"ranker/{r.name}" for r in suite.rankers)]
     return {key: suite.plugins[key] for key in sorted(set(keys)) if key in suite.plugins}
 
 
@@ -383,6 +415,9 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "features": {**dataclasses.asdict(suite.features), "identity": features_identity},
             "bands": [dataclasses.asdict(b) for b in suite.bands],
             "metrics": suite.metrics,
+            "metric_settings": suite.metric_settings,
+            "metric_components": suite.metric_components,
+            "rankers": [dataclasses.asdict(r) for r in suite.rankers],
             "n_generations": suite.n_generations[scale],
             "knn": suite.knn_backend,
             "device": device,
