@@ -86,11 +86,12 @@ class CellRunner:
     _references: dict = field(default_factory=dict, repr=False)
     _null_rows: dict = field(default_factory=dict, repr=False)
     _model_metric_rows: dict = field(default_factory=dict, repr=False)
+    _target_labels: dict = field(default_factory=dict, repr=False)
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={},
-                     _model_metric_rows={})
+                     _model_metric_rows={}, _target_labels={})
         return state
 
     @property
@@ -212,6 +213,8 @@ class CellRunner:
         })
         target = model.prepare(data, labels, model_key, ctx)
         condition.check_target(target)
+        # model-level metrics need the labels the target was trained with (random ones for 'random')
+        self._target_labels[model_key] = labels.labels if labels is not None else None
         return target, model_key
 
     def _rankings(self, config: dict, candidates, target, ctx: RunContext) -> dict:
@@ -236,7 +239,8 @@ class CellRunner:
                 continue
             key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
             if key not in self._model_metric_rows:
-                scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx))
+                scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx,
+                                                            train_labels=self._target_labels.get(model_key)))
                 self._model_metric_rows[key] = metric_rows(scores, {name: metric}, [], who)
             rows += self._model_metric_rows[key]
         return rows
@@ -329,6 +333,7 @@ class ModelContext:
     target: object  # hookspecs.TargetModel
     train: torch.Tensor  # the training images in [-1, 1]
     ctx: RunContext
+    train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
 
 
 def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,

@@ -52,3 +52,25 @@ def test_metric_settings_ids_rankers_and_sweeps_reach_the_rows(write_suite, tmp_
 def test_bad_metric_tables_and_rankers_are_refused(write_suite, replace, message):
     with pytest.raises(BenchError, match=message):
         load_suite(str(write_suite(replace=replace)), load_registry())
+
+
+def test_model_level_metric_once_per_model_with_its_training_labels(write_suite, tmp_path):
+    suite = write_suite(
+        extra='''
+        [[attacks]]
+        name = "random-model"
+        condition = "random"
+        extractor = "sample"
+        condition_settings = { classes = 3 }
+        extractor_settings = { ddim_steps = 2, batch_size = 5 }
+        ''',
+        replace={'metrics = ["ams", "ums", "p95", "gu-ratio"]':
+                 'metrics = ["ams", { name = "memorization-divergence", draws = 8, ode_steps = 4 }]',
+                 "scales = [16, 32]": "scales = [16]"})
+    rows = run_suite(str(suite), results_dir=tmp_path / "r", cache_dir=tmp_path / "c")
+    divergence = rows[rows.metric == "memorization-divergence"].set_index("attack")
+    for attack in ("uncond", "random-model"):  # the conditional model is measured with its own (random) labels
+        line = divergence.loc[attack]
+        assert line["value"] > 0 and line["se"] > 0 and line["n"] == 8 and line["direction"] == "lower"
+        assert line["null_value"] is None or line["null_value"] != line["null_value"]  # no model for held-out images
+    assert divergence.loc["uncond", "value"] != divergence.loc["random-model", "value"]
