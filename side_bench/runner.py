@@ -87,11 +87,12 @@ class CellRunner:
     _null_rows: dict = field(default_factory=dict, repr=False)
     _model_metric_rows: dict = field(default_factory=dict, repr=False)
     _target_labels: dict = field(default_factory=dict, repr=False)
+    _built_features: dict = field(default_factory=dict, repr=False)
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={},
-                     _model_metric_rows={}, _target_labels={})
+                     _model_metric_rows={}, _target_labels={}, _built_features={})
         return state
 
     @property
@@ -126,7 +127,7 @@ class CellRunner:
         config = cell.config
         registry = self.registry
         timer = StageTimer()
-        features = registry.build("features", config["features"]["name"], config["features"]["settings"])
+        features = self._features(config)
         ctx = RunContext(device=torch.device(self.device), seed=cell.seed, cache_dir=Path(self.cache_dir),
                          features=features, progress=self.progress)
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
@@ -216,6 +217,14 @@ class CellRunner:
         # model-level metrics need the labels the target was trained with (random ones for 'random')
         self._target_labels[model_key] = labels.labels if labels is not None else None
         return target, model_key
+
+    def _features(self, config: dict):
+        """The feature extractor, built once per run (SSCD loads and hashes its weights once)."""
+        key = canonical_hash(config["features"])
+        if key not in self._built_features:
+            spec = config["features"]
+            self._built_features[key] = self.registry.build("features", spec["name"], spec["settings"])
+        return self._built_features[key]
 
     def _rankings(self, config: dict, candidates, target, ctx: RunContext) -> dict:
         """{ranker name: (scores, threshold)} for the suite's rankers (none by default)."""
