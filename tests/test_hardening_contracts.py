@@ -114,7 +114,9 @@ def test_nan_and_inf_become_null_with_a_reason():
 
 
 def test_metric_value_fields_are_checked():
-    refused(lambda: check_metric_value(MetricValue(0.5, count=5, n=4), "metric 'm'"), "count 5 is larger than n 4")
+    refused(lambda: check_metric_value(MetricValue(0.5, count=5, n=4), "metric 'm'", unit="rate"),
+            "count 5 is larger than n 4")
+    assert check_metric_value(MetricValue(1.25, count=5, n=4), "metric 'ums'", unit="fraction").count == 5
     refused(lambda: check_metric_value(MetricValue(0.5, count=-1), "metric 'm'"), "count")
     refused(lambda: check_metric_value(MetricValue("0.5"), "metric 'm'"), "MetricValue.value")
     assert check_metric_value(MetricValue(0.5, ci_low=float("nan"), ci_high=0.7), "m").ci_low is None

@@ -121,11 +121,21 @@ def test_plugins_and_suites_do_not_import_torch_once_listed(tmp_path):
                 "r = CliRunner().invoke(main, [sys.argv[1]]); assert r.exit_code == 0, r.output; "
                 "print('torch' in sys.modules)")
     env = {**__import__("os").environ, "SIDE_BENCH_CACHE": str(tmp_path / "cache"), "SIDE_BENCH_PLUGINS": "side-bench"}
-    subprocess.run([sys.executable, "-c", env_code, "plugins"], env=env, check=True, capture_output=True)  # fills it
-    for command in ("plugins", "suites"):
+
+    def imported_torch(command: str) -> bool:
         done = subprocess.run([sys.executable, "-c", env_code, command], env=env, check=True,
                               capture_output=True, text=True)
-        assert done.stdout.strip().splitlines()[-1] == "False", done.stdout
+        return done.stdout.strip().splitlines()[-1] == "True"
+
+    for command in ("plugins", "suites"):
+        # The first call fills the cache; a source file edited meanwhile (other work in the same
+        # checkout) makes a new key, so allow a few rounds: one clean pair is the proof.
+        for _ in range(3):
+            imported_torch("plugins")  # fills the cache (or finds it filled)
+            if not imported_torch(command):
+                break
+        else:
+            raise AssertionError(f"side-bench {command} imported torch with a filled listing cache, three times")
 
 
 def test_the_default_run_id_does_not_change_with_a_plugin(entry_point_plugin, write_suite, tmp_path):
