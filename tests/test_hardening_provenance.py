@@ -156,3 +156,35 @@ def test_the_default_run_id_does_not_change_with_a_plugin(entry_point_plugin, wr
         [c.config_hash for c in after if c.attack.name == "uncond"]
     assert {c.config_hash for c in before if c.attack.name == "mine"}.isdisjoint(
         c.config_hash for c in after if c.attack.name == "mine")
+
+
+@pytest.fixture
+def example_modules_forgotten():
+    """Forget the example package's modules before and after (other tests import their own copy)."""
+
+    def forget():
+        for name in [m for m in sys.modules if m.startswith("side_bench_example_metric")]:
+            del sys.modules[name]
+
+    forget()
+    yield
+    forget()
+
+
+def test_the_example_package_installed_from_its_folder_carries_version_and_source_hash(
+        tmp_path, monkeypatch, example_modules_forgotten):
+    """pip install (not editable) from a local folder: a local install, so its source is hashed too."""
+    from pathlib import Path
+
+    site = tmp_path / "site"
+    example = Path(__file__).resolve().parents[1] / "plugins" / "side-bench-example-metric"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(example)], check=True)
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench,side-bench-example-metric")
+    before = load_registry().get("metrics", "copy-rate")
+    assert (before.distribution, before.version) == ("side-bench-example-metric", "0.1.0")
+    assert before.source_hash and before.describe() == "metric 'copy-rate' (distribution side-bench-example-metric 0.1.0)"
+    plugin = site / "side_bench_example_metric" / "plugin.py"
+    plugin.write_text(plugin.read_text().replace("threshold: float = 0.95", "threshold: float = 0.9"))
+    assert load_registry().get("metrics", "copy-rate").source_hash != before.source_hash
