@@ -269,7 +269,9 @@ LISTING_FORMAT = 1  # bump when the listing's fields change
 
 def listing_cache_dir() -> Path:
     """Where the plugin listing is cached: ``$SIDE_BENCH_CACHE/registry`` (or ~/.cache/side-bench)."""
-    return Path(os.environ.get("SIDE_BENCH_CACHE") or Path.home() / ".cache" / "side-bench") / "registry"
+    from side_bench.store import default_cache_dir
+
+    return default_cache_dir() / "registry"
 
 
 def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:

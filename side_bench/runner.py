@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.metadata
-import os
 import platform
 import subprocess
 import time
@@ -27,10 +26,9 @@ from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
 from side_bench.result_files import ROW_SCHEMA_VERSION
 from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
-from side_bench.store import RunStore
-from side_bench.suite import Cell, Suite, canonical_hash, expand_cells, load_suite
+from side_bench.store import RunStore, default_cache_dir
+from side_bench.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
 
-CACHE_ENV = "SIDE_BENCH_CACHE"
 VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
 
 
@@ -51,10 +49,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "side-bench")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -104,7 +98,8 @@ class CellRunner:
     def __call__(self, cell: Cell) -> dict:
         started = time.perf_counter()
         base = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
-                "attack": cell.attack.name, "config": cell.config, "started": now()}
+                "attack": cell.attack.name, "config": cell.config, "plugins": cell.config.get("plugins", {}),
+                "started": now()}
         try:
             rows = self._run(cell, started)
         except Exception as error:  # isolate the cell: record why, let the others go on
@@ -355,7 +350,11 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
     features = registry.build("features", suite.features.name, suite.features.settings)
     cells = expand_cells(suite, versions=executor_versions, device=torch.device(device).type,
                          features_identity=features.identity)
-    run_id = run_id or "run-" + canonical_hash([c.config_hash for c in cells])[:12]
+    if run_id is not None:
+        safe_name(run_id, "--run-id")
+    # The default id leaves plugin provenance out, so that after a plugin changes a rerun lands in
+    # the same folder and recomputes only the cells that use it.
+    run_id = run_id or default_run_id(cells)
     return suite, cells, RunStore(Path(results_dir) / suite.name / run_id)
 
 

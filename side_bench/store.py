@@ -37,6 +37,12 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, writes sta
     fcntl = None
 
 SCHEMA_VERSION = 1
+CACHE_ENV = "SIDE_BENCH_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Trained models, classifiers and the plugin listing: $SIDE_BENCH_CACHE or ~/.cache/side-bench."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "side-bench")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

@@ -17,7 +17,7 @@ from side_bench import BenchError
 from side_bench.store import RunStore, merge_manifests, read_rows
 
 THREE_CELLS = {"scales = [16, 32]": "scales = [16, 24, 32]"}
-TIMING = ("seconds", "started", "finished")
+TIMING = ("seconds", "started", "finished", "stage_seconds")
 
 
 def command(suite, tmp_path, results="results"):
@@ -133,14 +133,17 @@ def test_stale_and_live_locks(tmp_path):
 
 
 def test_manifests_merge_rather_than_overwrite(tmp_path):
-    cell = lambda h: {"config_hash": h, "scale": 16, "attack": "a", "seed": 0}  # noqa: E731
-    merged = merge_manifests({"started": "2024-01-02", "cells": [cell("x")]},
-                             {"started": "2024-01-03", "cells": [cell("y")], "finished": None})
+    cell = lambda h, attack: {"config_hash": h, "scale": 16, "attack": attack, "seed": 0}  # noqa: E731
+    merged = merge_manifests({"started": "2024-01-02", "cells": [cell("x", "a")]},
+                             {"started": "2024-01-03", "cells": [cell("y", "b")], "finished": None})
     assert merged["started"] == "2024-01-02" and [c["config_hash"] for c in merged["cells"]] == ["x", "y"]
     store = RunStore(tmp_path)
-    store.write_manifest({"started": "b", "cells": [cell("x")]})
-    store.write_manifest({"started": "c", "cells": [cell("y")]})
+    store.write_manifest({"started": "b", "cells": [cell("x", "a")]})
+    store.write_manifest({"started": "c", "cells": [cell("y", "b")]})
     assert len(store.read_manifest()["cells"]) == 2 and store.read_manifest()["started"] == "b"
+    # the same cell (scale, attack, seed) with another config (a plugin changed): the newer one
+    store.write_manifest({"started": "d", "cells": [cell("z", "a")]})
+    assert sorted(c["config_hash"] for c in store.read_manifest()["cells"]) == ["y", "z"]
 
 
 class Payload:

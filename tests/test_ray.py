@@ -9,7 +9,7 @@ from side_bench import run_suite
 if os.environ.get("CI") != "true":  # under CI ray is installed (dev extra) and this must run
     pytest.importorskip("ray")
 
-TIMING = ("seconds", "started", "finished", "run_id")
+TIMING = ("seconds", "started", "finished", "run_id", "stage_seconds")
 SECOND_ATTACK = """
 [[attacks]]
 name = "uncond-3"
