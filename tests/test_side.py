@@ -171,6 +171,11 @@ def test_side_sweep_and_conditions_run_and_classifier_cache_hits(write_suite, tm
     assert set(rows["attack"]) == {"uncond", "side[guidance_scale=0.0]", "side[guidance_scale=2.0]", "cond", "informative"}
     swept = rows[rows["attack"] == "side[guidance_scale=2.0]"]
     assert (swept["extractor_settings"].map(lambda s: s["guidance_scale"]) == 2.0).all()
+    # issue 10: the cell's rows carry the condition's and the extractor's diagnostics
+    diagnostics = swept["diagnostics"].iloc[0]
+    assert diagnostics["surrogate"]["clusters"] == 3 and diagnostics["class_draw"] == "uniform"
+    assert set(diagnostics["classifier"]["heldout"]["accuracy"]) == {"0-100", "100-300", "300-600", "600-1000"}
+    assert "classifier" in rows[rows["attack"] == "cond"]["diagnostics"].iloc[0]
     assert {"classifier training", "clustering"} <= set(first)
     # two classifiers (SIDE's, trained once for the whole sweep, and Cond's); two targets
     # (unconditional, shared by uncond/side/cond; and the informative one)
