@@ -6,3 +6,23 @@ class BenchError(Exception):
 
     The message names the file, key or plugin and says what was expected.
     """
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace folded, at most ``limit`` characters)."""
+    return " ".join(str(error).split())[:limit] or type(error).__name__
+
+
+def resolve_device(device: str, where: str, *, allow_auto: bool = False):
+    """A torch.device from "cpu", "cuda", "cuda:N" (and "auto": CUDA when visible), or
+    BenchError naming ``where``; asking for CUDA where torch sees none is an error."""
+    import torch  # here, so that importing the errors costs nothing
+
+    if allow_auto and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        choices = "'auto', 'cpu' or 'cuda'" if allow_auto else "'cpu' or 'cuda'"
+        raise BenchError(f"{where}: expected {choices}, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BenchError(f"{where}: no CUDA device is visible to torch")
+    return torch.device(device)

@@ -30,6 +30,7 @@ import jsonschema
 
 from side_bench.errors import BenchError
 from side_bench.store import SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
+from side_bench.store import read_json
 
 ROW_SCHEMA_VERSION = 2
 
@@ -176,21 +177,12 @@ def read_rows_file(path: Path) -> list[dict]:
     return rows
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as error:
-        raise BenchError(f"{path}: unreadable: {error}") from error
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from error
-
-
 def read_manifest(run_dir: Path) -> dict | None:
     """The run's manifest, upgraded and validated; None when the run folder has none."""
     path = Path(run_dir) / MANIFEST_FILE
     if not path.exists():
         return None
-    manifest = upgrade(_read_json(path), MANIFEST_UPGRADES, str(path))
+    manifest = upgrade(read_json(path), MANIFEST_UPGRADES, str(path))
     validate(manifest, "manifest", str(path))
     return manifest
 
@@ -200,12 +192,12 @@ def read_cell_record(run_dir: Path, config_hash: str) -> dict | None:
     path = Path(run_dir) / "cells" / f"{config_hash}.json"
     if not path.exists():
         return None
-    record = _read_json(path)
+    record = read_json(path)
     return record if isinstance(record, dict) else None
 
 
 def read_reported(path: Path) -> dict:
     """A file of figures reported by a paper (results/reported/*.json), validated."""
-    document = _read_json(path)
+    document = read_json(path)
     validate(document, "reported", str(path))
     return document

@@ -21,12 +21,13 @@ from side_bench import stats
 from side_bench.candidates import cell_file, null_file, write_scores
 from side_bench.contracts import check_candidates, check_diagnostics
 from side_bench.errors import BenchError
+from side_bench.errors import resolve_device as _resolve
 from side_bench.gallery import write_gallery
 from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
 from side_bench.result_files import ROW_SCHEMA_VERSION
 from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
-from side_bench.store import RunStore, default_cache_dir
+from side_bench.store import RunStore, default_cache_dir, failure_record
 from side_bench.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
 
 VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
@@ -52,11 +53,7 @@ def git_commit() -> str | None:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BenchError(f"--device: expected 'cpu' or 'cuda', got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise BenchError("--device cuda: no CUDA device is visible to torch")
-    return torch.device(device)
+    return _resolve(device, "--device")
 
 
 def now() -> str:
@@ -103,9 +100,9 @@ class CellRunner:
         try:
             rows = self._run(cell, started)
         except Exception as error:  # isolate the cell: record why, let the others go on
-            return {**base, "status": "failed", "error": f"{type(error).__name__}: {error}",
-                    "traceback": traceback.format_exc(), "finished": now(),
-                    "seconds": time.perf_counter() - started}
+            return failure_record(cell, f"{type(error).__name__}: {error}", traceback.format_exc(),
+                                  time.perf_counter() - started, **{k: base[k] for k in ("config", "plugins", "started")},
+                                  finished=now())
         gallery = rows[0].get("gallery") if rows else None
         return {**base, "status": "done", "rows": rows, "gallery": gallery, "finished": now(),
                 "seconds": time.perf_counter() - started}

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from side_bench.contracts import dumps_strict
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, one_line
 
 try:
     import fcntl
@@ -106,6 +106,25 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_json(path: Path, what: str | None = None) -> Any:
+    """A JSON file's contents, or BenchError naming the file (and what it should hold)."""
+    about = f" ({what})" if what else ""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise BenchError(f"{path}: file not found{about}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise BenchError(f"{path}: unreadable{about}: {one_line(error)}") from error
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{path}: not readable JSON{about} ({error.msg} at line {error.lineno})") from error
+
+
+def failure_record(cell, error: str, traceback_text: str, seconds: float = 0.0, **extra) -> dict:
+    """The record of a cell that failed (written like a finished one, with status "failed")."""
+    return {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
+            "status": "failed", "error": error, "traceback": traceback_text, "seconds": seconds, **extra}
 
 
 def write_json(path: Path, value: Any) -> None:

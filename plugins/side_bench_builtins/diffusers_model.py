@@ -13,7 +13,6 @@ Safetensors weights are preferred; a ``.bin`` is opened only with ``torch.load(w
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,19 +20,14 @@ import torch
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
-from side_bench.store import sha256_file
+from side_bench.store import read_json, sha256_file
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LABEL_KINDS = ("informative", "random")
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise BenchError(f"{path}: file not found ({what})") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise BenchError(f"{path}: not readable JSON ({what}): {' '.join(str(error).split())}") from error
+def _read_object(path: Path, what: str) -> dict:
+    value = read_json(path, what)
     if not isinstance(value, dict):
         raise BenchError(f"{path}: expected a JSON object ({what})")
     return value
@@ -65,7 +59,7 @@ class DiffusersModel:
         if not root.is_dir():
             raise BenchError(f"model 'diffusers': path {root} is not a folder")
         if (root / "model_index.json").exists():
-            index = _read_json(root / "model_index.json", "a diffusers pipeline index")
+            index = _read_object(root / "model_index.json", "a diffusers pipeline index")
             if "unet" not in index:
                 raise BenchError(f"{root / 'model_index.json'}: names no 'unet' (expected a UNet2DModel pipeline)")
             self.layout, self.unet_dir = "pipeline", root / "unet"
@@ -76,7 +70,7 @@ class DiffusersModel:
         else:
             raise BenchError(f"{root}: not a diffusers model folder (expected config.json and "
                              f"scheduler_config.json, or model_index.json with unet/ and scheduler/)")
-        self.config = _read_json(self.unet_dir / "config.json", "the UNet2DModel config")
+        self.config = _read_object(self.unet_dir / "config.json", "the UNet2DModel config")
         if self.config.get("_class_name", "UNet2DModel") != "UNet2DModel":
             raise BenchError(f"{self.unet_dir / 'config.json'}: _class_name is {self.config['_class_name']!r}, "
                              f"expected 'UNet2DModel' (pixel-space DDPM UNets only)")
@@ -84,7 +78,7 @@ class DiffusersModel:
             raise BenchError(f"{self.unet_dir / 'config.json'}: class_embed_type "
                              f"{self.config['class_embed_type']!r} takes continuous class embeddings; "
                              f"side-bench conditions give integer labels (num_class_embeds)")
-        self.scheduler_config = _read_json(scheduler_file, "the noise scheduler config")
+        self.scheduler_config = _read_object(scheduler_file, "the noise scheduler config")
         for key in ("num_train_timesteps",):
             if key not in self.scheduler_config:
                 raise BenchError(f"{scheduler_file}: missing key {key!r}")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, one_line
 from side_bench.hookspecs import hookimpl
+from side_bench.store import failure_record
 
 # Environment a Ray worker needs to see the same plugins, data and cache as the driver.
 FORWARDED_ENV = ("SIDE_BENCH_PLUGINS", "SIDE_BENCH_DATA_ROOT", "SIDE_BENCH_CACHE")
@@ -105,10 +106,7 @@ class RayExecutor:
                     try:
                         record = ray.get(ref)
                     except ray.exceptions.RayError as error:  # the worker died: record it as the cell's failure
-                        record = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
-                                  "attack": cell.attack.name, "status": "failed",
-                                  "error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}",
-                                  "traceback": str(error), "seconds": 0.0}
+                        record = failure_record(cell, f"{type(error).__name__}: {one_line(error, 500)}", str(error))
                     on_done(record)
         finally:
             for ref in pending:  # fail-fast or Ctrl-C: do not leave work running

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from side_bench.diffusion import derive_seed
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, one_line
 from side_bench.hookspecs import DataSplit, hookimpl
 from side_bench_builtins.datasets import split_by_seed
 
@@ -40,9 +40,6 @@ def resolve_root(root: str, name: str) -> Path:
     return path
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
 
 def read_image(path: Path, crop_size: int, image_size: int, mode: str) -> np.ndarray:
     """Decode, centre-crop a ``crop_size`` square (0: the largest centred square; negative:
@@ -57,7 +54,7 @@ def read_image(path: Path, crop_size: int, image_size: int, mode: str) -> np.nda
     except FileNotFoundError as error:
         raise BenchError(f"{path}: image file not found") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise BenchError(f"{path}: not a readable image ({_one_line(error)})") from error
+        raise BenchError(f"{path}: not a readable image ({one_line(error)})") from error
     width, height = image.size
     if crop_size >= 0:  # negative: no crop, the whole image is squashed to a square
         crop = crop_size or min(width, height)
@@ -101,11 +98,11 @@ def _read_text(path: Path) -> tuple[str, str]:
         raise BenchError(f"{path}: file not found (the CelebA root must hold img_align_celeba/, "
                          f"{', '.join(CELEBA_FILES)})") from error
     except OSError as error:
-        raise BenchError(f"{path}: cannot read ({_one_line(error)})") from error
+        raise BenchError(f"{path}: cannot read ({one_line(error)})") from error
     try:
         return data.decode("utf-8"), hashlib.sha256(data).hexdigest()
     except UnicodeDecodeError as error:
-        raise BenchError(f"{path}: not a text file ({_one_line(error)})") from error
+        raise BenchError(f"{path}: not a text file ({one_line(error)})") from error
 
 
 def _read_pairs(path: Path, expected: str, allowed: set[int] | None = None) -> tuple[dict[str, int], str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, one_line, resolve_device
 from side_bench.hookspecs import hookimpl
 from side_bench.store import sha256_file
 
@@ -25,9 +25,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SSCD_BANDS = {"low": (0.5, 0.6), "mid": (0.6, 0.7), "high": (0.7, 1.0)}
 
 
-def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())[:300] or type(error).__name__
-
 
 def weights_file(path: str, what: str) -> Path:
     file = Path(path).expanduser()
@@ -35,13 +32,6 @@ def weights_file(path: str, what: str) -> Path:
         raise BenchError(f"features {what!r}: weights file {str(file) if path else '(none given)'} not found")
     return file.resolve()
 
-
-def pick_device(device: str, what: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise BenchError(f"features {what!r}: device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-    return torch.device(device)
 
 
 def to_three_channels(images: torch.Tensor) -> torch.Tensor:
@@ -89,13 +79,13 @@ class SSCD:
     def __init__(self, settings: SSCD.Settings):
         self.settings = settings
         self.file = weights_file(settings.path, "sscd")
-        self.device = pick_device(settings.device, "sscd")
+        self.device = resolve_device(settings.device, "features 'sscd': device", allow_auto=True)
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated in torch, but it is SSCD's format
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
                 self.model = torch.jit.load(str(self.file), map_location="cpu").eval().to(self.device)
         except (RuntimeError, ValueError, OSError) as error:
-            raise BenchError(f"{self.file}: not a TorchScript model ({_one_line(error)})") from error
+            raise BenchError(f"{self.file}: not a TorchScript model ({one_line(error)})") from error
         self.identity = {
             "extractor": "sscd", "variant": self.file.name, "weights_sha256": sha256_file(self.file),
             "transform": f"greyscale to 3 channels; Resize({settings.resize}) short side, bilinear, antialias; "
@@ -127,7 +117,7 @@ def load_state_dict(file: Path) -> dict:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:
         raise BenchError(f"{file}: not a safetensors file or a weights-only torch checkpoint "
-                         f"({_one_line(error)})") from error
+                         f"({one_line(error)})") from error
     for key in ("state_dict_ema", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -166,20 +156,20 @@ class Timm:
         try:
             import timm
         except ImportError as error:
-            raise BenchError(f"features 'timm': timm is not installed ({_one_line(error)}); "
+            raise BenchError(f"features 'timm': timm is not installed ({one_line(error)}); "
                              f"pip install 'side-bench[timm]'") from error
         file = weights_file(settings.weights, "timm")
         try:
             model = timm.create_model(settings.architecture, pretrained=False, num_classes=0)
         except Exception as error:  # timm raises RuntimeError for unknown names
-            raise BenchError(f"features 'timm': architecture {settings.architecture!r}: {_one_line(error)}") from error
+            raise BenchError(f"features 'timm': architecture {settings.architecture!r}: {one_line(error)}") from error
         state = load_state_dict(file)
         head = model.pretrained_cfg.get("classifier") or ""
         heads = (head,) if isinstance(head, str) else tuple(head)
         try:
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as error:  # shape mismatches raise even when not strict
-            raise BenchError(f"{file}: does not fit {settings.architecture!r} ({_one_line(error)})") from error
+            raise BenchError(f"{file}: does not fit {settings.architecture!r} ({one_line(error)})") from error
         unexpected = [k for k in result.unexpected_keys if not any(h and k.startswith(h + ".") for h in heads)]
         if result.missing_keys or unexpected:
             missing = ", ".join(result.missing_keys[:3]) or "none"
@@ -189,7 +179,7 @@ class Timm:
         self.image_size = settings.image_size or int(config.get("input_size", (3, 224, 224))[-1])
         self.mean = tuple(settings.mean) or tuple(config.get("mean", IMAGENET_MEAN))
         self.std = tuple(settings.std) or tuple(config.get("std", IMAGENET_STD))
-        self.device = pick_device(settings.device, "timm")
+        self.device = resolve_device(settings.device, "features 'timm': device", allow_auto=True)
         self.model = model.eval().to(self.device)
         self.file = file
         self.identity = {
