@@ -108,8 +108,11 @@ def main():
 @click.option("--data-root", default=None, envvar="SIDE_BENCH_DATA_ROOT", type=click.Path(file_okay=False),
               help="Local data for datasets that read files (celeba, image-folder) [env: SIDE_BENCH_DATA_ROOT].")
 @click.option("--dry-run", is_flag=True, help="List the cells and their estimated cost; run and write nothing.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
+              help="torch threads on CPU (0: torch's default). One is fastest on a busy machine and keeps "
+                   "numbers bit-identical between machines with other core counts.")
 @user_errors
-def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run):
+def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run, threads):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.store import check_writable
     from side_bench.suite import check_data_root, safe_name
@@ -174,7 +177,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         try:
             rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
                              executor=executor, run_id=run_id, fail_fast=fail_fast,
-                             executor_settings=executor_settings,
+                             executor_settings=executor_settings, threads=threads,
                              progress=progress, on_cell=on_cell)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)

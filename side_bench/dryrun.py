@@ -26,6 +26,7 @@ from side_bench.suite import canonical_hash, check_data_root
 CPU_EVALS_PER_SECOND = 2000.0  # UNet evaluations per second at 8x8 (quickstart UNet, 2-core CPU)
 CUDA_SPEEDUP = 50.0
 TRAIN_STEP_EVALS = 3.0  # a training image-step (forward and backward) in evaluations
+GUIDED_COST = 1.6  # guided / unguided sampling time (README: sampling throughput)
 WARN_SECONDS = 24 * 3600.0
 
 
@@ -60,6 +61,8 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     model_settings = suite_obj.model.settings
     trains = "steps" in model_settings and "batch_size" in model_settings
     seen_models: set[str] = set()
+    seen_pools: set[str] = set()
+    seen_classifiers: set[str] = set()
     planned = []
     for cell in cells:
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
@@ -73,12 +76,24 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
         seen_models.add(key)
         condition_settings, extractor_settings = cell.attack.condition.settings, cell.attack.extractor.settings
         unet_evals = suite_obj.n_generations[cell.scale] * _positive(extractor_settings, "ddim_steps", 50)
-        labelled = cell.scale
-        if "clusters" in condition_settings:  # a surrogate: it samples its own pool first
+        guided = "guidance_scale" in extractor_settings and extractor_settings["guidance_scale"] != 0
+        if guided:  # a guided step also runs the classifier forward and backward: ~1.6x (measured)
+            unet_evals = int(unet_evals * GUIDED_COST)
+        if "clusters" in condition_settings:  # a surrogate samples its pool once per (scale, seed, pool)
             n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
-            unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
-            labelled = n_syn
-        classifier = _positive(extractor_settings, "classifier_epochs") * labelled
+            pool = canonical_hash([cell.scale, cell.seed, n_syn, condition_settings.get("ddim_steps", 50)])
+            if pool not in seen_pools:
+                seen_pools.add(pool)
+                unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
+        # a classifier trains once per (scale, seed, its settings): steps x batch images
+        classifier = 0
+        if guided:
+            trained = canonical_hash([cell.scale, cell.seed, cell.attack.condition.settings,
+                                      {k: v for k, v in extractor_settings.items() if k.startswith("classifier_")}])
+            if trained not in seen_classifiers:
+                seen_classifiers.add(trained)
+                classifier = (_positive(extractor_settings, "classifier_steps", 1000)
+                              * _positive(extractor_settings, "classifier_batch_size", 128))
         planned.append(PlannedCell(cell.scale, cell.attack.name, cell.seed, cell.config_hash,
                                    store.is_done(cell.config_hash), train_images, note, classifier, unet_evals))
     return suite_obj, planned, store.run_dir
@@ -109,8 +124,8 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id,
                                        data_root_given=check_data_root)
     table = Table(title=f"{suite_obj.name}: {len(planned)} cells (dry run: nothing is run or written)",
-                  caption="train: steps x batch size (once per shared model); classifier: epochs x labelled "
-                          "images; UNet evals: sampled images x DDIM steps", box=box.SIMPLE_HEAD)
+                  caption="train: steps x batch size (once per shared model); classifier: steps x batch size (once per classifier "
+                          "per scale); UNet evals: sampled images x DDIM steps (guided x1.6)", box=box.SIMPLE_HEAD)
     for column in ("scale", "attack", "seed", "config hash", "status", "train", "classifier", "UNet evals"):
         numeric = column not in ("attack", "config hash", "status")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)

@@ -205,12 +205,13 @@ def _setup_labels(frame: pd.DataFrame) -> list[str]:
             for label, identity in zip(readable, identities, strict=True)]
 
 
-def _pool(values: pd.DataFrame, prefix: str = "") -> dict:
+def _pool(values: pd.DataFrame, prefix: str = "", unit: str | None = "rate") -> dict:
     """One estimate from the seeds' rows: counts pooled for rates, standard errors otherwise.
 
-    A rate k_i of n_i over seeds becomes sum k / sum n with its Wilson interval; a
+    A rate (unit "rate") k_i of n_i over seeds becomes sum k / sum n with its Wilson interval; a
     bootstrapped statistic becomes the mean with standard error sqrt(sum se_i^2) / seeds and
-    a normal 95% interval (one seed: the row's own bootstrap interval).
+    a normal 95% interval (one seed: the row's own bootstrap interval). Anything else (a count
+    of distinct images, a value without an interval) is the mean over seeds, untested.
     """
     value = pd.to_numeric(values[prefix + "value"], errors="coerce")
     finite = value.notna() & value.map(lambda v: math.isfinite(v) if pd.notna(v) else False)
@@ -222,7 +223,7 @@ def _pool(values: pd.DataFrame, prefix: str = "") -> dict:
     ses = rows.get(prefix + "se")
     has_se = ses is not None and pd.to_numeric(ses, errors="coerce").notna().all()
     has_counts = counts is not None and ns is not None and counts.notna().all() and ns.notna().all()
-    if has_counts and not has_se:
+    if has_counts and not has_se and unit in ("rate", None):
         k, n = int(counts.sum()), int(ns.sum())
         low, high = stats.wilson(k, n) if n > 0 else (None, None)
         return {**estimate, "value": k / n if n else None, "count": k, "n": n, "ci_low": low, "ci_high": high}
@@ -235,6 +236,10 @@ def _pool(values: pd.DataFrame, prefix: str = "") -> dict:
             low, high = mean - 1.959964 * se, mean + 1.959964 * se
         return {**estimate, "value": mean, "se": se, "ci_low": _num(low), "ci_high": _num(high),
                 "count": int(counts.sum()) if has_counts else None, "n": int(ns.sum()) if has_counts else None}
+    if len(rows) == 1:  # one seed: the row's own interval, if it has one
+        first = rows.iloc[0]
+        return {**estimate, "value": mean, "ci_low": _num(first.get(prefix + "ci_low")),
+                "ci_high": _num(first.get(prefix + "ci_high"))}
     return {**estimate, "value": mean}
 
 
@@ -276,13 +281,13 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
                     null_mean=part["null_value"].mean(), null_std=part["null_value"].std(),
                     direction=part["direction"].dropna().iloc[0] if part["direction"].notna().any() else "higher",
                     unit=part["unit"].dropna().iloc[0] if part["unit"].notna().any() else None)
-        line.update(_pool(part))
+        line.update(_pool(part, unit=line["unit"]))
         reasons = part["reason"].dropna() if "reason" in part else pd.Series(dtype=object)
         line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
         described = part["metric_description"].dropna() if "metric_description" in part else ()
         line["metric_description"] = str(described.iloc[0]) if len(described) else None
         nulls = part.drop_duplicates("seed")
-        line.update({f"null_{k}": v for k, v in _pool(nulls, "null_").items()})
+        line.update({f"null_{k}": v for k, v in _pool(nulls, "null_", line["unit"]).items()})
         lines.append(line)
     table = pd.DataFrame(lines)
     per_scale = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["scale"]
@@ -329,7 +334,9 @@ def _test_group(part: pd.DataFrame) -> pd.DataFrame:
         if p < stats.ALPHA:
             first_more = estimates[i]["value"] > estimates[j]["value"]
             ahead[j if first_more == higher else i] += 1
-    ranked = [e["value"] is not None for e in estimates]
+    # only values a test can compare are ranked (a count of distinct images without an
+    # interval, say, is shown but not ranked: there is no test to separate it from another)
+    ranked = [e["value"] is not None and stats.test_name(e) is not None for e in estimates]
     part["rank"] = pd.array([1 + a if r else None for a, r in zip(ahead, ranked, strict=True)], dtype="Int64")
     leaders = [i for i, r in enumerate(part["rank"]) if r is not pd.NA and r == 1]
     part["best"] = [len(lines) > 1 and leaders == [i] and bool(part["above_null"].iloc[i]) for i in range(len(lines))]
