@@ -407,11 +407,14 @@ def wide(part: pd.DataFrame) -> tuple[list[int], list[str], dict, dict]:
 
 
 def format_value(unit: str | None, value) -> str:
-    """Rates and fractions in percent (two decimals), other units with four decimals; missing -> ''."""
+    """Rates and fractions in percent (two decimals), counts as they are (a mean over seeds with
+    one decimal), other units with four decimals; missing -> ''."""
     if value is None or pd.isna(value):
         return ""
     if unit in PERCENT_UNITS:
         return f"{100 * value:.2f}%"
+    if unit == "count":
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
     return f"{value:.4f}"
 
 
