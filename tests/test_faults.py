@@ -108,7 +108,8 @@ def test_two_processes_on_one_folder_compute_each_cell_once(write_suite, tmp_pat
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(write_suite, tmp_path):
-    suite = write_suite(replace=THREE_CELLS)
+    # cells long enough (training) that the run is still going when Ctrl-C comes
+    suite = write_suite(replace={**THREE_CELLS, "steps = 12": "steps = 3000"})
     process = start(suite, tmp_path)
     folder = wait_for_first_cell(process, tmp_path)
     process.send_signal(signal.SIGINT)
