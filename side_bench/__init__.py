@@ -6,9 +6,7 @@ The public names are imported when first used (a module ``__getattr__``), so tha
 
 from __future__ import annotations
 
-import importlib
-
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, lazy_module_attributes
 
 __version__ = "0.1.0"
 
@@ -26,15 +24,5 @@ _LAZY = {
 __all__ = ["BenchError", *sorted(_LAZY)]
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'side_bench' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_module_attributes('side_bench', _LAZY, globals())
 

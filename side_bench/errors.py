@@ -26,3 +26,22 @@ def resolve_device(device: str, where: str, *, allow_auto: bool = False):
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BenchError(f"{where}: no CUDA device is visible to torch")
     return torch.device(device)
+
+
+def lazy_module_attributes(module_name: str, names: dict[str, str], namespace: dict):
+    """``(__getattr__, __dir__)`` for a module whose public ``names`` (name -> defining module)
+    are imported on first use, so that importing it costs nothing (no torch, no pandas)."""
+    import importlib
+
+    def __getattr__(name: str):
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value  # later look-ups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__

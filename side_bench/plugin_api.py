@@ -30,10 +30,9 @@ checkers see the real definitions through the ``TYPE_CHECKING`` imports below.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, lazy_module_attributes
 from side_bench.store import atomic_write, sha256_file
 
 if TYPE_CHECKING:  # the real names, for type checkers and editors; imported lazily at run time
@@ -95,14 +94,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'side_bench.plugin_api' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_module_attributes('side_bench.plugin_api', _LAZY, globals())
