@@ -31,8 +31,11 @@ def environment():
 
 
 def start(suite, tmp_path, results="results"):
+    # A shell's background job has SIGINT ignored, and a child inherits that; Python then
+    # installs no KeyboardInterrupt handler. Restore the default so Ctrl-C reaches the run.
     return subprocess.Popen(command(suite, tmp_path, results), env=environment(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_dir(tmp_path, results="results"):
