@@ -55,9 +55,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pluggy
-import torch
 
-if TYPE_CHECKING:  # for annotations only: scoring imports the core's k-NN machinery
+if TYPE_CHECKING:  # for annotations only: importing the contract costs no torch (start-up), and
+    # scoring imports the core's k-NN machinery
+    import torch
+
     from side_bench.scoring import Band, CandidateScores
 
 PROJECT_NAME = "side_bench"
@@ -418,14 +420,15 @@ def register_suites(register: Register) -> None:
     """Register suite definitions: ``register(name, path_to_toml_file)``."""
 
 
-KINDS = (
-    "datasets",
-    "models",
-    "conditions",
-    "extractors",
-    "features",
-    "metrics",
-    "executors",
-    "suites",
-    "rankers",
-)
+KINDS = {
+    "datasets": "dataset",
+    "models": "model",
+    "conditions": "condition",
+    "extractors": "extractor",
+    "features": "features",
+    "metrics": "metric",
+    "executors": "executor",
+    "suites": "suite",
+    "rankers": "ranker",
+}
+"""Every kind of component: the ``register_<kind>`` hook's kind -> how messages name one."""

@@ -31,21 +31,11 @@ from typing import Any
 import pluggy
 
 from side_bench.errors import BenchError
+from side_bench.hookspecs import KINDS
 
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "side_bench"
 
-KIND_SINGULAR = {
-    "datasets": "dataset",
-    "models": "model",
-    "conditions": "condition",
-    "extractors": "extractor",
-    "features": "features",
-    "metrics": "metric",
-    "executors": "executor",
-    "suites": "suite",
-    "rankers": "ranker",
-}
 
 
 @dataclass(frozen=True)
@@ -90,18 +80,16 @@ class Registration:
     @property
     def key(self) -> str:
         """``kind/name`` in the singular, e.g. ``metric/ams``: the key in a cell's ``plugins``."""
-        return f"{KIND_SINGULAR[self.kind]}/{self.name}"
+        return f"{KINDS[self.kind]}/{self.name}"
 
     def describe(self) -> str:
         """How error messages name it: ``extractor 'side' (distribution side-bench 0.1.0)``."""
         where = f"distribution {self.distribution} {self.version}" if self.distribution else f"plugin {self.plugin!r}"
-        return f"{KIND_SINGULAR[self.kind]} {self.name!r} ({where})"
+        return f"{KINDS[self.kind]} {self.name!r} ({where})"
 
 
 def _kinds() -> tuple[str, ...]:
-    from side_bench import hookspecs  # imports torch: only when plugins are loaded
-
-    return hookspecs.KINDS
+    return tuple(KINDS)
 
 
 @dataclass
@@ -116,7 +104,7 @@ class Registry:
         if name in self.by_kind[kind]:
             other = self.by_kind[kind][name].plugin
             raise BenchError(
-                f"plugin {plugin!r} registers {KIND_SINGULAR[kind]} {name!r}, "
+                f"plugin {plugin!r} registers {KINDS[kind]} {name!r}, "
                 f"already registered by plugin {other!r}"
             )
         self.by_kind[kind][name] = Registration(kind, name, component, plugin, tuple(aliases),
@@ -136,7 +124,7 @@ class Registry:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         prefix = f"{where}: " if where else ""
         raise BenchError(
-            f"{prefix}unknown {KIND_SINGULAR[kind]} {name!r} "
+            f"{prefix}unknown {KINDS[kind]} {name!r} "
             f"(known: {', '.join(self.names(kind)) or 'none'}){hint}"
         )
 
