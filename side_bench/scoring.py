@@ -102,6 +102,8 @@ class CandidateScores:
     ranker_scores: dict[str, np.ndarray] = field(default_factory=dict)
     ranker_thresholds: dict[str, float | None] = field(default_factory=dict)
     model: Any = None  # the target model context for model-level metrics; None when rescoring
+    # band -> its (rows, training indices): UMS's bootstrap asks for them once per resample
+    _band_pairs: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         for name in ("best_similarity", "second_similarity", "pixel_d1", "pixel_d2", "pixel_knn_mean",
@@ -129,8 +131,10 @@ class CandidateScores:
         if self.hits_floor is None or band.low < self.hits_floor - 1e-12:
             raise BenchError(f"band {band.name} [{band.low}, {band.high}): training images below "
                              f"{self.hits_floor} were not kept for these candidates; UMS needs them")
-        mask = in_band(torch.from_numpy(self.hit_similarity), band.edges).numpy()
-        return self.hit_rows[mask], self.hit_index[mask]
+        if band not in self._band_pairs:
+            mask = in_band(torch.from_numpy(self.hit_similarity), band.edges).numpy()
+            self._band_pairs[band] = (self.hit_rows[mask], self.hit_index[mask])
+        return self._band_pairs[band]
 
     def train_images_in_band(self, band: Band, rows: np.ndarray | None = None) -> int:
         """Distinct training images some candidate is within the band of (UMS numerator);
