@@ -75,7 +75,9 @@ class GuRatio:
 
     @classmethod
     def memorized(cls, scores) -> np.ndarray:
-        nearest, second = scores.pixel_d1, scores.pixel_d2
+        """Per candidate: is it a copy by Gu et al.'s test (the rankers' metrics and compare use it too)."""
+        nearest = np.asarray(scores.pixel_d1, dtype=np.float64)
+        second = np.asarray(scores.pixel_d2, dtype=np.float64)
         # An exact copy (nearest = 0) is memorized even when two training images coincide.
         ratio = np.where(nearest == 0, 0.0, nearest / np.maximum(second, 1e-12))
         return ratio < cls.threshold

@@ -23,16 +23,13 @@ import numpy as np
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import MetricValue, hookimpl
-
-COPY_RATIO = 1.0 / 3.0
+from side_bench.stats import rate
+from side_bench_builtins.metrics import GuRatio
 
 
 def is_copy(scores) -> np.ndarray:
-    """Gu et al.'s test per candidate: d1 / d2 < 1/3 (d1 = 0 always a copy)."""
-    d1 = np.asarray(scores.pixel_d1, dtype=np.float64)
-    d2 = np.asarray(scores.pixel_d2, dtype=np.float64)
-    ratio = np.where(d1 == 0, 0.0, d1 / np.maximum(d2, 1e-12))
-    return ratio < COPY_RATIO
+    """Gu et al.'s test per candidate: d1 / d2 < 1/3 (d1 = 0 always a copy), as ``gu-ratio``."""
+    return GuRatio.memorized(scores)
 
 
 def ranker_column(scores, ranker: str, who: str):
@@ -50,13 +47,6 @@ def ranker_column(scores, ranker: str, who: str):
 def ranking(values: np.ndarray) -> np.ndarray:
     """Candidate indices by score, highest first; ties in candidate order (stable sort)."""
     return np.argsort(-values, kind="stable")
-
-
-def wilson(count: int, n: int) -> tuple[float, float]:
-    from scipy.stats import binomtest
-
-    interval = binomtest(count, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return float(interval.low), float(interval.high)
 
 
 def not_a_gu_set(scores) -> MetricValue | None:
@@ -109,9 +99,7 @@ class PrecisionAtK:
         if k > len(values):
             return MetricValue(None, reason=f"k = {k} is more than the {len(values)} candidates")
         top = ranking(values)[:k]
-        copies = int(is_copy(scores)[top].sum())
-        low, high = wilson(copies, k)
-        return MetricValue(copies / k, count=copies, n=k, ci_low=low, ci_high=high, interval="wilson")
+        return rate(int(is_copy(scores)[top].sum()), k)
 
 
 class FlaggedDistinct:
