@@ -24,6 +24,7 @@ Rules, and why:
   string, None, a bool or an array is refused. ``MetricValue(None)`` must say why (``reason``).
   A NaN or infinite value becomes ``value = None`` with reason "not finite (nan)": a metric that
   cannot be computed is null with a reason, never a bare ``NaN`` token in rows.jsonl.
+- A ranker returns (scores, threshold): n finite numbers and a finite number or None.
 """
 
 from __future__ import annotations
@@ -229,3 +230,19 @@ def check_metric_value(result: Any, who: str, unit: str | None = None):
         se=_optional_float(value.se, "se", who), interval=_optional_text(value.interval, "interval", who),
     )
     return checked
+
+
+def check_ranking(result, n: int, who: str):
+    """A ranker's (scores, threshold) as (float64 ndarray of n finite scores, a float or None)."""
+    import numpy as np
+    import torch
+
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise BenchError(f"{who}: returned {type(result).__name__}; expected (scores, threshold)")
+    values, threshold = result
+    values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
+    if values.shape != (n,) or not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
+        raise BenchError(f"{who}: returned scores of shape {values.shape}; expected {n} finite numbers")
+    if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
+        raise BenchError(f"{who}: returned the threshold {threshold!r}; expected a finite number or None")
+    return values.astype(np.float64), None if threshold is None else float(threshold)

@@ -27,14 +27,13 @@ from markupsafe import Markup
 from side_bench.errors import BenchError
 from side_bench.galleries import copy_galleries
 from side_bench.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
-from side_bench.page import MARKS, NULL_LABEL, Page, build_page
+from side_bench.page import NULL_LABEL, Page, build_page
 from side_bench.plots import attack_colours, plot_against_scale, plot_sweeps
 from side_bench.result_files import read_reported
 
 FORMATS = ("md", "html", "csv", "json")
 PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
 IMAGE_FOLDERS = ("plots", "galleries")
-LEGEND = MARKS  # the marks' explanation, kept under its old name
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
 CSV_CELL_LIMIT = 32_000  # characters; spreadsheets hold 32,767 per cell
 
@@ -218,5 +217,5 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
     return written
 
 
-__all__ = ["FORMATS", "LEGEND", "NULL_LABEL", "format_value", "render_html", "render_markdown", "render_table",
+__all__ = ["FORMATS", "NULL_LABEL", "format_value", "render_html", "render_markdown", "render_table",
            "write_report"]

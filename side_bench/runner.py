@@ -13,13 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from side_bench import stats
 from side_bench.candidates import cell_file, null_file, write_scores
-from side_bench.contracts import check_candidates, check_diagnostics
+from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError
 from side_bench.errors import resolve_device as _resolve
 from side_bench.gallery import write_gallery
@@ -135,16 +134,17 @@ class CellRunner:
                 extractor.extract(target, labelled, config["n_generations"], ctx),
                 config["n_generations"], target.image_shape,
                 registry.get("extractors", cell.attack.extractor.name).describe())
+        candidates01 = to_unit(candidates.images)  # what rankers, features and the gallery see
         bands = [Band(**b) for b in config["bands"]]
         metrics = build_metrics(registry, config)
         who = {name: registry.get("metrics", (config.get("metric_components") or {}).get(name, name)).describe()
                for name in metrics}
         with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
-            rankings = self._rankings(config, candidates, target, ctx)
+            rankings = self._rankings(config, candidates01, target, ctx)
         with timer("scoring"):
             ctx.progress("scoring", 0, 2)
             reference, reference_key = self._reference(config, data, features, ctx.device)
-            scores = reference.score(to_unit(candidates.images), bands, targets=candidates.targets)
+            scores = reference.score(candidates01, bands, targets=candidates.targets)
             scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
             scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
             rows = metric_rows(scores, {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)},
@@ -163,7 +163,7 @@ class CellRunner:
         with timer("gallery"):
             if cell.gallery_size > 0:  # the most similar candidates, for people to look at
                 gallery = f"galleries/{cell.config_hash}.png"
-                write_gallery(Path(self.run_dir) / gallery, to_unit(candidates.images), reference.train01,
+                write_gallery(Path(self.run_dir) / gallery, candidates01, reference.train01,
                               torch.from_numpy(scores.best_similarity), torch.from_numpy(scores.nearest_index),
                               cell.gallery_size)
         diagnostics = {
@@ -218,14 +218,14 @@ class CellRunner:
             self._built_features[key] = self.registry.build("features", spec["name"], spec["settings"])
         return self._built_features[key]
 
-    def _rankings(self, config: dict, candidates, target, ctx: RunContext) -> dict:
+    def _rankings(self, config: dict, candidates01, target, ctx: RunContext) -> dict:
         """{ranker name: (scores, threshold)} for the suite's rankers (none by default)."""
         rankings = {}
         for spec in config.get("rankers", []):
             registration = self.registry.get("rankers", spec["name"])
             ranker = self.registry.build("rankers", spec["name"], spec.get("settings", {}))
-            result = ranker.score(to_unit(candidates.images), target, ctx)
-            rankings[registration.name] = check_ranking(result, len(candidates.images), registration.describe())
+            result = ranker.score(candidates01, target, ctx)
+            rankings[registration.name] = check_ranking(result, len(candidates01), registration.describe())
         return rankings
 
     def _model_rows(self, model_key: str, metrics: dict, who: dict, target, data, ctx: RunContext) -> list[dict]:
@@ -303,19 +303,6 @@ def build_metrics(registry: Registry, config: dict) -> dict:
     components = config.get("metric_components") or {}  # a metric id -> the registered metric
     return {name: registry.build("metrics", components.get(name, name), settings.get(name, {}))
             for name in config["metrics"]}
-
-
-def check_ranking(result, n: int, who: str) -> tuple[np.ndarray, float | None]:
-    """A ranker's (scores, threshold): n finite float scores and a number or None."""
-    if not isinstance(result, tuple) or len(result) != 2:
-        raise BenchError(f"{who}: returned {type(result).__name__}; expected (scores, threshold)")
-    values, threshold = result
-    values = np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values)
-    if values.shape != (n,) or not np.issubdtype(values.dtype, np.number) or not np.isfinite(values).all():
-        raise BenchError(f"{who}: returned scores of shape {values.shape}; expected {n} finite numbers")
-    if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
-        raise BenchError(f"{who}: returned the threshold {threshold!r}; expected a finite number or None")
-    return values.astype(np.float64), None if threshold is None else float(threshold)
 
 
 @dataclass
