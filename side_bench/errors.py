@@ -28,6 +28,30 @@ def resolve_device(device: str, where: str, *, allow_auto: bool = False):
     return torch.device(device)
 
 
+def use_deterministic_kernels(device) -> None:
+    """Ask torch for deterministic kernels on CUDA, where it otherwise picks kernels by speed
+    and some reduce with atomics in any order: on an H200, two runs of the quickstart with one
+    seed differed (Gu ratio 140 vs 142 of 256 at scale 64). CPU kernels are deterministic at a
+    fixed thread count already. ``warn_only``: an op with no deterministic CUDA kernel warns,
+    naming itself, rather than stopping the run."""
+    import os
+
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when it makes its handle
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    # The fused attention kernels' backward is not deterministic (torch warned of the
+    # memory-efficient one in the UNets' attention while training on the H200); the math
+    # kernel is, and at our image sizes costs nothing noticeable.
+    for backend in ("enable_flash_sdp", "enable_mem_efficient_sdp", "enable_cudnn_sdp"):
+        if hasattr(torch.backends.cuda, backend):
+            getattr(torch.backends.cuda, backend)(False)
+
+
 def lazy_module_attributes(module_name: str, names: dict[str, str], namespace: dict):
     """``(__getattr__, __dir__)`` for a module whose public ``names`` (name -> defining module)
     are imported on first use, so that importing it costs nothing (no torch, no pandas)."""

@@ -19,7 +19,7 @@ import torch
 from side_bench import stats
 from side_bench.candidates import cell_file, null_file, write_scores
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
 from side_bench.gallery import write_gallery
 from side_bench.hookspecs import RunContext
@@ -93,6 +93,8 @@ class CellRunner:
 
     def __call__(self, cell: Cell) -> dict:
         started = time.perf_counter()
+        use_deterministic_kernels(self.device)  # here, not per run: an executor may run cells in other processes
+        use_deterministic_kernels(torch.device(self.device))  # here: executors may run cells in other processes
         base = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
                 "attack": cell.attack.name, "config": cell.config, "plugins": cell.config.get("plugins", {}),
                 "started": now()}

@@ -1,6 +1,7 @@
 """Provenance: every component knows its distribution; a changed plugin recomputes exactly its cells."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -188,3 +189,31 @@ def test_the_example_package_installed_from_its_folder_carries_version_and_sourc
     plugin = site / "side_bench_example_metric" / "plugin.py"
     plugin.write_text(plugin.read_text().replace("threshold: float = 0.95", "threshold: float = 0.9"))
     assert load_registry().get("metrics", "copy-rate").source_hash != before.source_hash
+
+
+def test_cuda_cells_ask_for_deterministic_kernels(monkeypatch):
+    # On an H200 two quickstart runs of one seed differed (Gu 140 vs 142 of 256) until the
+    # runner asked for deterministic kernels; CPU kernels need nothing and are left alone.
+    import torch
+
+    from side_bench.errors import use_deterministic_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled())
+    try:
+        use_deterministic_kernels("cpu")
+        assert torch.are_deterministic_algorithms_enabled() == saved[0]
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        use_deterministic_kernels("cuda:0")
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert not torch.backends.cuda.flash_sdp_enabled() and not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2], saved[3]
+        torch.backends.cuda.enable_flash_sdp(saved[4])
+        torch.backends.cuda.enable_mem_efficient_sdp(saved[5])
