@@ -10,7 +10,7 @@ Run (one core, about half an hour cold, minutes warm)::
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/divergence_digits.py
 
 ``--prepare-only`` trains the models and stops; ``--draws``, ``--eps``, ``--ode-steps``,
-``--probes`` and ``--exact-max-dim`` change the estimator (see ``side_bench.divergence``).
+``--probes`` and ``--exact-max-dim`` change the estimator (see ``side_bench.scoring.divergence``).
 For the conditional models the default p_theta is per label (each draw with its training
 image's label, sum_c pi_c KL(q_eps,c || p_theta(. | c))); ``--marginal-draws N`` adds the
 marginal p_theta(x) = sum_c pi_c p_theta(x | c) (10 ODE solves per draw).
@@ -46,7 +46,7 @@ import torch
 
 from side_bench.hookspecs import RunContext
 from side_bench.registry import load_registry
-from side_bench.suite import canonical_hash, expand_cells, load_suite
+from side_bench.run.suite import canonical_hash, expand_cells, load_suite
 
 # (label, suite, attack name, scale): the models measured
 MODELS = [
@@ -59,7 +59,7 @@ MODELS = [
 
 
 def cache_dir() -> Path:
-    # The runner's default (side_bench.runner.default_cache_dir), without importing the runner.
+    # The runner's default (side_bench.run.runner.default_cache_dir), without importing the runner.
     return Path(os.environ.get("SIDE_BENCH_CACHE") or Path.home() / ".cache" / "side-bench")
 
 
@@ -83,7 +83,7 @@ def prepare(label: str, suite_name: str, attack: str, scale: int, registry, prog
     condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
     model = registry.build("models", config["model"]["name"], config["model"]["settings"])
     labels = condition.training_labels(data, cell.seed)
-    # The runner's model key (side_bench/runner.py, CellRunner._run).
+    # The runner's model key (side_bench/run/runner.py, CellRunner._run).
     model_key = canonical_hash({
         "data": data.identity, "labels": condition.training_key(), "model": config["model"],
         "device": device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
@@ -98,8 +98,8 @@ def ranker_table(target, data, ctx, registry, n: int = 256) -> list[dict]:
     ``sample`` extractor, so the same candidates as ``side-bench run``)."""
     from types import SimpleNamespace
 
-    from side_bench.knn import ExactIndex
-    from side_bench.scoring import to_unit
+    from side_bench.scoring.knn import ExactIndex
+    from side_bench.scoring.scores import to_unit
 
     extractor = registry.build("extractors", "sample", {"ddim_steps": 50})
     candidates = extractor.extract(target, None, n, ctx)
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from side_bench.divergence import FlowLogDensity, MarginalOverLabels, UNetEps, memorization_divergence
+    from side_bench.scoring.divergence import FlowLogDensity, MarginalOverLabels, UNetEps, memorization_divergence
 
     registry = load_registry()
     results = []

@@ -3,7 +3,7 @@
     python benchmarks/perf.py [--quick] [--out results/perf.json] [--quickstart] [--warm-cache DIR]
     python benchmarks/perf.py --startup-only      # just the start-up times (seconds)
 
-- sampling: our DDIM loop (side_bench.diffusion.ddim_sample) / diffusers' DDIMPipeline,
+- sampling: our DDIM loop (side_bench.sampling.diffusion.ddim_sample) / diffusers' DDIMPipeline,
   same UNet and steps (target <= 1.05);
 - guidance: SIDE's guided sampling / unguided sampling (target <= 2.0);
 - k-NN: the scoring stage's search + band hits (ExactIndex.search_with_hits, both
@@ -74,7 +74,7 @@ def target_of(unet, num_classes=0):
 def sampling(n, steps, repeats):
     from diffusers import DDIMPipeline, DDIMScheduler
 
-    from side_bench.diffusion import ddim_sample
+    from side_bench.sampling.diffusion import ddim_sample
 
     unet = bench_unet()
     target = target_of(unet)
@@ -91,8 +91,8 @@ def sampling(n, steps, repeats):
 
 
 def guidance(n, steps, repeats):
-    from side_bench.classifier import TimeConditionedResNet, log_prob_gradient
-    from side_bench.diffusion import ddim_sample
+    from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
+    from side_bench.sampling.diffusion import ddim_sample
 
     target = target_of(bench_unet())
     classifier = TimeConditionedResNet(in_channels=1, num_classes=10, width=32, stages=3).eval()
@@ -118,7 +118,7 @@ def knn_data(n_queries, n_base, dim, seed=0):
 
 
 def knn(n_queries, n_base, dim, repeats):
-    from side_bench.knn import ExactIndex
+    from side_bench.scoring.knn import ExactIndex
 
     base, queries = knn_data(n_queries, n_base, dim)
     indices = {backend: ExactIndex(base, "l2", backend) for backend in ("torch", "faiss")}
@@ -133,7 +133,7 @@ def knn(n_queries, n_base, dim, repeats):
 
 def knn_memory_child(n_queries, n_base, dim, backend):
     """Run in a subprocess: score n_queries against n_base; print seconds and peak RSS."""
-    from side_bench.knn import ExactIndex
+    from side_bench.scoring.knn import ExactIndex
 
     base, queries = knn_data(n_queries, n_base, dim)
     inputs_mb = (base.numel() + queries.numel()) * 4 / 2**20
@@ -156,9 +156,9 @@ def knn_memory(n_queries, n_base, dim, backend="torch"):
 
 def cell_cost(n_generations, n_train, steps):
     """Sampling + scoring (the part of a cell that is not cached): seconds."""
-    from side_bench.diffusion import ddim_sample
     from side_bench.registry import load_registry
-    from side_bench.scoring import Band, Reference, Scores, metric_rows, to_unit
+    from side_bench.sampling.diffusion import ddim_sample
+    from side_bench.scoring.scores import Band, Reference, Scores, metric_rows, to_unit
 
     registry = load_registry()
     features = registry.build("features", "pixel", {})

@@ -17,9 +17,9 @@ import time
 import torch
 from diffusers import UNet2DModel
 
-from side_bench.classifier import TimeConditionedResNet, log_prob_gradient
-from side_bench.diffusion import ddim_sample
 from side_bench.hookspecs import TargetModel
+from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
+from side_bench.sampling.diffusion import ddim_sample
 
 
 def target():

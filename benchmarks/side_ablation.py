@@ -26,10 +26,10 @@ import torch
 
 torch.set_num_threads(1)
 
-from side_bench.classifier import target_hit_rate  # noqa: E402
-from side_bench.diffusion import ddim_sample  # noqa: E402
 from side_bench.hookspecs import Candidates, LabelledImages, RunContext  # noqa: E402
-from side_bench.suite import canonical_hash  # noqa: E402
+from side_bench.run.suite import canonical_hash  # noqa: E402
+from side_bench.sampling.classifier import target_hit_rate  # noqa: E402
+from side_bench.sampling.diffusion import ddim_sample  # noqa: E402
 from side_bench_builtins.conditions import Informative, Surrogate  # noqa: E402
 from side_bench_builtins.datasets import Digits  # noqa: E402
 from side_bench_builtins.extractors import ClassifierGuidance, Sample, Side  # noqa: E402

@@ -12,13 +12,13 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _LAZY = {
-    "build_leaderboard": "side_bench.leaderboard",
-    "write_report": "side_bench.report",
-    "run_suite": "side_bench.runner",
-    "score_arrays": "side_bench.runner",
-    "load_candidates": "side_bench.candidates",
-    "rescore_run": "side_bench.rescore",
-    "compare_attacks": "side_bench.compare",
+    "build_leaderboard": "side_bench.report.leaderboard",
+    "write_report": "side_bench.report.files",
+    "run_suite": "side_bench.run.runner",
+    "score_arrays": "side_bench.run.runner",
+    "load_candidates": "side_bench.results.candidates",
+    "rescore_run": "side_bench.scoring.rescore",
+    "compare_attacks": "side_bench.report.compare",
 }
 
 __all__ = ["BenchError", *sorted(_LAZY)]

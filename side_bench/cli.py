@@ -114,8 +114,8 @@ def main():
 @user_errors
 def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run, threads):
     """Run a suite: train or load models, attack them, score, write results."""
-    from side_bench.store import check_writable
-    from side_bench.suite import check_data_root, safe_name
+    from side_bench.results.store import check_writable
+    from side_bench.run.suite import check_data_root, safe_name
 
     if run_id is not None:  # a folder under --results: never a path out of it
         safe_name(run_id, "--run-id")
@@ -126,7 +126,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     if data_root:  # datasets read their root from the environment (their 'root' setting's default)
         os.environ["SIDE_BENCH_DATA_ROOT"] = str(Path(data_root).expanduser())
     if dry_run:
-        from side_bench.dryrun import print_plan
+        from side_bench.run.dryrun import print_plan
 
         estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
                               check_data_root=data_root_given)
@@ -135,7 +135,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         return None
 
     from side_bench.registry import load_registry
-    from side_bench.runner import CellFailed, default_cache_dir, prepare_run, run_suite
+    from side_bench.run.runner import CellFailed, default_cache_dir, prepare_run, run_suite
 
     check_writable(cache_dir or default_cache_dir(), "--cache-dir")
     registry = load_registry()
@@ -198,8 +198,8 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
 def _recomputed(store, cells) -> str:
     """"2 cells recomputed: metric/copy-rate: example 0.1.0 -> 0.2.0" for cells whose earlier
     result in this folder came from another config (a plugin changed, a setting was edited)."""
-    from side_bench.store import cell_identity
-    from side_bench.suite import plugin_changes
+    from side_bench.results.store import cell_identity
+    from side_bench.run.suite import plugin_changes
 
     earlier: dict[tuple, dict] = {}
     for record in store.records():
@@ -287,7 +287,7 @@ def suites(no_cache):
 @user_errors
 def show(run_dir):
     """Show the rows of a run folder as a table."""
-    from side_bench.store import RunStore
+    from side_bench.results.store import RunStore
 
     store = RunStore(Path(run_dir))
     if not (store.run_dir / "rows.jsonl").exists() and not store.cells_dir.exists():
@@ -312,8 +312,8 @@ def show(run_dir):
 @user_errors
 def score(generated, train, heldout, features, metrics, knn, as_json):
     """Score images made elsewhere against a training set."""
-    from side_bench.images import read_images
-    from side_bench.runner import score_rows
+    from side_bench.run.runner import score_rows
+    from side_bench.scoring.images import read_images
 
     rows = score_rows(
         read_images(generated, "--generated"), read_images(train, "--train"),
@@ -352,10 +352,10 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
 @user_errors
 def leaderboard(results, metric, band, formats, out, reported, headline):
     """Tables and plots across scales from run folders, suite folders or a results root."""
-    from side_bench.report import write_report
+    from side_bench.report.files import write_report
 
     if out is not None:
-        from side_bench.store import check_writable
+        from side_bench.results.store import check_writable
 
         check_writable(out, "--out")
     if not reported and Path("results/reported").is_dir():
@@ -379,13 +379,13 @@ def leaderboard(results, metric, band, formats, out, reported, headline):
 @user_errors
 def rescore(run_dir, band_specs, metrics, out_dir):
     """Recompute metrics from a run's per-candidate records into a new run folder."""
-    from side_bench.rescore import parse_bands, rescore_run
+    from side_bench.scoring.rescore import parse_bands, rescore_run
 
     bands = parse_bands(band_specs) if band_specs else None
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     written = rescore_run(run_dir, bands=bands, metrics=names, out=out_dir)
     console.print(f"rescored into {escape(str(written))}")
-    from side_bench.store import RunStore
+    from side_bench.results.store import RunStore
 
     _print_summary(RunStore(written).rows())
 
@@ -402,7 +402,7 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @user_errors
 def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
     """Training images two attacks on the same model copied: both, only one, and the tests."""
-    from side_bench.compare import compare_attacks
+    from side_bench.report.compare import compare_attacks
 
     frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
                             by="gu" if by_gu else "band")

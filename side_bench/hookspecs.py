@@ -60,7 +60,7 @@ if TYPE_CHECKING:  # for annotations only: importing the contract costs no torch
     # scoring imports the core's k-NN machinery
     import torch
 
-    from side_bench.scoring import Band, CandidateScores
+    from side_bench.scoring.scores import Band, CandidateScores
 
 PROJECT_NAME = "side_bench"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -320,7 +320,7 @@ class Metric(Protocol):
     has no null baseline, ``rescore`` copies its rows, and its ``settings`` (repr) are part of
     its once-per-model key.
 
-    ``compute`` gets ``side_bench.scoring.CandidateScores`` (per-candidate nearest-neighbour
+    ``compute`` gets ``side_bench.scoring.scores.CandidateScores`` (per-candidate nearest-neighbour
     results, the same object whether fresh or loaded from stored records, so ``rescore``
     reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
     returns a ``MetricValue`` (or a bare float, for which no interval is known).

@@ -33,10 +33,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from side_bench.errors import BenchError, lazy_module_attributes
-from side_bench.store import atomic_write, sha256_file
+from side_bench.results.store import atomic_write, sha256_file
 
 if TYPE_CHECKING:  # the real names, for type checkers and editors; imported lazily at run time
-    from side_bench.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator
     from side_bench.hookspecs import (
         Candidates,
         Condition,
@@ -58,9 +57,10 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         TargetModel,
         hookimpl,
     )
-    from side_bench.scoring import Band, CandidateScores
-    from side_bench.stats import bootstrap, rate
-    from side_bench.suite import canonical_hash
+    from side_bench.run.suite import canonical_hash
+    from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator
+    from side_bench.scoring.scores import Band, CandidateScores
+    from side_bench.scoring.stats import bootstrap, rate
 
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
@@ -82,15 +82,15 @@ __all__ = [
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {
     **{name: "side_bench.hookspecs" for name in __all__[: __all__.index("CandidateScores")]},
-    "CandidateScores": "side_bench.scoring",
-    "Band": "side_bench.scoring",
-    "rate": "side_bench.stats",
-    "bootstrap": "side_bench.stats",
-    "derive_seed": "side_bench.diffusion",
-    "sample_generator": "side_bench.diffusion",
-    "initial_noise": "side_bench.diffusion",
-    "ddim_sample": "side_bench.diffusion",
-    "canonical_hash": "side_bench.suite",
+    "CandidateScores": "side_bench.scoring.scores",
+    "Band": "side_bench.scoring.scores",
+    "rate": "side_bench.scoring.stats",
+    "bootstrap": "side_bench.scoring.stats",
+    "derive_seed": "side_bench.sampling.diffusion",
+    "sample_generator": "side_bench.sampling.diffusion",
+    "initial_noise": "side_bench.sampling.diffusion",
+    "ddim_sample": "side_bench.sampling.diffusion",
+    "canonical_hash": "side_bench.run.suite",
 }
 
 

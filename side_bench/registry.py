@@ -257,7 +257,7 @@ LISTING_FORMAT = 1  # bump when the listing's fields change
 
 def listing_cache_dir() -> Path:
     """Where the plugin listing is cached: ``$SIDE_BENCH_CACHE/registry`` (or ~/.cache/side-bench)."""
-    from side_bench.store import default_cache_dir
+    from side_bench.results.store import default_cache_dir
 
     return default_cache_dir() / "registry"
 
@@ -293,7 +293,7 @@ def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:
                 item["path"] = str(entry.component)
             listing.append(item)
     try:
-        from side_bench.store import atomic_write
+        from side_bench.results.store import atomic_write
 
         atomic_write(path, json.dumps(listing))
     except OSError:  # a cache: an unwritable home only costs time

@@ -40,7 +40,7 @@ def make_row(**changes) -> dict:
 
 
 def _counted(value: float, n: int) -> dict:
-    from side_bench.stats import wilson
+    from side_bench.scoring.stats import wilson
 
     count = round(value * n)
     low, high = wilson(count, n)

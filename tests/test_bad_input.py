@@ -103,7 +103,7 @@ def test_n_generations_per_scale_must_cover_every_scale(write_suite, tmp_path):
 
 def test_n_generations_per_scale_reaches_the_cells(write_suite):
     from side_bench.registry import load_registry
-    from side_bench.suite import expand_cells, load_suite
+    from side_bench.run.suite import expand_cells, load_suite
 
     suite = load_suite(str(write_suite(replace={"n_generations = 8": 'n_generations = { "16" = 8, "32" = 12 }'})),
                        load_registry())

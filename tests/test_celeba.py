@@ -223,7 +223,7 @@ def test_dry_run_lists_cells_and_costs_and_writes_nothing(celeba_root, tmp_path,
     dry = run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root), "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert not results.exists() and not (tmp_path / "cache").exists()
-    from side_bench.dryrun import plan
+    from side_bench.run.dryrun import plan
 
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", str(celeba_root))
     _, cells, run_dir = plan(str(suite), results_dir=results)

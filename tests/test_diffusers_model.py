@@ -13,8 +13,8 @@ from PIL import Image
 
 from side_bench import BenchError
 from side_bench.cli import main
-from side_bench.diffusion import ddim_sample
 from side_bench.hookspecs import DataSplit, Labels, RunContext
+from side_bench.sampling.diffusion import ddim_sample
 from side_bench_builtins.diffusers_model import DiffusersModel
 from side_bench_builtins.features import PixelFeatures
 

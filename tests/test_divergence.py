@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from side_bench.divergence import (
+from side_bench.scoring.divergence import (
     FlowLogDensity,
     GaussianMixtureDensity,
     MixtureEps,
@@ -134,7 +134,7 @@ def test_metric_on_a_tiny_unet():
 
 def test_marginal_over_labels_is_the_whole_mixture():
     """sum_c pi_c (mixture of class c) with pi_c = N_c / N is the mixture of all N images."""
-    from side_bench.divergence import MarginalOverLabels
+    from side_bench.scoring.divergence import MarginalOverLabels
 
     centers = torch.rand(6, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 1, 1, 2])

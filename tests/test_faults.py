@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from side_bench import BenchError
-from side_bench.store import RunStore, merge_manifests, read_rows
+from side_bench.results.store import RunStore, merge_manifests, read_rows
 
 THREE_CELLS = {"scales = [16, 32]": "scales = [16, 24, 32]"}
 TIMING = ("seconds", "started", "finished", "stage_seconds")

@@ -7,7 +7,8 @@ from diffusers import UNet2DModel
 from torch import nn
 
 from side_bench import BenchError
-from side_bench.classifier import (
+from side_bench.hookspecs import Candidates, DataSplit, LabelledImages, RunContext, TargetModel
+from side_bench.sampling.classifier import (
     TimeConditionedResNet,
     accuracy_by_noise,
     expected_calibration_error,
@@ -15,8 +16,7 @@ from side_bench.classifier import (
     target_hit_rate,
     train_classifier,
 )
-from side_bench.diffusion import ddim_sample
-from side_bench.hookspecs import Candidates, DataSplit, LabelledImages, RunContext, TargetModel
+from side_bench.sampling.diffusion import ddim_sample
 from side_bench_builtins.conditions import Surrogate, surrogate_clusters, surrogate_pool
 from side_bench_builtins.extractors import ClassifierGuidance, Sample, Side, draw_targets
 from side_bench_builtins.features import PixelFeatures

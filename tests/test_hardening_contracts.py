@@ -141,7 +141,7 @@ def _no_constants(token):
 
 
 def test_rows_jsonl_and_cell_files_are_strict_json(tmp_path):
-    from side_bench.store import RunStore
+    from side_bench.results.store import RunStore
 
     store = RunStore(tmp_path / "run")
     row = {"scale": 16, "attack": "a", "seed": 0, "metric": "gu-ratio", "band": None,

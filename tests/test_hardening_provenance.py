@@ -140,7 +140,7 @@ def test_plugins_and_suites_do_not_import_torch_once_listed(tmp_path):
 
 
 def test_the_default_run_id_does_not_change_with_a_plugin(entry_point_plugin, write_suite, tmp_path):
-    from side_bench.suite import default_run_id, expand_cells, load_suite
+    from side_bench.run.suite import default_run_id, expand_cells, load_suite
 
     entry_point_plugin("my-extractor", PLUGIN)
     suite = str(write_suite(extra=TWO_ATTACKS))

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from side_bench import BenchError, run_suite
-from side_bench.candidates import load_candidates, load_scores, write_scores
 from side_bench.cli import main
-from side_bench.compare import compare_attacks
-from side_bench.rescore import rescore_run
-from side_bench.scoring import Band, CandidateScores
-from side_bench.stats import bootstrap, holm, rate, rate_test, wilson
+from side_bench.report.compare import compare_attacks
+from side_bench.results.candidates import load_candidates, load_scores, write_scores
+from side_bench.scoring.rescore import rescore_run
+from side_bench.scoring.scores import Band, CandidateScores
+from side_bench.scoring.stats import bootstrap, holm, rate, rate_test, wilson
 
 Z = 1.959963984540054
 
@@ -168,7 +168,7 @@ def test_compare_counts_kept_lost_and_gained(tiny_run):
 
 
 def test_compare_on_constructed_tables(tmp_path):
-    from side_bench.compare import _compare_cell
+    from side_bench.report.compare import _compare_cell
 
     # A copies training images 3 and 4 (high band); B copies 3 twice and 7
     a = constructed([0.97, 0.96, 0.5, 0.5], [3, 4, 0, 1])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from side_bench.knn import ExactIndex
+from side_bench.scoring.knn import ExactIndex
 
 
 @pytest.mark.parametrize("similarity, bands", [("l2", [(0.85, 0.9), (0.9, 0.95), (0.95, 1.0)]),

@@ -17,8 +17,8 @@ from PIL import Image
 from side_bench import build_leaderboard, write_report
 from side_bench.cli import main
 from side_bench.errors import BenchError
-from side_bench.leaderboard import load_rows
-from side_bench.result_files import read_reported
+from side_bench.report.leaderboard import load_rows
+from side_bench.results.records import read_reported
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTED = REPO / "results" / "reported" / "side-paper-table1.json"

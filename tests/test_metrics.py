@@ -65,7 +65,7 @@ def test_gu_ratio_is_strictly_below_one_third(scored):
 def test_carlini_l2_over_the_three_nearest():
     import torch
 
-    from side_bench.scoring import Band, Reference
+    from side_bench.scoring.scores import Band, Reference
     from side_bench_builtins.features import PixelFeatures
     from side_bench_builtins.metrics import CarliniL2
 

@@ -103,7 +103,7 @@ def test_metric_compute_has_real_types():
     from side_bench.hookspecs import Metric
 
     hints = typing.get_type_hints(Metric.compute, globalns={**vars(importlib.import_module("side_bench.hookspecs")),
-                                                             **vars(importlib.import_module("side_bench.scoring"))})
+                                                             **vars(importlib.import_module("side_bench.scoring.scores"))})
     assert hints["scores"] is plugin_api.CandidateScores
     assert plugin_api.Band in typing.get_args(hints["band"])
 

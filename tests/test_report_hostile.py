@@ -102,7 +102,7 @@ def test_out_is_replaced_atomically_and_keeps_what_it_did_not_write(tmp_path, mo
     (out / "README.txt").write_text("published by hand")
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
-    import side_bench.report as report
+    import side_bench.report.files as report
 
     def broken(*args, **kwargs):
         raise RuntimeError("matplotlib fell over")

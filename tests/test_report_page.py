@@ -17,8 +17,8 @@ from leaderboard_rows import make_row, two_attacks_two_seeds, write_run
 from side_bench import write_report
 from side_bench.cli import main
 from side_bench.errors import BenchError
-from side_bench.leaderboard import aggregate, load_rows
-from side_bench.page import build_page
+from side_bench.report.leaderboard import aggregate, load_rows
+from side_bench.report.page import build_page
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_markdown_and_html_render_the_same_page(tmp_path):
 
 def test_a_suite_headline_names_one_of_its_metrics_and_bands():
     from side_bench.registry import load_registry
-    from side_bench.suite import parse_suite
+    from side_bench.run.suite import parse_suite
 
     raw = tomllib.loads((REPO / "benchmarks" / "digits-scales.toml").read_text())
     raw.pop("headline", None)
@@ -148,7 +148,7 @@ def test_the_templates_ship_in_the_wheel(tmp_path):
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"side_bench/templates/leaderboard.html.j2", "side_bench/templates/leaderboard.md.j2"} <= set(names)
+    assert {"side_bench/report/templates/leaderboard.html.j2", "side_bench/report/templates/leaderboard.md.j2"} <= set(names)
     assert any(re.fullmatch(r"side_bench-.*\.dist-info/METADATA", n) for n in names)
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Requires-Dist: jinja2>=3.1" in metadata

@@ -11,8 +11,8 @@ from diffusers import UNet2DModel
 
 from side_bench import run_suite
 from side_bench.cli import main
-from side_bench.diffusion import ddim_sample
 from side_bench.hookspecs import TargetModel
+from side_bench.sampling.diffusion import ddim_sample
 
 
 def stages_seen(log):

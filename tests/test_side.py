@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from diffusers import UNet2DModel
 
 from side_bench import BenchError, run_suite
-from side_bench.classifier import TimeConditionedResNet, log_prob_gradient
 from side_bench.hookspecs import DataSplit, LabelledImages, RunContext, TargetDeclaration, TargetModel
+from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
 from side_bench_builtins.conditions import Informative, RandomLabels, Surrogate, UniqueLabels, surrogate_labels
 from side_bench_builtins.extractors import Sample, Side
 from side_bench_builtins.features import PixelFeatures

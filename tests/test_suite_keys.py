@@ -3,9 +3,9 @@
 import pytest
 
 from side_bench import BenchError, run_suite
-from side_bench.candidates import load_candidates
 from side_bench.registry import load_registry
-from side_bench.suite import load_suite
+from side_bench.results.candidates import load_candidates
+from side_bench.run.suite import load_suite
 
 METRICS = '''metrics = ["ams", "gu-ratio", {{ name = "carlini-l2", neighbours = 16 }},
            {{ name = "carlini-l2", id = "carlini-default" }},

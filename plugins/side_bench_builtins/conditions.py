@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from side_bench.diffusion import ddim_sample, derive_seed
 from side_bench.errors import BenchError
 from side_bench.hookspecs import LabelledImages, Labels, hookimpl
-from side_bench.scoring import to_unit
-from side_bench.store import atomic_write
-from side_bench.suite import canonical_hash
+from side_bench.results.store import atomic_write
+from side_bench.run.suite import canonical_hash
+from side_bench.sampling.diffusion import ddim_sample, derive_seed
+from side_bench.scoring.scores import to_unit
 
 
 def require_target(condition: str, target, trained_with: str, num_classes: int | None = None) -> None:

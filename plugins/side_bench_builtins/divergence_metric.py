@@ -1,6 +1,6 @@
 """``memorization-divergence``: M = KL(q_eps || p_theta), a model-level metric (needs the model).
 
-See ``side_bench.divergence`` for the estimator. The runner gives a metric that declares
+See ``side_bench.scoring.divergence`` for the estimator. The runner gives a metric that declares
 ``needs_model = True`` the target through ``scores.model`` (an object with ``target``,
 ``train`` in [-1, 1] and ``ctx``); when candidates are rescored from stored records there is
 no model and the metric says so.
@@ -59,7 +59,7 @@ class MemorizationDivergence:
         self.last = None  # the last DivergenceEstimate (seconds, draws), for whoever reports cost
 
     def compute(self, scores, band) -> MetricValue:
-        from side_bench.divergence import FlowLogDensity, UNetEps, memorization_divergence
+        from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
 
         model = getattr(scores, "model", None)
         if model is None:

@@ -1,7 +1,7 @@
 """Executors: ``local`` runs cells one after another in this process; ``ray`` runs each cell
 as a Ray task (a local Ray instance, or a cluster at ``address``), one GPU per task on CUDA.
 
-Both receive the same picklable ``run_cell`` (``side_bench.runner.CellRunner``) and call
+Both receive the same picklable ``run_cell`` (``side_bench.run.runner.CellRunner``) and call
 ``on_done`` in this process, so results land in the same store the same way: the rows are
 identical whichever executor ran them (same device, same versions).
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from side_bench.errors import BenchError, one_line
 from side_bench.hookspecs import hookimpl
-from side_bench.store import failure_record
+from side_bench.results.store import failure_record
 
 # Environment a Ray worker needs to see the same plugins, data and cache as the driver.
 FORWARDED_ENV = ("SIDE_BENCH_PLUGINS", "SIDE_BENCH_DATA_ROOT", "SIDE_BENCH_CACHE")

@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from side_bench.classifier import (
+from side_bench.errors import BenchError
+from side_bench.hookspecs import Candidates, hookimpl
+from side_bench.run.suite import canonical_hash
+from side_bench.sampling.classifier import (
     TimeConditionedResNet,
     accuracy_by_noise,
     holdout_split,
@@ -14,10 +17,7 @@ from side_bench.classifier import (
     log_prob_gradient,
     train_classifier,
 )
-from side_bench.diffusion import ddim_sample, sample_generator
-from side_bench.errors import BenchError
-from side_bench.hookspecs import Candidates, hookimpl
-from side_bench.suite import canonical_hash
+from side_bench.sampling.diffusion import ddim_sample, sample_generator
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

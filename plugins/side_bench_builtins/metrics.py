@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from side_bench.hookspecs import MetricValue, hookimpl
-from side_bench.stats import bootstrap, rate
+from side_bench.scoring.stats import bootstrap, rate
 
 
 class AMS:

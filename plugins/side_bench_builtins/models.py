@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from side_bench.diffusion import derive_seed, train_denoiser
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
-from side_bench.store import atomic_directory
+from side_bench.results.store import atomic_directory
+from side_bench.sampling.diffusion import derive_seed, train_denoiser
 
 RECORD = "side_bench_model.json"
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import MetricValue, hookimpl
-from side_bench.stats import rate
+from side_bench.scoring.stats import rate
 from side_bench_builtins.metrics import GuRatio
 
 

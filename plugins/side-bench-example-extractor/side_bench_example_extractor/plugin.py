@@ -18,7 +18,7 @@ differ only by the temperature, candidate for candidate, ``temperature = 1`` giv
 ``sample``'s candidates, and no candidate depends on the batch size.
 
 Why not ``ddim_sample``: it draws its initial noise itself and has no way to scale it, so the
-loop (one scheduler step per timestep, as in ``side_bench.diffusion.ddim_sample``) is
+loop (one scheduler step per timestep, as in ``side_bench.sampling.diffusion.ddim_sample``) is
 written out here; it is short enough to read and change.
 """
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from side_bench.store import atomic_write
+from side_bench.results.store import atomic_write
 
 TILE = 64  # pixels per image in the grid (nearest-neighbour upscaling keeps pixels visible)
 CAPTION = 14

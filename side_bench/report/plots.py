@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from side_bench.leaderboard import PERCENT_UNITS, cap, wide
+from side_bench.report.leaderboard import PERCENT_UNITS, cap, wide
 
 NULL_COLOUR = "#555555"
 # Okabe-Ito and tab10 without grey: distinct for colour-blind readers first, then more.

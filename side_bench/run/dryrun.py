@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from side_bench.registry import Registry, load_registry
-from side_bench.suite import canonical_hash, check_data_root
+from side_bench.run.suite import canonical_hash, check_data_root
 
 CPU_EVALS_PER_SECOND = 2000.0  # UNet evaluations per second at 8x8 (quickstart UNet, 2-core CPU)
 CUDA_SPEEDUP = 50.0
@@ -51,7 +51,7 @@ def _positive(settings: dict, key: str, default: int = 0) -> int:
 def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results", run_id: str | None = None,
          registry: Registry | None = None, data_root_given: bool = False) -> tuple[object, list[PlannedCell], Path]:
     """(suite, planned cells, run folder) without running or writing anything."""
-    from side_bench.runner import prepare_run
+    from side_bench.run.runner import prepare_run
 
     registry = registry or load_registry()
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,

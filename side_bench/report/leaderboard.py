@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from side_bench import stats
 from side_bench.errors import BenchError
-from side_bench.result_files import find_rows_files, read_cell_record, read_manifest, read_rows_file
+from side_bench.results.records import find_rows_files, read_cell_record, read_manifest, read_rows_file
+from side_bench.scoring import stats
 
 SETUP_COLUMNS = ["setup", "suite", "dataset", "model", "features", "n_generations"]
 BAND_COLUMNS = ["band", "band_low", "band_high"]

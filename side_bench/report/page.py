@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from side_bench import stats
 from side_bench.errors import BenchError
-from side_bench.galleries import Gallery
-from side_bench.leaderboard import LABEL_LIMIT, PERCENT_UNITS, cap, format_cell, format_value, groups, wide
-from side_bench.plots import Figure, file_stem
+from side_bench.report.galleries import Gallery
+from side_bench.report.leaderboard import LABEL_LIMIT, PERCENT_UNITS, cap, format_cell, format_value, groups, wide
+from side_bench.report.plots import Figure, file_stem
+from side_bench.scoring import stats
 
 TITLE = "side-bench leaderboard"
 NULL_LABEL = "null baseline (held-out real images)"
@@ -359,7 +359,7 @@ def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
 
 
 def metric_entries(table: pd.DataFrame, order: list[str]) -> list[MetricEntry]:
-    from side_bench.leaderboard import band_label
+    from side_bench.report.leaderboard import band_label
 
     entries = []
     for metric in order:
@@ -486,7 +486,7 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
             raise BenchError(f"--headline: metric {spec[0]!r} has no band {spec[1]!r} "
                              f"(found: {', '.join(sorted(bands)) or 'no bands'})")
     # attacks in order of first appearance over the rows: one colour each on the whole page
-    from side_bench.plots import attack_colours
+    from side_bench.report.plots import attack_colours
 
     styles = attack_colours(list(dict.fromkeys(rows["attack"])))
     metric_rank = rows.groupby("metric", sort=False)["metric_order"].min().to_dict() if "metric_order" in rows \

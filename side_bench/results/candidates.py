@@ -3,7 +3,7 @@
     results/<suite>/<run-id>/candidates/<config_hash>.parquet   one row per candidate
     results/<suite>/<run-id>/candidates/null-<key>.parquet       the held-out images, once per scale
 
-A row holds what every metric needs (``side_bench.scoring.CandidateScores``): the candidate
+A row holds what every metric needs (``side_bench.scoring.scores.CandidateScores``): the candidate
 and its generation (seed, sample index), the class or cluster it was guided to, its nearest
 and second-nearest training images in feature space, its pixel distances (nearest, second,
 mean of the 50 nearest) and every training image at or above the lowest band edge (indices
@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from side_bench.errors import BenchError
-from side_bench.result_files import validate
-from side_bench.scoring import HITS_CAP, CandidateScores
-from side_bench.store import atomic_write
+from side_bench.results.records import validate
+from side_bench.scoring.scores import HITS_CAP, CandidateScores
+from side_bench.results.store import atomic_write
 
 CANDIDATES_DIR = "candidates"
 CANDIDATES_SCHEMA_VERSION = 1
@@ -124,7 +124,7 @@ def load_candidates(run_dir: str | Path, *, attack: str | None = None, scale: in
     Adds the cell's ``attack``, ``scale`` and ``config_hash`` to each record; ``attack``,
     ``scale`` and ``seed`` keep only those cells.
     """
-    from side_bench.result_files import find_rows_files, read_rows_file
+    from side_bench.results.records import find_rows_files, read_rows_file
 
     parts = []
     seen = set()

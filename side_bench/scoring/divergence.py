@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from side_bench.diffusion import sample_generator
 from side_bench.hookspecs import ProgressCallback
+from side_bench.sampling.diffusion import sample_generator
 
 LogDensity = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 """log_density(y (B, D) float, labels (B,) int64 or None) -> (B,) float64 log p_theta(y | label)."""

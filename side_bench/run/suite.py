@@ -20,7 +20,7 @@ import tomllib
 
 from side_bench.errors import BenchError
 from side_bench.registry import Registry, settings_dict
-from side_bench.scoring import Band, make_bands
+from side_bench.scoring.scores import Band, make_bands
 
 TOP_LEVEL_KEYS = {
     "name": str, "description": str, "scales": list, "seeds": list, "n_generations": (int, dict),

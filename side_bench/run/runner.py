@@ -16,18 +16,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from side_bench import stats
-from side_bench.candidates import cell_file, null_file, write_scores
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
-from side_bench.gallery import write_gallery
 from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
-from side_bench.result_files import ROW_SCHEMA_VERSION
-from side_bench.scoring import Band, Reference, metric_rows, score_images, to_unit, with_null
-from side_bench.store import RunStore, default_cache_dir, failure_record
-from side_bench.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
+from side_bench.results.candidates import cell_file, null_file, write_scores
+from side_bench.results.gallery import write_gallery
+from side_bench.results.records import ROW_SCHEMA_VERSION
+from side_bench.results.store import RunStore, default_cache_dir, failure_record
+from side_bench.run.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
+from side_bench.scoring import stats
+from side_bench.scoring.scores import Band, Reference, metric_rows, score_images, to_unit, with_null
 
 VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
 
@@ -292,7 +292,7 @@ def target_hit(targets, nearest_index, train_targets) -> dict | None:
     """Share of guided candidates whose nearest training image carries their target, with its interval."""
     if targets is None or train_targets is None:
         return None
-    from side_bench.classifier import target_hit_rate
+    from side_bench.sampling.classifier import target_hit_rate
 
     hits, n = target_hit_rate(targets, nearest_index, train_targets)
     value = stats.rate(hits, n)
@@ -440,8 +440,8 @@ def score_rows(generated, train, heldout=None, *, features: str = "pixel",
                bands: dict[str, list[float]] | None = None, knn: str = "auto",
                device: str = "cpu") -> list[dict]:
     """``score_arrays`` as a list of plain dicts (band None for metrics without bands)."""
-    from side_bench.images import as_unit_tensor
-    from side_bench.scoring import make_bands
+    from side_bench.scoring.images import as_unit_tensor
+    from side_bench.scoring.scores import make_bands
 
     registry = load_registry()
     features_obj = registry.build("features", features, {})

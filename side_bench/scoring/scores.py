@@ -16,7 +16,7 @@ import torch
 
 from side_bench.contracts import check_metric_value
 from side_bench.errors import BenchError
-from side_bench.knn import ExactIndex, in_band
+from side_bench.scoring.knn import ExactIndex, in_band
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class CandidateScores:
     """Per-candidate nearest-neighbour results against a training set: what metrics read.
 
     Built fresh by ``Reference.score`` or from a cell's stored records
-    (``side_bench.candidates.load_scores``): the same float32 values either way, so every
+    (``side_bench.results.candidates.load_scores``): the same float32 values either way, so every
     metric gives bit-identical results on both, and ``rescore`` reproduces a run exactly.
 
     Band hits are kept as flat pairs: candidate ``hit_rows[j]`` has similarity

@@ -16,12 +16,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from side_bench.candidates import load_scores
 from side_bench.errors import BenchError
-from side_bench.result_files import ROW_SCHEMA_VERSION, find_rows_files, read_cell_record, read_manifest, read_rows_file
-from side_bench.scoring import Band, make_bands, metric_rows, with_null
-from side_bench.store import RunStore, write_json
-from side_bench.suite import canonical_hash
+from side_bench.results.candidates import load_scores
+from side_bench.results.records import (
+    ROW_SCHEMA_VERSION,
+    find_rows_files,
+    read_cell_record,
+    read_manifest,
+    read_rows_file,
+)
+from side_bench.results.store import RunStore, write_json
+from side_bench.run.suite import canonical_hash
+from side_bench.scoring.scores import Band, make_bands, metric_rows, with_null
 
 # Row fields that the new metrics and bands replace; everything else is the cell's and kept.
 METRIC_FIELDS = ("metric", "band", "band_low", "band_high", "value", "count", "n", "ci_low", "ci_high",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from side_bench.plots import file_stem
+from side_bench.report.plots import file_stem
 
 
 @dataclass

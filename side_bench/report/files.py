@@ -25,11 +25,11 @@ import pandas as pd
 from markupsafe import Markup
 
 from side_bench.errors import BenchError
-from side_bench.galleries import copy_galleries
-from side_bench.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
-from side_bench.page import NULL_LABEL, Page, build_page
-from side_bench.plots import attack_colours, plot_against_scale, plot_sweeps
-from side_bench.result_files import read_reported
+from side_bench.report.galleries import copy_galleries
+from side_bench.report.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
+from side_bench.report.page import NULL_LABEL, Page, build_page
+from side_bench.report.plots import attack_colours, plot_against_scale, plot_sweeps
+from side_bench.results.records import read_reported
 
 FORMATS = ("md", "html", "csv", "json")
 PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
@@ -61,7 +61,7 @@ def _md_row(values) -> Markup:
 
 
 def _environment(kind: str) -> jinja2.Environment:
-    loader = jinja2.PackageLoader("side_bench", "templates")
+    loader = jinja2.PackageLoader("side_bench.report", "templates")
     if kind == "html":
         return jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True,
                                   undefined=jinja2.StrictUndefined)

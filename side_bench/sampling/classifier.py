@@ -19,9 +19,9 @@ from diffusers.models.embeddings import get_timestep_embedding
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from side_bench.diffusion import derive_seed
 from side_bench.hookspecs import ProgressCallback
-from side_bench.store import atomic_directory
+from side_bench.results.store import atomic_directory
+from side_bench.sampling.diffusion import derive_seed
 
 
 class TimeResidualBlock(nn.Module):
@@ -119,7 +119,7 @@ def train_classifier(classifier: TimeConditionedResNet, images: torch.Tensor, la
 
 
 def log_prob_gradient(classifier: nn.Module, temperature: float = 1.0):
-    """guidance(x_t, t, c) = grad_x log p(c | x_t, t), for ``side_bench.diffusion.ddim_sample``.
+    """guidance(x_t, t, c) = grad_x log p(c | x_t, t), for ``side_bench.sampling.diffusion.ddim_sample``.
 
     ``temperature`` divides the logits first (T > 1 softens an overconfident classifier).
     The classifier's weights are frozen (only x needs a gradient): about 2% faster sampling.

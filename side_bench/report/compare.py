@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from side_bench import stats
-from side_bench.candidates import load_scores
 from side_bench.errors import BenchError
-from side_bench.result_files import find_rows_files, read_rows_file
-from side_bench.scoring import Band, CandidateScores
+from side_bench.results.candidates import load_scores
+from side_bench.results.records import find_rows_files, read_rows_file
+from side_bench.scoring import stats
+from side_bench.scoring.scores import Band, CandidateScores
 
 
 def copies(scores: CandidateScores, by: str, band: Band | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Reading result files for the leaderboard: find them, upgrade old versions, validate.
 
-The JSON Schema files in ``side_bench/schema/`` are the source of truth for what a row, a
+The JSON Schema files in ``side_bench/results/schema/`` are the source of truth for what a row, a
 manifest and a file of reported figures contain. Files written by older versions of
 side-bench are upgraded here, in code, before validation; a malformed file is rejected with
 a one-line ``BenchError`` naming the file (and line) and the field.
@@ -8,7 +8,7 @@ a one-line ``BenchError`` naming the file (and line) and the field.
 Schema versions:
     0  rows and manifests written before ``schema_version`` existed: the same fields,
        without ``schema_version``; optional fields may be missing.
-    1  manifests (the current version, ``side_bench.store.SCHEMA_VERSION``); rows without
+    1  manifests (the current version, ``side_bench.results.store.SCHEMA_VERSION``); rows without
        counts or intervals.
     2  rows (``ROW_SCHEMA_VERSION``): each value with its count (k of n), 95% interval and
        the standard error of a bootstrapped statistic, the null baseline likewise, the
@@ -29,8 +29,8 @@ from typing import Any
 import jsonschema
 
 from side_bench.errors import BenchError
-from side_bench.store import SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
-from side_bench.store import read_json
+from side_bench.results.store import SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
+from side_bench.results.store import read_json
 
 ROW_SCHEMA_VERSION = 2
 
@@ -41,7 +41,7 @@ MANIFEST_FILE = "manifest.json"
 @functools.cache
 def schema(name: str) -> dict:
     """A schema shipped with the package: ``row``, ``manifest`` or ``reported``."""
-    text = resources.files("side_bench").joinpath("schema", f"{name}.schema.json").read_text()
+    text = resources.files("side_bench.results").joinpath("schema", f"{name}.schema.json").read_text()
     return json.loads(text)
 
 

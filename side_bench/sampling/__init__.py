@@ -1,0 +1,3 @@
+"""The diffusion machinery plugins share: DDPM training and DDIM sampling with optional guidance
+(diffusion), guidance classifiers (classifier).
+"""
