@@ -158,7 +158,7 @@ def cell_cost(n_generations, n_train, steps):
     """Sampling + scoring (the part of a cell that is not cached): seconds."""
     from side_bench.registry import load_registry
     from side_bench.sampling.diffusion import ddim_sample
-    from side_bench.scoring.scores import Band, Reference, Scores, metric_rows, to_unit
+    from side_bench.scoring.scores import Band, Reference, metric_rows, to_unit
 
     registry = load_registry()
     features = registry.build("features", "pixel", {})
@@ -168,7 +168,8 @@ def cell_cost(n_generations, n_train, steps):
     start = time.perf_counter()
     images, _ = ddim_sample(target, n_generations, seed=0, num_steps=steps, batch_size=256, device=torch.device("cpu"))
     reference = Reference(to_unit(train), features, backend="auto")
-    metric_rows(Scores(to_unit(images), reference, [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]), metrics)
+    bands = [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]
+    metric_rows(reference.score(to_unit(images), bands), metrics, bands)
     return time.perf_counter() - start
 
 

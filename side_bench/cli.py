@@ -287,12 +287,16 @@ def suites(no_cache):
 @user_errors
 def show(run_dir):
     """Show the rows of a run folder as a table."""
+    from side_bench.results.records import ROWS_FILE, read_rows_file
     from side_bench.results.store import RunStore
 
     store = RunStore(Path(run_dir))
-    if not (store.run_dir / "rows.jsonl").exists() and not store.cells_dir.exists():
-        raise BenchError(f"{run_dir}: not a run folder (no rows.jsonl)")
-    rows = store.rows()
+    rows_file = store.run_dir / ROWS_FILE
+    if not rows_file.exists() and not store.cells_dir.exists():
+        raise BenchError(f"{run_dir}: not a run folder (no {ROWS_FILE})")
+    # cells/ while a run is going (rows.jsonl lags by a cell); rows.jsonl alone in a copied folder.
+    # Either way the rows come back upgraded to the current schema version.
+    rows = store.rows() if store.cells_dir.exists() else read_rows_file(rows_file)
     if rows:
         _print_summary(rows)
     else:
@@ -307,12 +311,15 @@ def show(run_dir):
 @click.option("--heldout", default=None, help="Held-out real images for the null baseline.")
 @click.option("--features", default="pixel", show_default=True)
 @click.option("--metrics", default="ams,ums,p95,gu-ratio", show_default=True, help="Comma-separated.")
-@click.option("--knn", default="auto", show_default=True, type=click.Choice(["auto", "faiss", "torch"]))
+@click.option("--knn", default="auto", show_default=True, help="auto (faiss when installed), faiss or torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @user_errors
 def score(generated, train, heldout, features, metrics, knn, as_json):
     """Score images made elsewhere against a training set."""
     from side_bench.run.runner import score_rows
+    from side_bench.scoring.knn import check_backend
+
+    check_backend(knn, "--knn")
     from side_bench.scoring.images import read_images
 
     rows = score_rows(

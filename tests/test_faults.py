@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from side_bench import BenchError
-from side_bench.results.store import RunStore, merge_manifests, read_rows
+from side_bench.results.records import read_rows_file
+from side_bench.results.store import RunStore, merge_manifests
 
 THREE_CELLS = {"scales = [16, 32]": "scales = [16, 24, 32]"}
 TIMING = ("seconds", "started", "finished", "stage_seconds")
@@ -92,7 +93,7 @@ def test_sigkill_mid_suite_then_rerun_equals_an_uninterrupted_run(write_suite, t
     whole, resumed = RunStore(run_dir(tmp_path, "uninterrupted")).rows(), store.rows()
     assert len(resumed) == len(whole) == 24
     assert values(resumed) == values(whole)
-    assert values(read_rows(folder)) == values(resumed)  # rows.jsonl agrees with cells/
+    assert values(read_rows_file(folder / "rows.jsonl")) == values(resumed)  # rows.jsonl agrees with cells/
 
 
 def test_two_processes_on_one_folder_compute_each_cell_once(write_suite, tmp_path):
@@ -106,7 +107,7 @@ def test_two_processes_on_one_folder_compute_each_cell_once(write_suite, tmp_pat
     assert_every_file_parses(folder)
     store = RunStore(folder)
     assert len(store.rows()) == 24 and len(json.loads((folder / "manifest.json").read_text())["cells"]) == 3
-    assert values(read_rows(folder)) == values(store.rows())
+    assert values(read_rows_file(folder / "rows.jsonl")) == values(store.rows())
     assert not list((folder / "cells").glob("*.lock"))
 
 

@@ -54,7 +54,7 @@ def test_leaderboard_out_under_a_file_is_one_line(tmp_path):
 @pytest.mark.parametrize(("args", "fragment"), [
     (["run", "--frobnicate"], "No such option '--frobnicate' (see 'main run --help')"),
     (["show"], "Missing argument 'RUN_DIR'"),
-    (["score", "--generated", "g", "--train", "t", "--knn", "bogus"], "Invalid value for '--knn'"),
+    (["score", "--generated", "g", "--train", "t", "--knn", "bogus"], "--knn: expected 'auto', 'faiss' or 'torch', got 'bogus'"),
     (["nosuchcommand"], "No such command 'nosuchcommand'"),
 ])
 def test_click_usage_errors_are_one_line_like_ours(args, fragment):

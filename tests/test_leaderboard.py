@@ -292,3 +292,26 @@ def test_the_swept_settings_written_in_the_row_win_over_the_name(tmp_path):
         pytest.skip(f"row schema has no attack_base/swept yet: {error}")
     assert set(table["attack_base"]) == {"side"}
     assert sorted(json.loads(s)["guidance_scale"] for s in table["swept"]) == [2.0, 4.0]
+
+
+def test_show_reads_old_rows_upgraded_from_cells_or_from_a_copied_rows_file(tmp_path):
+    # One reader for every command: a version-0 row (no counts, no schema_version) shows with
+    # the current version's fields, whether it sits in cells/ (a run folder) or in rows.jsonl
+    # alone (a folder someone copied without its cells).
+    from side_bench.cli import main
+    from side_bench.results.store import RunStore
+
+    old = make_row(value=0.25)
+    for key in ("schema_version", "count", "n", "ci_low", "ci_high", "band_low", "band_high", "null_value"):
+        del old[key]
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    (copied / "rows.jsonl").write_text(json.dumps(old) + "\n")
+    live = RunStore(tmp_path / "live")
+    live.write_cell({"config_hash": old["config_hash"], "scale": old["scale"], "seed": old["seed"],
+                     "attack": old["attack"], "status": "done", "rows": [old]})
+    assert live.rows()[0]["schema_version"] == 2 and live.rows()[0]["count"] is None
+    for folder in (copied, live.run_dir):
+        result = CliRunner().invoke(main, ["show", str(folder)])
+        assert result.exit_code == 0, result.output
+        assert "uncond" in result.output and "0.2500" in result.output

@@ -20,7 +20,8 @@ import torch
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
-from side_bench.results.store import read_json, sha256_file
+from side_bench.results.records import read_json
+from side_bench.results.store import sha256_file
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LABEL_KINDS = ("informative", "random")

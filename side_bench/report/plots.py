@@ -68,8 +68,10 @@ def _save(figure, out: Path, stem: str, title: str) -> Figure:
 
     figure.savefig(out / png)
     _palette(out / png)
-    with rc_context({"svg.fonttype": "none"}):  # text as text: a third of the size, and searchable
-        figure.savefig(out / svg, metadata={"Date": None})  # no timestamp: a regenerated page diffs cleanly
+    # Text as text (a third of the size, and searchable); no timestamp and fixed element ids
+    # (matplotlib draws them at random unless salted), so a regenerated page diffs cleanly.
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "side-bench"}):
+        figure.savefig(out / svg, metadata={"Date": None})
     return Figure(title=cap(title, 160), png=png, svg=svg)
 
 

@@ -1,5 +1,7 @@
-"""Reading result files for the leaderboard: find them, upgrade old versions, validate.
+"""What a result is: the row layout, schema versions and upgrades, validation, and reading.
 
+``results/store.py`` writes the run folder; this module says what its rows and manifest hold
+and reads them back for the runner, ``show``, the leaderboard, ``rescore`` and ``compare``.
 The JSON Schema files in ``side_bench/results/schema/`` are the source of truth for what a row, a
 manifest and a file of reported figures contain. Files written by older versions of
 side-bench are upgraded here, in code, before validation; a malformed file is rejected with
@@ -8,7 +10,7 @@ a one-line ``BenchError`` naming the file (and line) and the field.
 Schema versions:
     0  rows and manifests written before ``schema_version`` existed: the same fields,
        without ``schema_version``; optional fields may be missing.
-    1  manifests (the current version, ``side_bench.results.store.SCHEMA_VERSION``); rows without
+    1  manifests (the current version, ``MANIFEST_SCHEMA_VERSION``); rows without
        counts or intervals.
     2  rows (``ROW_SCHEMA_VERSION``): each value with its count (k of n), 95% interval and
        the standard error of a bootstrapped statistic, the null baseline likewise, the
@@ -28,14 +30,14 @@ from typing import Any
 
 import jsonschema
 
-from side_bench.errors import BenchError
-from side_bench.results.store import SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
-from side_bench.results.store import read_json
+from side_bench.errors import BenchError, one_line
 
 ROW_SCHEMA_VERSION = 2
+MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
 MANIFEST_FILE = "manifest.json"
+CELLS_DIR = "cells"
 
 
 @functools.cache
@@ -116,8 +118,8 @@ MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 
 def upgrade(document: Any, upgrades: dict[int, Callable[[dict], dict]], where: str) -> Any:
-    current = ROW_SCHEMA_VERSION if upgrades is ROW_UPGRADES else MANIFEST_SCHEMA_VERSION
     """Bring a row or manifest up to the current version; unknown shapes are left to validate()."""
+    current = ROW_SCHEMA_VERSION if upgrades is ROW_UPGRADES else MANIFEST_SCHEMA_VERSION
     if not isinstance(document, dict):
         return document
     version = document.get("schema_version", 0)
@@ -135,8 +137,74 @@ def upgrade(document: Any, upgrades: dict[int, Callable[[dict], dict]], where: s
 
 
 # ------------------------------------------------------------------------------------------
+# The row layout: one row per cell x metric x band. A row holds the cell's fields (who made
+# it, with which settings and versions), the metric's value with its count and interval,
+# the null baseline's beside it, and what the metric is. schema/row.schema.json describes it.
+# ------------------------------------------------------------------------------------------
+
+VALUE_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "interval", "se", "reason")
+NULL_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "se")
+# The fields a metric (and its band) decides; every other field of a row is the cell's.
+METRIC_FIELDS = ("metric", "band", "band_low", "band_high", *VALUE_FIELDS, "direction", "unit",
+                 "metric_description", "metric_settings", *(f"null_{key}" for key in NULL_FIELDS))
+
+
+def metric_row(name: str, band, value, metric) -> dict:
+    """One metric's value (a checked ``MetricValue``) on one band (or None), and what the metric is."""
+    return {
+        "metric": name,
+        "band": band.name if band else None,
+        "band_low": band.low if band else None,
+        "band_high": band.high if band else None,
+        **{key: getattr(value, key) for key in VALUE_FIELDS},
+        "direction": getattr(metric, "direction", "higher"),
+        "unit": getattr(metric, "unit", None),
+    }
+
+
+def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
+    """Put the null baseline (value, count, interval) beside the same metric and band."""
+    null = {(r["metric"], r["band"]): r for r in null_rows}
+    return [{**row, **{f"null_{key}": null[(row["metric"], row["band"])][key] for key in NULL_FIELDS}}
+            for row in rows]
+
+
+def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metrics: dict,
+              metric_settings: dict) -> list[dict]:
+    """A cell's result rows: its own fields, then each metric row with its null baseline, the
+    metric's description and the settings it ran with (``metric_settings``: name -> table)."""
+    return [{**cell_fields, **row, "metric_description": getattr(metrics[row["metric"]], "description", None),
+             "metric_settings": metric_settings.get(row["metric"], {})}
+            for row in with_null(rows, null_rows)]
+
+
+def row_order(row: dict) -> tuple:
+    """How rows are sorted in rows.jsonl and in ``show``."""
+    return row["scale"], row["attack"], row["seed"], row["metric"], str(row["band"])
+
+
+def upgrade_row(row: dict, where: str) -> dict:
+    """A row of any older version, brought up to ``ROW_SCHEMA_VERSION``."""
+    return upgrade(row, ROW_UPGRADES, where)
+
+
+# ------------------------------------------------------------------------------------------
 # Finding and reading files
 # ------------------------------------------------------------------------------------------
+
+
+def read_json(path: Path, what: str | None = None) -> Any:
+    """A JSON file's contents, or BenchError naming the file (and what it should hold)."""
+    about = f" ({what})" if what else ""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise BenchError(f"{path}: file not found{about}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise BenchError(f"{path}: unreadable{about}: {one_line(error)}") from error
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{path}: not readable JSON{about} ({error.msg} at line {error.lineno})") from error
+
 
 
 def find_rows_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -189,7 +257,7 @@ def read_manifest(run_dir: Path) -> dict | None:
 
 def read_cell_record(run_dir: Path, config_hash: str) -> dict | None:
     """A cell's record (cells/<hash>.json), or None; only its optional 'gallery' is used here."""
-    path = Path(run_dir) / "cells" / f"{config_hash}.json"
+    path = Path(run_dir) / CELLS_DIR / f"{config_hash}.json"
     if not path.exists():
         return None
     record = read_json(path)
@@ -201,3 +269,4 @@ def read_reported(path: Path) -> dict:
     document = read_json(path)
     validate(document, "reported", str(path))
     return document
+

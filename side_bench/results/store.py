@@ -30,13 +30,21 @@ from typing import Any
 
 from side_bench.contracts import dumps_strict
 from side_bench.errors import BenchError, one_line
+from side_bench.results.records import (
+    CELLS_DIR,
+    MANIFEST_FILE,
+    MANIFEST_SCHEMA_VERSION,
+    ROWS_FILE,
+    read_json,
+    row_order,
+    upgrade_row,
+)
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, writes stay atomic
     fcntl = None
 
-SCHEMA_VERSION = 1
 CACHE_ENV = "SIDE_BENCH_CACHE"
 
 
@@ -108,18 +116,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_json(path: Path, what: str | None = None) -> Any:
-    """A JSON file's contents, or BenchError naming the file (and what it should hold)."""
-    about = f" ({what})" if what else ""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise BenchError(f"{path}: file not found{about}") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise BenchError(f"{path}: unreadable{about}: {one_line(error)}") from error
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}: not readable JSON{about} ({error.msg} at line {error.lineno})") from error
-
 
 def failure_record(cell, error: str, traceback_text: str, seconds: float = 0.0, **extra) -> dict:
     """The record of a cell that failed (written like a finished one, with status "failed")."""
@@ -130,13 +126,6 @@ def failure_record(cell, error: str, traceback_text: str, seconds: float = 0.0, 
 def write_json(path: Path, value: Any) -> None:
     """Strict JSON (NaN and infinity written as null, never as bare tokens), atomically."""
     atomic_write(path, dumps_strict(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_rows(path: Path) -> list[dict]:
-    path = Path(path)
-    if path.is_dir():
-        path = path / "rows.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @contextlib.contextmanager
@@ -184,12 +173,12 @@ def merge_manifests(old: dict, new: dict) -> dict:
 class RunStore:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.cells_dir = self.run_dir / "cells"
+        self.cells_dir = self.run_dir / CELLS_DIR
         self.claimed: set[str] = set()
 
     @property
     def manifest_path(self) -> Path:
-        return self.run_dir / "manifest.json"
+        return self.run_dir / MANIFEST_FILE
 
     @property
     def _write_lock(self) -> Path:
@@ -204,7 +193,7 @@ class RunStore:
         """Merge into the manifest on disk (another process may share the folder), atomically."""
         with file_lock(self._write_lock):
             merged = merge_manifests(self.read_manifest() or {}, manifest)
-            write_json(self.manifest_path, {**merged, "schema_version": SCHEMA_VERSION})
+            write_json(self.manifest_path, {**merged, "schema_version": MANIFEST_SCHEMA_VERSION})
 
     def cell_record(self, config_hash: str) -> dict | None:
         path = self.cells_dir / f"{config_hash}.json"
@@ -298,10 +287,12 @@ class RunStore:
                 yield json.loads(path.read_text())
 
     def rows(self) -> list[dict]:
+        """Every finished cell's rows, brought up to the current schema version."""
         rows = []
         for record in self.records():
-            rows.extend(record.get("rows", []))
-        return sorted(rows, key=lambda r: (r["scale"], r["attack"], r["seed"], r["metric"], str(r["band"])))
+            where = f"{self.cells_dir / record.get('config_hash', '?')}.json"
+            rows.extend(upgrade_row(row, where) for row in record.get("rows", []))
+        return sorted(rows, key=row_order)
 
     def failures(self) -> list[dict]:
         return [r for r in self.records() if r.get("status") == "failed"]
@@ -310,4 +301,4 @@ class RunStore:
         # Under the lock, the last writer has read every cell file written before it.
         with file_lock(self._write_lock):
             lines = "".join(dumps_strict(row, sort_keys=True, default=str) + "\n" for row in self.rows())
-            atomic_write(self.run_dir / "rows.jsonl", lines)
+            atomic_write(self.run_dir / ROWS_FILE, lines)

@@ -23,11 +23,11 @@ from side_bench.hookspecs import RunContext
 from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
-from side_bench.results.records import ROW_SCHEMA_VERSION
+from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
 from side_bench.results.store import RunStore, default_cache_dir, failure_record
 from side_bench.run.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
 from side_bench.scoring import stats
-from side_bench.scoring.scores import Band, Reference, metric_rows, score_images, to_unit, with_null
+from side_bench.scoring.scores import Band, Reference, metric_rows, score_images, to_unit
 
 VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
 
@@ -176,7 +176,7 @@ class CellRunner:
                          labelled.train_targets if labelled is not None else None)
         if hit is not None:
             diagnostics["target_hit"] = hit
-        common = {
+        cell_fields = {
             "schema_version": ROW_SCHEMA_VERSION, "suite": cell.suite, "run_id": Path(self.run_dir).name,
             "scale": cell.scale, "seed": cell.seed, "attack": cell.attack.name,
             "attack_base": cell.attack.base or cell.attack.name, "swept": cell.attack.swept,
@@ -192,10 +192,7 @@ class CellRunner:
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated,
         }
-        descriptions = {name: getattr(metric, "description", None) for name, metric in metrics.items()}
-        settings = config.get("metric_settings", {})
-        return [{**common, **row, "metric_description": descriptions[row["metric"]],
-                 "metric_settings": settings.get(row["metric"], {})} for row in with_null(rows, null_rows)]
+        return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
 
     def _target(self, cell: Cell, data, condition, ctx: RunContext):
         """The trained (or cached, or loaded) target model and its cache key."""

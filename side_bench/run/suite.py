@@ -20,6 +20,7 @@ import tomllib
 
 from side_bench.errors import BenchError
 from side_bench.registry import Registry, settings_dict
+from side_bench.scoring.knn import check_backend
 from side_bench.scoring.scores import Band, make_bands
 
 TOP_LEVEL_KEYS = {
@@ -303,9 +304,9 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                     f"dataset {dataset.name!r} holds beside its held-out split"
                 )
     scoring = raw.get("scoring", {})
-    knn_backend = scoring.get("knn", "auto")
-    if set(scoring) - {"knn"} or knn_backend not in ("auto", "faiss", "torch"):
-        raise BenchError(f"{where}: [scoring]: expected only knn = 'auto', 'faiss' or 'torch'")
+    if set(scoring) - {"knn"}:
+        raise BenchError(f"{where}: [scoring]: unknown keys {sorted(set(scoring) - {'knn'})} (expected only knn)")
+    knn_backend = check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
     return Suite(
         name=raw["name"], path=path, description=raw.get("description", ""),
         dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),

@@ -23,11 +23,20 @@ def faiss_available() -> bool:
     return True
 
 
+BACKENDS = ("auto", "faiss", "torch")  # auto: faiss when it is installed, else the chunked torch search
+
+
+def check_backend(backend: str, where: str = "knn backend") -> str:
+    """``backend`` if it names a k-NN backend, else BenchError naming ``where``."""
+    if backend not in BACKENDS:
+        raise BenchError(f"{where}: expected 'auto', 'faiss' or 'torch', got {backend!r}")
+    return backend
+
+
 def resolve_backend(backend: str) -> str:
-    if backend == "auto":
+    """The backend that will run: 'auto' decided, 'faiss' only when faiss is installed."""
+    if check_backend(backend) == "auto":
         return "faiss" if faiss_available() else "torch"
-    if backend not in ("faiss", "torch"):
-        raise BenchError(f"knn backend: expected 'auto', 'faiss' or 'torch', got {backend!r}")
     if backend == "faiss" and not faiss_available():
         raise BenchError("knn backend 'faiss' asked for, but faiss is not installed")
     return backend

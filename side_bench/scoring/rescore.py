@@ -19,7 +19,9 @@ from pathlib import Path
 from side_bench.errors import BenchError
 from side_bench.results.candidates import load_scores
 from side_bench.results.records import (
+    METRIC_FIELDS,
     ROW_SCHEMA_VERSION,
+    cell_rows,
     find_rows_files,
     read_cell_record,
     read_manifest,
@@ -27,12 +29,7 @@ from side_bench.results.records import (
 )
 from side_bench.results.store import RunStore, write_json
 from side_bench.run.suite import canonical_hash
-from side_bench.scoring.scores import Band, make_bands, metric_rows, with_null
-
-# Row fields that the new metrics and bands replace; everything else is the cell's and kept.
-METRIC_FIELDS = ("metric", "band", "band_low", "band_high", "value", "count", "n", "ci_low", "ci_high",
-                 "interval", "se", "reason", "direction", "unit", "metric_description", "null_value",
-                 "null_count", "null_n", "null_ci_low", "null_ci_high", "null_se", "metric_settings")
+from side_bench.scoring.scores import Band, make_bands, metric_rows
 
 
 def parse_bands(specs: list[str] | tuple[str, ...], where: str = "--bands") -> dict[str, list[float]]:
@@ -123,15 +120,14 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
     try:
         scores = load_scores(run_dir / first["candidates_file"])
         null_scores = load_scores(run_dir / first["null_candidates_file"])
-        fresh = with_null(metric_rows(scores, recomputable, bands, who), metric_rows(null_scores, recomputable, bands, who))
+        fresh = metric_rows(scores, recomputable, bands, who)
+        fresh_null = metric_rows(null_scores, recomputable, bands, who)
     except BenchError as error:
         raise BenchError(f"{where}: {error}") from None
     kept = [r for r in rows if r["metric"] in model_level]  # copied as they were
-    common = {k: v for k, v in first.items() if k not in METRIC_FIELDS}
-    descriptions = {name: getattr(metric, "description", None) for name, metric in metrics.items()}
-    new_rows = [{**common, **row, "metric_description": descriptions[row["metric"]],
-                 "metric_settings": settings.get(row["metric"], {})} for row in fresh] + \
-               [{**common, **{k: r.get(k) for k in METRIC_FIELDS}} for r in kept]
+    cell_fields = {k: v for k, v in first.items() if k not in METRIC_FIELDS}
+    new_rows = cell_rows(cell_fields, fresh, fresh_null, metrics, settings) + \
+        [{**cell_fields, **{k: r.get(k) for k in METRIC_FIELDS}} for r in kept]
     config_hash = first["config_hash"]
     if config is not None:
         config = {**config, "bands": [{"name": b.name, "low": b.low, "high": b.high} for b in bands],

@@ -16,6 +16,7 @@ import torch
 
 from side_bench.contracts import check_metric_value
 from side_bench.errors import BenchError
+from side_bench.results.records import metric_row
 from side_bench.scoring.knn import ExactIndex, in_band
 
 
@@ -235,20 +236,9 @@ def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band],
         for band in bands if metric.uses_bands else [None]:
             result = check_metric_value(metric.compute(scores, band), (who or {}).get(name, f"metric {name!r}"),
                                         getattr(metric, "unit", None))
-            rows.append({
-                "metric": name,
-                "band": band.name if band else None,
-                "band_low": band.low if band else None,
-                "band_high": band.high if band else None,
-                **{key: getattr(result, key) for key in VALUE_FIELDS},
-                "direction": getattr(metric, "direction", "higher"),
-                "unit": getattr(metric, "unit", None),
-            })
+            rows.append(metric_row(name, band, result, metric))
     return rows
 
-
-VALUE_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "interval", "se", "reason")
-NULL_FIELDS = ("value", "count", "n", "ci_low", "ci_high", "se")
 
 
 def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict,
@@ -256,9 +246,3 @@ def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict
     """Rows for every metric (x band) of these images against the reference."""
     return metric_rows(reference.score(candidates01, bands), metrics, bands)
 
-
-def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
-    """Put the null baseline (value, count, interval) beside the same metric and band."""
-    null = {(r["metric"], r["band"]): r for r in null_rows}
-    return [{**row, **{f"null_{key}": null[(row["metric"], row["band"])][key] for key in NULL_FIELDS}}
-            for row in rows]
