@@ -101,38 +101,21 @@ def test_attribute_labels_and_crop_setting(celeba_root):
         celeba(celeba_root, label="Smiles")
 
 
-def test_scale_limit_in_suite_validation(celeba_root, tmp_path, monkeypatch):
+def test_scale_limit_in_suite_validation(celeba_root, tmp_path, monkeypatch, write_suite):
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", str(celeba_root))
-    suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(scales="[4, 29]"))
+    suite = celeba_suite(write_suite, "[4, 29]")
     result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--dry-run", "--results", str(tmp_path / "r")])
     assert_refused(result, "scales: 29 is larger than the 28 training images dataset 'celeba' holds")
 
 
-SUITE = """
-name = "fake-celeba"
-scales = {scales}
-seeds = [0]
-n_generations = 4
-metrics = ["ams"]
-
-[dataset]
-name = "celeba"
-image_size = 8
-heldout = 4
-
-[model]
-name = "bench-unet"
-block_out_channels = [8, 16]
-steps = 2
-batch_size = 4
-
-[[attacks]]
-name = "uncond"
-condition = "none"
-extractor = "sample"
-extractor_settings = {{ ddim_steps = 2, batch_size = 4 }}
-"""
+def celeba_suite(write_suite, scales: str):
+    """The tests' tiny suite (conftest.py) on the fake CelebA folder."""
+    return write_suite(replace={
+        'name = "tiny"': 'name = "fake-celeba"', "scales = [16, 32]": f"scales = {scales}",
+        "n_generations = 8": "n_generations = 4", 'metrics = ["ams", "ums", "p95", "gu-ratio"]': 'metrics = ["ams"]',
+        'name = "digits"': 'name = "celeba"', "heldout = 32": "heldout = 4", "steps = 12": "steps = 2",
+        "batch_size = 16": "batch_size = 4", "ddim_steps = 4, batch_size = 5": "ddim_steps = 2, batch_size = 4",
+    })
 
 
 def run_cli(tmp_path, *args):
@@ -140,18 +123,16 @@ def run_cli(tmp_path, *args):
                                      "--cache-dir", str(tmp_path / "cache"), *args])
 
 
-def test_missing_data_root_is_one_line(tmp_path, monkeypatch):
+def test_missing_data_root_is_one_line(tmp_path, monkeypatch, write_suite):
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")  # restored after the test, whatever the CLI sets
-    suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(scales="[4]"))
+    suite = celeba_suite(write_suite, "[4]")
     assert_refused(run_cli(tmp_path, "--suite", str(suite)), "no data root", "--data-root")
     assert not (tmp_path / "results").exists()
 
 
-def test_data_root_option_runs_a_suite(celeba_root, tmp_path, monkeypatch):
+def test_data_root_option_runs_a_suite(celeba_root, tmp_path, monkeypatch, write_suite):
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")  # restored after the test, whatever the CLI sets
-    suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(scales="[4]"))
+    suite = celeba_suite(write_suite, "[4]")
     result = run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root))
     assert result.exit_code == 0, result.output
     rows = (next((tmp_path / "results" / "fake-celeba").iterdir()) / "rows.jsonl").read_text().splitlines()
@@ -159,11 +140,10 @@ def test_data_root_option_runs_a_suite(celeba_root, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("file", ["identity_CelebA.txt", "list_eval_partition.txt"])
-def test_missing_annotation_file_is_named(celeba_root, tmp_path, monkeypatch, file):
+def test_missing_annotation_file_is_named(celeba_root, tmp_path, monkeypatch, file, write_suite):
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")
     (celeba_root / file).unlink()
-    suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(scales="[4]"))
+    suite = celeba_suite(write_suite, "[4]")
     assert_refused(run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root)),
                    str(celeba_root / file), "file not found")
     assert not (tmp_path / "results").exists()
@@ -215,10 +195,9 @@ def test_image_folder_with_and_without_classes(tmp_path):
         ImageFolder(ImageFolder.Settings(root=str(flat), heldout=1))
 
 
-def test_dry_run_lists_cells_and_costs_and_writes_nothing(celeba_root, tmp_path, monkeypatch):
+def test_dry_run_lists_cells_and_costs_and_writes_nothing(celeba_root, tmp_path, monkeypatch, write_suite):
     monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")
-    suite = tmp_path / "s.toml"
-    suite.write_text(SUITE.format(scales="[4, 8]"))
+    suite = celeba_suite(write_suite, "[4, 8]")
     results = tmp_path / "results"
     dry = run_cli(tmp_path, "--suite", str(suite), "--data-root", str(celeba_root), "--dry-run")
     assert dry.exit_code == 0, dry.output

@@ -85,36 +85,18 @@ def test_sscd_bad_files_are_named(tmp_path):
         sscd(junk)
 
 
-SUITE = """
-name = "sscd-tiny"
-scales = [16]
-n_generations = 4
-metrics = ["ams", "p95"]
-features = {{ name = "sscd", path = "{path}", device = "cpu" }}
-
-[dataset]
-name = "digits"
-image_size = 8
-heldout = 8
-
-[model]
-name = "bench-unet"
-block_out_channels = [8, 16]
-steps = 2
-batch_size = 8
-
-[[attacks]]
-name = "uncond"
-condition = "none"
-extractor = "sample"
-extractor_settings = {{ ddim_steps = 2, batch_size = 4 }}
-"""
 
 
-def test_rows_record_the_sscd_identity(tmp_path):
+def test_rows_record_the_sscd_identity(tmp_path, write_suite):
     path = scripted(TinyDescriptor(), tmp_path / "sscd.pt")
-    suite = tmp_path / "suite.toml"
-    suite.write_text(SUITE.format(path=path))
+    suite = write_suite(replace={  # the tests' tiny suite (conftest.py) with SSCD features
+        'name = "tiny"': 'name = "sscd-tiny"', "scales = [16, 32]": "scales = [16]",
+        "n_generations = 8": "n_generations = 4",
+        'metrics = ["ams", "ums", "p95", "gu-ratio"]':
+            f'metrics = ["ams", "p95"]\nfeatures = {{ name = "sscd", path = "{path}", device = "cpu" }}',
+        "heldout = 32": "heldout = 8", "steps = 12": "steps = 2", "batch_size = 16": "batch_size = 8",
+        "ddim_steps = 4, batch_size = 5": "ddim_steps = 2, batch_size = 4",
+    })
     result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--results", str(tmp_path / "results"),
                                        "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
