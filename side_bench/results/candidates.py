@@ -24,8 +24,8 @@ import pandas as pd
 
 from side_bench.errors import BenchError
 from side_bench.results.records import validate
-from side_bench.scoring.scores import HITS_CAP, CandidateScores
 from side_bench.results.store import atomic_write
+from side_bench.scoring.scores import HITS_CAP, CandidateScores
 
 CANDIDATES_DIR = "candidates"
 CANDIDATES_SCHEMA_VERSION = 1

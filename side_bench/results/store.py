@@ -1,4 +1,5 @@
 """The result store: plain files, every write atomic (write a temporary file, then rename).
+What the files hold (the row layout, schema versions, upgrades) is ``records.py``'s.
 
     results/<suite>/<run-id>/manifest.json   suite, config, versions, device, git, start/end
     results/<suite>/<run-id>/cells/<hash>.json  one per finished cell: its rows or its failure
@@ -29,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from side_bench.contracts import dumps_strict
-from side_bench.errors import BenchError, one_line
+from side_bench.errors import BenchError
 from side_bench.results.records import (
     CELLS_DIR,
     MANIFEST_FILE,
     MANIFEST_SCHEMA_VERSION,
     ROWS_FILE,
-    read_json,
     row_order,
     upgrade_row,
 )
@@ -114,7 +114,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
 
 
 def failure_record(cell, error: str, traceback_text: str, seconds: float = 0.0, **extra) -> dict:
