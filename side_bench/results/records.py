@@ -26,11 +26,12 @@ import json
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from side_bench.errors import BenchError, one_line
+
+if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
+    import jsonschema
 
 ROW_SCHEMA_VERSION = 2
 MANIFEST_SCHEMA_VERSION = 1
@@ -50,6 +51,8 @@ def schema(name: str) -> dict:
 @functools.cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     document = schema(name)
+    import jsonschema
+
     validator_class = jsonschema.validators.validator_for(document)
     return validator_class(document)
 
@@ -77,6 +80,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 def validate(document: Any, kind: str, where: str) -> None:
     """Raise ``BenchError("<where>: field 'x': ...")`` if ``document`` breaks the schema ``kind``."""
+    import jsonschema
+
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(document))
     if error is not None:
         raise BenchError(f"{where}: {_describe(error)}")
