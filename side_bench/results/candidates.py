@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from side_bench.errors import BenchError
-from side_bench.results.records import validate
+from side_bench.results.records import find_rows_files, read_rows_file, validate
 from side_bench.results.store import atomic_write
 from side_bench.scoring.scores import HITS_CAP, CandidateScores
 
@@ -124,8 +124,6 @@ def load_candidates(run_dir: str | Path, *, attack: str | None = None, scale: in
     Adds the cell's ``attack``, ``scale`` and ``config_hash`` to each record; ``attack``,
     ``scale`` and ``seed`` keep only those cells.
     """
-    from side_bench.results.records import find_rows_files, read_rows_file
-
     parts = []
     seen = set()
     for rows_file in find_rows_files([run_dir]):
