@@ -94,7 +94,6 @@ class CellRunner:
     def __call__(self, cell: Cell) -> dict:
         started = time.perf_counter()
         use_deterministic_kernels(self.device)  # here, not per run: an executor may run cells in other processes
-        use_deterministic_kernels(torch.device(self.device))  # here: executors may run cells in other processes
         base = {"config_hash": cell.config_hash, "scale": cell.scale, "seed": cell.seed,
                 "attack": cell.attack.name, "config": cell.config, "plugins": cell.config.get("plugins", {}),
                 "started": now()}
