@@ -95,7 +95,30 @@ def test_sentences_come_from_the_numbers(tmp_path):
                for a, v in (("x", 0.06), ("y", 0.04)) for s in (64, 128)]
     page = page_of(write_run(tmp_path / "null", at_null))
     assert page.setups[0].sentences[0] == ("At scales 64 and 128, no attack is significantly above the null "
-                                           "baseline (5.00%, 5.00%).")
+                                           "baseline (null baseline: 5.00% at both scales).")
+
+
+def test_a_sentence_labels_the_null_values_it_prints(tmp_path):
+    # Issue 22: "(0.00%, 0.00%)" after "no attack is above the null" read as the attacks' results.
+    def at_null(nulls):
+        return [make_row(attack=a, scale=s, value=v, null_value=n, config_hash=f"{a}{s}")
+                for s, n in nulls.items() for a, v in (("x", n + 0.01), ("y", n))]
+
+    def first(name, nulls):
+        return page_of(write_run(tmp_path / name, at_null(nulls))).setups[0].sentences[0]
+
+    assert first("one", {128: 0.0}) == "At scale 128, no attack is significantly above the null baseline " \
+                                      "(null baseline: 0.00%)."
+    assert first("three", {96: 0.0, 128: 0.0, 160: 0.0}) == (
+        "At scales 96, 128 and 160, no attack is significantly above the null baseline "
+        "(null baseline: 0.00% at every one of them).")
+    assert first("differ", {64: 0.05, 128: 0.07}) == (
+        "At scales 64 and 128, no attack is significantly above the null baseline "
+        "(null baseline: 5.00% at 64, 7.00% at 128).")
+    none = [make_row(attack=a, scale=64, value=v, null_value=None, null_count=None, config_hash=a)
+            for a, v in (("x", 0.01), ("y", 0.0))]
+    assert page_of(write_run(tmp_path / "none", none)).setups[0].sentences[0] == (
+        "At scale 64, no attack is significantly above the null baseline.")
 
 
 def test_the_legend_reads_each_plugins_own_description(tmp_path):

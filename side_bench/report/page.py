@@ -236,6 +236,19 @@ def _scales(scales: list) -> str:
     return ("scale " if len(scales) == 1 else "scales ") + _names([str(s) for s in scales], limit=8)
 
 
+def _null_values(unit: str | None, at_null: list[tuple]) -> str:
+    """The null baseline's values, labelled as such: bare, "(0.00%, 0.00%)" read as the attacks' results."""
+    known = [(scale, format_value(unit, value)) for scale, value in at_null if pd.notna(value)]
+    if not known:
+        return ""
+    if len({text for _, text in known}) == 1:
+        where = "" if len(at_null) == 1 else (" at both scales" if len(at_null) == 2 else " at every one of them")
+        if len(known) < len(at_null):
+            where = f" at {_scales([scale for scale, _ in known])}"
+        return f" (null baseline: {known[0][1]}{where})"
+    return " (null baseline: " + ", ".join(f"{text} at {scale}" for scale, text in known) + ")"
+
+
 def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     """Two or three sentences on what the headline table shows, from its numbers alone."""
     unit = part["unit"].iloc[0] if isinstance(part["unit"].iloc[0], str) else None
@@ -281,10 +294,9 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
                     f"ahead of every other attack{how}.")
         how = ""
     if at_null:
-        nulls = ", ".join(format_value(unit, v) for _, v in at_null if pd.notna(v))
         everyone = "no attack is" if len(part["attack"].unique()) > 1 else "the attack is not"
         said.append(f"At {_scales([s for s, _ in at_null])}, {everyone} significantly above the null baseline"
-                    + (f" ({nulls})." if nulls else "."))
+                    f"{_null_values(unit, at_null)}.")
     if len(tops) >= 2 and len(said) < 3:
         (low_scale, first), (high_scale, last) = tops[0], tops[-1]
         if first != last:
