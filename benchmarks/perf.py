@@ -158,7 +158,8 @@ def cell_cost(n_generations, n_train, steps):
     """Sampling + scoring (the part of a cell that is not cached): seconds."""
     from side_bench.registry import load_registry
     from side_bench.sampling.diffusion import ddim_sample
-    from side_bench.scoring.scores import Band, Reference, metric_rows, to_unit
+    from side_bench.scoring.rows import metric_rows
+    from side_bench.scoring.scores import Band, Reference, to_unit
 
     registry = load_registry()
     features = registry.build("features", "pixel", {})

@@ -29,7 +29,8 @@ from side_bench.results.records import (
 )
 from side_bench.results.store import RunStore, write_json
 from side_bench.run.suite import canonical_hash
-from side_bench.scoring.scores import Band, make_bands, metric_rows
+from side_bench.scoring.rows import metric_rows
+from side_bench.scoring.scores import Band, make_bands
 
 
 def parse_bands(specs: list[str] | tuple[str, ...], where: str = "--bands") -> dict[str, list[float]]:

@@ -1,8 +1,16 @@
-"""Scoring candidates against a training set: k-NN once, then every metric from it.
+"""Scoring candidates against a training set: k-NN once, then every metric reads it (``rows.py``).
 
-``Reference`` holds what is computed once per training set (its features, its indices);
-``CandidateScores`` holds what the metrics read for one set of candidates, per candidate,
-so that it can be stored and every metric recomputed later. Library objects (no printing).
+``Reference`` holds what is computed once per training set (its distinct images, their
+features, the indices); ``CandidateScores`` holds what the metrics read for one set of
+candidates, per candidate, so that it can be stored and every metric recomputed later.
+Library objects (no printing).
+
+Candidates are scored against the *distinct* images of the training set: bit-identical
+training images (a duplicated image, a planted canary) are collapsed into one before the
+indices are built, with their multiplicity kept. So an exact copy of a duplicated image has
+d1 = 0 and d2 > 0 (a Gu copy, where scoring every copy would give 0/0), and UMS counts
+distinct images. Every neighbour index reported is a training-set index: the first of the
+image's copies (``Reference.representatives``).
 """
 
 from __future__ import annotations
@@ -14,9 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from side_bench.contracts import check_metric_value
 from side_bench.errors import BenchError
-from side_bench.results.records import metric_row
 from side_bench.scoring.knn import ExactIndex, in_band
 
 
@@ -68,8 +74,46 @@ KNN_NEIGHBOURS = 50
 
 
 def _f64(values) -> np.ndarray:
-    """float32 storage -> float64 for arithmetic, the same way for fresh and stored scores."""
-    return np.asarray(values, dtype=np.float32).astype(np.float64)
+    """float64, the precision the exact distances are computed and stored in (records written
+    before they were are float32, and are read back as those float32 values)."""
+    return np.asarray(values, dtype=np.float64)
+
+
+def distinct_images(flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bit-identical rows of ``flat`` (N, D) collapsed: ``(distinct_of, representatives,
+    multiplicity)``, where row i is distinct image ``distinct_of[i]``, distinct image j is row
+    ``representatives[j]`` (the first of its copies; ascending) and has ``multiplicity[j]`` copies.
+
+    Rows are grouped by two exact integer keys of their bits (a sum and a weighted sum, mod
+    2^64: order-free, so no float rounding can split two copies), then the members of a group
+    are compared exactly, so a key collision never merges different images. -0.0 and 0.0 are
+    the same value and count as equal. O(N x D), chunked.
+    """
+    n = len(flat)
+    if n == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    bits = (flat.detach().float().reshape(n, -1) + 0.0).contiguous().cpu().numpy().view(np.uint32)
+    weights = np.random.default_rng(0).integers(1, 2**63, size=bits.shape[1], dtype=np.uint64)
+    keys = np.empty((n, 2), dtype=np.uint64)
+    step = max(1, (64 * 2**20) // (8 * max(1, bits.shape[1])))
+    with np.errstate(over="ignore"):  # unsigned wrap-around is the intended mod 2^64
+        for start in range(0, n, step):
+            block = bits[start : start + step].astype(np.uint64)
+            keys[start : start + step, 0] = block.sum(axis=1)
+            keys[start : start + step, 1] = (block * weights).sum(axis=1)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    first_of = np.full(group.max() + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first_of, group, np.arange(n))
+    rep_of = first_of[group]
+    for row in np.flatnonzero(rep_of != np.arange(n)):  # a duplicate by its keys: check its bits
+        if not np.array_equal(bits[row], bits[rep_of[row]]):
+            same = [r for r in range(row) if rep_of[r] == r and np.array_equal(bits[r], bits[row])]
+            rep_of[row] = same[0] if same else row
+    representatives = np.unique(rep_of)
+    distinct_of = np.searchsorted(representatives, rep_of).astype(np.int64)
+    return distinct_of, representatives.astype(np.int64), np.bincount(distinct_of).astype(np.int64)
 
 
 @dataclass
@@ -77,15 +121,21 @@ class CandidateScores:
     """Per-candidate nearest-neighbour results against a training set: what metrics read.
 
     Built fresh by ``Reference.score`` or from a cell's stored records
-    (``side_bench.results.candidates.load_scores``): the same float32 values either way, so every
+    (``side_bench.results.candidates.load_scores``): the same float64 values either way, so every
     metric gives bit-identical results on both, and ``rescore`` reproduces a run exactly.
 
     Band hits are kept as flat pairs: candidate ``hit_rows[j]`` has similarity
     ``hit_similarity[j]`` to training image ``hit_index[j]``, for every pair at or above
     ``hits_floor`` (the lowest band edge when scored), at most ``HITS_CAP`` per candidate.
+
+    Neighbours are distinct training images (module docstring): ``nearest_index`` and
+    ``hit_index`` name the first copy of each; ``distinct_of`` maps every training index to
+    its distinct image and ``multiplicity`` says how many copies each distinct image has (a
+    canary's duplication count). Scores made before duplicates were collapsed have neither
+    and read as every image distinct.
     """
 
-    best_similarity: np.ndarray  # (n,) float64 (stored float32): similarity to the nearest
+    best_similarity: np.ndarray  # (n,) float64: exact similarity to the nearest
     nearest_index: np.ndarray  # (n,) int64: the nearest training image
     second_similarity: np.ndarray  # (n,) float64; NaN when the training set has one image
     pixel_d1: np.ndarray  # (n,) normalised pixel distance ||g - NN1|| / sqrt(C*H*W)
@@ -103,6 +153,8 @@ class CandidateScores:
     ranker_scores: dict[str, np.ndarray] = field(default_factory=dict)
     ranker_thresholds: dict[str, float | None] = field(default_factory=dict)
     model: Any = None  # the target model context for model-level metrics; None when rescoring
+    distinct_of: np.ndarray | None = None  # (n_train,) int64: training image -> its distinct image
+    multiplicity: np.ndarray | None = None  # (n_distinct,) int64: copies of each distinct image
     # band -> its (rows, training indices): UMS's bootstrap asks for them once per resample
     _band_pairs: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -114,10 +166,27 @@ class CandidateScores:
             setattr(self, name, np.asarray(getattr(self, name), dtype=np.int64))
         if self.targets is not None:
             self.targets = np.asarray(self.targets, dtype=np.int64)
+        if self.distinct_of is None:  # every training image its own distinct image
+            self.distinct_of = np.arange(self.n_train, dtype=np.int64)
+            self.multiplicity = np.ones(self.n_train, dtype=np.int64)
+        self.distinct_of = np.asarray(self.distinct_of, dtype=np.int64)
+        self.multiplicity = np.asarray(self.multiplicity, dtype=np.int64)
 
     @property
     def n_candidates(self) -> int:
         return len(self.best_similarity)
+
+    @property
+    def n_distinct(self) -> int:
+        """Distinct training images: what the candidates were scored against."""
+        return len(self.multiplicity)
+
+    @property
+    def representatives(self) -> np.ndarray:
+        """(n_distinct,) the training index standing for each distinct image (its first copy)."""
+        first = np.full(self.n_distinct, self.n_train, dtype=np.int64)
+        np.minimum.at(first, self.distinct_of, np.arange(self.n_train))
+        return first
 
     def in_band(self, band: Band) -> np.ndarray:
         """Boolean mask: which candidates have their best similarity in the band."""
@@ -155,7 +224,13 @@ class CandidateScores:
 
 
 class Reference:
-    """A training set prepared for search: features embedded once, exact indices built."""
+    """A training set prepared for search: duplicates collapsed, the distinct images'
+    features embedded once, exact indices built over them.
+
+    ``distinct_of`` (n_train,) maps each training image to its distinct image,
+    ``representatives`` (n_distinct,) gives each distinct image's first training index and
+    ``multiplicity`` (n_distinct,) its number of copies.
+    """
 
     def __init__(self, train01: torch.Tensor, features, *, backend: str = "auto",
                  device: torch.device | str = "cpu", batch_size: int = 512):
@@ -164,7 +239,12 @@ class Reference:
         self.backend = backend
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.index = ExactIndex(self.embed(self.train01), features.similarity, backend, self.device)
+        self.distinct_of, self.representatives, self.multiplicity = distinct_images(
+            self.train01.reshape(len(self.train01), -1))
+        # without duplicates (the usual case) the images themselves, not a copy of them
+        self.distinct01 = (self.train01 if len(self.representatives) == len(self.train01)
+                           else self.train01[torch.from_numpy(self.representatives)])
+        self.index = ExactIndex(self.embed(self.distinct01), features.similarity, backend, self.device)
 
     def embed(self, images01: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -176,8 +256,8 @@ class Reference:
 
     @cached_property
     def pixel_index(self) -> ExactIndex:
-        """Pixel-space index, for Gu et al.'s ratio and Carlini et al.'s distance."""
-        return ExactIndex(self.train01.reshape(len(self.train01), -1), "l2", self.backend, self.device)
+        """Pixel-space index of the distinct images, for Gu et al.'s ratio and Carlini et al.'s distance."""
+        return ExactIndex(self.distinct01.reshape(len(self.distinct01), -1), "l2", self.backend, self.device)
 
     def score(self, candidates01: torch.Tensor, bands: list[Band], *, targets=None) -> CandidateScores:
         """Every candidate's neighbours: features (nearest two, band pairs) and pixels (50 nearest)."""
@@ -189,23 +269,26 @@ class Reference:
                 f"the training set {tuple(self.train01.shape[1:])}"
             )
         candidates01 = candidates01.float().cpu()
-        n, n_train = len(candidates01), len(self.train01)
+        n, n_distinct = len(candidates01), len(self.representatives)
         floor = min((b.low for b in bands), default=None)
         (sims, idx), pairs = self.index.search_with_pairs(self.embed(candidates01), 2, floor)
         flat = candidates01.reshape(n, -1)
-        pixel_sims, _ = self.pixel_index.search(flat, max(2, KNN_NEIGHBOURS))
-        distances = (1.0 - pixel_sims).clamp_min(0).numpy()  # float32
-        nan = np.full(n, np.nan, dtype=np.float32)
-        knn = min(KNN_NEIGHBOURS, n_train)
+        distances, _ = self.pixel_index.nearest_distances(flat, max(2, KNN_NEIGHBOURS))
+        distances = distances.numpy()  # float64, exact: a copy is at 0
+        nan = np.full(n, np.nan)
+        knn = min(KNN_NEIGHBOURS, n_distinct)
+        if pairs is not None:  # distinct indices -> training indices (the first copy)
+            pairs = (pairs[0], torch.from_numpy(self.representatives)[pairs[1]], pairs[2])
         hit_rows, hit_index, hit_sims, truncated = _cap_pairs(pairs)
         return CandidateScores(
-            best_similarity=sims[:, 0].numpy(), nearest_index=idx[:, 0].numpy(),
-            second_similarity=sims[:, 1].numpy() if n_train > 1 else nan,
-            pixel_d1=distances[:, 0], pixel_d2=distances[:, 1] if n_train > 1 else nan,
-            pixel_knn_mean=distances[:, :knn].astype(np.float64).mean(axis=1).astype(np.float32),
+            best_similarity=sims[:, 0].numpy(), nearest_index=self.representatives[idx[:, 0].numpy()],
+            second_similarity=sims[:, 1].numpy() if n_distinct > 1 else nan,
+            pixel_d1=distances[:, 0], pixel_d2=distances[:, 1] if n_distinct > 1 else nan,
+            pixel_knn_mean=distances[:, :knn].mean(axis=1),
             knn_neighbours=knn, hit_rows=hit_rows, hit_index=hit_index, hit_similarity=hit_sims,
-            hits_floor=floor, hits_truncated=truncated, n_train=n_train, sample_index=np.arange(n),
+            hits_floor=floor, hits_truncated=truncated, n_train=len(self.train01), sample_index=np.arange(n),
             targets=None if targets is None else np.asarray(targets),
+            distinct_of=self.distinct_of, multiplicity=self.multiplicity,
         )
 
 
@@ -213,36 +296,12 @@ def _cap_pairs(pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Pairs sorted by candidate then similarity (best first), at most HITS_CAP per candidate."""
     if pairs is None:
         empty = np.empty(0, dtype=np.int64)
-        return empty, empty, np.empty(0, dtype=np.float32), 0
+        return empty, empty, np.empty(0, dtype=np.float64), 0
     rows, cols, sims = (part.numpy() for part in pairs)
     order = np.lexsort((cols, -sims.astype(np.float64), rows))
-    rows, cols, sims = rows[order], cols[order], sims[order].astype(np.float32)
+    rows, cols, sims = rows[order], cols[order], sims[order].astype(np.float64)
     starts = np.searchsorted(rows, rows, side="left")
     rank = np.arange(len(rows)) - starts
     keep = rank < HITS_CAP
     truncated = int(np.unique(rows[~keep]).size)
     return rows[keep], cols[keep], sims[keep], truncated
-
-
-def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band],
-                who: dict[str, str] | None = None) -> list[dict]:
-    """Every metric (x band) of one set of scores: the value, its count, interval and meaning.
-
-    What ``compute`` returns is checked against the contract (``check_metric_value``);
-    ``who`` names each metric's plugin in error messages.
-    """
-    rows = []
-    for name, metric in metrics.items():
-        for band in bands if metric.uses_bands else [None]:
-            result = check_metric_value(metric.compute(scores, band), (who or {}).get(name, f"metric {name!r}"),
-                                        getattr(metric, "unit", None))
-            rows.append(metric_row(name, band, result, metric))
-    return rows
-
-
-
-def score_images(candidates01: torch.Tensor, reference: Reference, metrics: dict,
-                 bands: list[Band]) -> list[dict]:
-    """Rows for every metric (x band) of these images against the reference."""
-    return metric_rows(reference.score(candidates01, bands), metrics, bands)
-
