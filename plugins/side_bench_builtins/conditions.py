@@ -255,6 +255,21 @@ def embed_all(features, images: torch.Tensor, device) -> torch.Tensor:
                           for i in range(0, len(images), 512)])
 
 
+@dataclass
+class SurrogateLabelledImages(LabelledImages):
+    """The surrogate's labelled images, and the kept centroids that labelled them, so an
+    extractor can label new images exactly as the pool was labelled (``side-exact`` assigns
+    unguided samples to clusters this way)."""
+
+    centroids: torch.Tensor | None = None  # (kept, D) unit centroids of the kept clusters, in label order
+
+    def nearest_kept(self, images: torch.Tensor, features, device) -> torch.Tensor:
+        """(n,) int64: the label (0..kept-1) of each image's nearest kept centroid (cosine) in the
+        space of ``features``: the assignment that gave the pool its pseudo-labels."""
+        embeddings = _unit(embed_all(features, images, device).numpy())
+        return torch.from_numpy(np.argmax(embeddings @ self.centroids.numpy().T, axis=1).astype(np.int64))
+
+
 class Surrogate:
     """``surrogate`` (SIDE): cluster labels from the target model's own generations.
 
@@ -324,12 +339,12 @@ class Surrogate:
                       "centroids": torch.from_numpy(np.ascontiguousarray(found.centroids))}
             atomic_write(path, save(stored))
             atomic_write(record_path, json.dumps(record, default=str))
-        centroids = stored["centroids"].numpy()
-        train_embeddings = _unit(embed_all(ctx.features, data.train, ctx.device).numpy())
-        train_targets = torch.from_numpy(np.argmax(train_embeddings @ centroids.T, axis=1).astype(np.int64))
-        return LabelledImages(images=stored["images"], labels=stored["labels"], num_classes=len(centroids),
-                              identity={"surrogate": key}, train_targets=train_targets,
-                              diagnostics={"surrogate": record["diagnostics"]})
+        labelled = SurrogateLabelledImages(images=stored["images"], labels=stored["labels"],
+                                           num_classes=len(stored["centroids"]), identity={"surrogate": key},
+                                           diagnostics={"surrogate": record["diagnostics"]},
+                                           centroids=stored["centroids"])
+        labelled.train_targets = labelled.nearest_kept(data.train, ctx.features, ctx.device)
+        return labelled
 
 
 @hookimpl

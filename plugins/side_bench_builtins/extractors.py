@@ -212,8 +212,129 @@ class ClassifierGuidance(ClassifierGuided):
     name = "classifier-guidance"
 
 
+POOL_STREAM = 256  # unguided pool samples per seeded stream: pool sample j is sample j % 256 of stream j // 256
+
+
+def whole_streams(count: float) -> int:
+    """The pool size, in samples, of the fewest whole streams holding ``count`` samples."""
+    return POOL_STREAM * int(-(-count // POOL_STREAM))
+
+
+@dataclass
+class ExactSettings(SamplingSettings):
+    class_draw: str = "uniform"  # c per candidate, as ``side`` draws it: "uniform" over the kept clusters or "frequency"
+    pool_seed: int = -1  # the seed of the unguided pool; -1: the cell's seed
+    max_pool_factor: float = 64.0  # the pool stops at this many unguided samples per candidate (x N_G)
+
+    def validate(self, where: str) -> None:
+        super().validate(where)
+        if self.class_draw not in CLASS_DRAWS:
+            raise BenchError(f"{where}: class_draw: expected one of {', '.join(CLASS_DRAWS)}, got {self.class_draw!r}")
+        if self.pool_seed < -1:
+            raise BenchError(f"{where}: pool_seed: expected a seed >= 0, or -1 for the cell's seed, got {self.pool_seed}")
+        if not self.max_pool_factor >= 1:  # every candidate takes a pool sample of its own
+            raise BenchError(f"{where}: max_pool_factor: expected a number >= 1, got {self.max_pool_factor}")
+
+
+class SideExact:
+    """``side-exact``: SIDE with an exact classifier, sampled by rejection (no classifier at all).
+
+    At lambda = 1 with the exact p(c | x), SIDE samples p_theta(x | c) with c uniform over the
+    kept surrogate clusters: the model's own distribution re-weighted so that every kept
+    cluster has equal mass. This extractor draws exactly that. Candidate i's cluster c_i comes
+    from its own generator, as ``side`` draws it (``class_draw``); the candidates are filled
+    from a shared pool of plain unguided DDIM samples (the ``sample`` extractor's sampler, with
+    its ``ddim_steps``), each given its nearest kept centroid in the condition's feature space
+    (the assignment that gave the surrogate pool its pseudo-labels). The k-th candidate of
+    cluster c, in index order, is the k-th pool sample of c, in pool order, so each pool sample
+    is used at most once and candidate i depends only on (seed, i) and the pool seed (never on
+    N_G or the batch size). Pool sample j is sample j % 256 of the seeded stream
+    (pool seed, "side-exact-pool/<j // 256>"); the pool grows stream by stream until every
+    cluster holds what its candidates need, or stops at ``max_pool_factor`` x N_G samples with
+    an error naming the cluster that is too rare.
+
+    It is an attack in its own right, a cluster-balanced generate-and-filter whose query cost
+    (the unguided samples drawn, in the row's diagnostics with the per-cluster counts) is the
+    price of the filter, and the bound for ``side`` at lambda = 1: its copy rate is the mean
+    over kept clusters of the per-cluster copy rate of unguided samples, which any trained
+    classifier's SIDE at lambda = 1 only approximates.
+    """
+
+    description = ("SIDE with an exact classifier: p_theta(x | c), c uniform over the kept surrogate clusters, "
+                   "by rejection from unguided samples (the bound for side at lambda 1)")
+
+    Settings = ExactSettings
+
+    def __init__(self, settings: ExactSettings):
+        self.settings = settings
+
+    def extract(self, target, labelled, n, ctx):
+        nearest_kept = getattr(labelled, "nearest_kept", None)
+        if nearest_kept is None:
+            raise BenchError("extractor 'side-exact' needs condition 'surrogate' (labelled images with the kept "
+                             "centroids that assign new samples to clusters)")
+        s = self.settings
+        classes = labelled.num_classes
+        targets = draw_targets(n, labelled.labels, classes, s.class_draw, ctx.seed)
+        needed = torch.bincount(targets, minlength=classes)
+        pool_seed = ctx.seed if s.pool_seed == -1 else s.pool_seed
+        cap = whole_streams(s.max_pool_factor * n)
+        # per cluster: its first needed[c] pool samples in pool order; only those are kept, so
+        # memory stays at N_G images however large the pool grows
+        kept: list[list[torch.Tensor]] = [[] for _ in range(classes)]
+        taken = torch.zeros(classes, dtype=torch.long)
+        found = torch.zeros(classes, dtype=torch.long)
+        filled_at = torch.zeros(classes, dtype=torch.long)  # pool size at which cluster c had enough
+        drawn, planned = 0, min(cap, whole_streams(n))  # each candidate needs a sample of its own
+        while True:
+            while drawn < planned:
+                def progress(stage, done, total, offset=drawn * s.ddim_steps, planned=planned):
+                    ctx.progress("sampling", offset + done, planned * s.ddim_steps)
+
+                images, _ = ddim_sample(target, POOL_STREAM, seed=pool_seed,
+                                        purpose=f"side-exact-pool/{drawn // POOL_STREAM}", num_steps=s.ddim_steps,
+                                        batch_size=min(s.batch_size, POOL_STREAM), device=ctx.device,
+                                        dtype=PRECISIONS[s.precision], progress=progress)
+                clusters = nearest_kept(images, ctx.features, ctx.device)
+                for c in range(classes):
+                    members = torch.nonzero(clusters == c).flatten()
+                    room = int(needed[c] - taken[c])
+                    if room > 0 and len(members):
+                        kept[c].append(images[members[:room]])
+                        taken[c] += min(room, len(members))
+                        if taken[c] == needed[c]:
+                            filled_at[c] = drawn + int(members[room - 1]) + 1
+                    found[c] += len(members)
+                drawn += POOL_STREAM
+            short = torch.nonzero(taken < needed).flatten().tolist()
+            if not short:
+                break
+            if drawn >= cap:
+                rarest = min(short, key=lambda c: int(found[c]) / int(needed[c]))
+                raise BenchError(f"extractor 'side-exact': cluster {rarest} holds {int(found[rarest])} of the "
+                                 f"{drawn} unguided samples (the cap, max_pool_factor {s.max_pool_factor:g} x N_G "
+                                 f"{n}) and its candidates need {int(needed[rarest])} ({len(short)} clusters short); "
+                                 f"raise max_pool_factor or keep fewer rare clusters (surrogate tau, clusters)")
+            # the pool each short cluster needs at the share seen so far (twice the pool when it has
+            # none yet); growing to the largest of these keeps the draws close to the least needed
+            estimate = max(int(needed[c]) * drawn / int(found[c]) if found[c] else 2 * drawn for c in short)
+            planned = min(cap, whole_streams(max(estimate, drawn + 1)))
+        banks = [torch.cat(parts) if parts else None for parts in kept]
+        rank = torch.zeros(n, dtype=torch.long)
+        seen = torch.zeros(classes, dtype=torch.long)
+        for i, c in enumerate(targets.tolist()):
+            rank[i] = seen[c]
+            seen[c] += 1
+        images = torch.stack([banks[c][r] for c, r in zip(targets.tolist(), rank.tolist(), strict=True)])
+        diagnostics = {"classes": classes, "class_draw": s.class_draw, "pool_seed": pool_seed,
+                       "query_cost": drawn, "pool_needed": int(filled_at.max()), "max_pool": cap,
+                       "cluster_candidates": needed.tolist(), "cluster_pool": found.tolist()}
+        return Candidates(images=images, targets=targets, diagnostics=diagnostics)
+
+
 @hookimpl
 def register_extractors(register):
     register("sample", Sample, aliases=("uncond-sample",))
     register("side", Side)
     register("classifier-guidance", ClassifierGuidance, aliases=("cond",))
+    register("side-exact", SideExact)
