@@ -7,6 +7,7 @@ use them, so ``--help``, ``--version``, ``plugins`` and ``suites`` answer in wel
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -224,14 +225,55 @@ def _fmt(value) -> str:
     return "" if value is None or value != value else f"{value:.4f}"
 
 
-def _print_summary(rows: list[dict]) -> None:
-    table = Table(title="results (value | null baseline on held-out real images)")
-    for column in ("scale", "attack", "seed", "metric", "band", "value", "null"):
-        table.add_column(column, justify="right" if column in ("scale", "seed", "value", "null") else "left")
+def print_listing(title: str, columns: list[str], rows: list[list[str]], right: tuple[str, ...] = ()) -> None:
+    """A table on stdout that never crops a cell. On a terminal: rich's table, long cells folded
+    onto more lines. Piped or redirected: plain columns two spaces apart, as wide as their
+    longest cell, so ``side-bench plugins | grep divergence`` and CI logs see every name whole
+    (rich would crop them to the 80 columns it assumes off a terminal: ``memorizat…``)."""
+    if not sys.stdout.isatty():
+        widths = [max([len(column), *(len(row[i]) for row in rows)]) for i, column in enumerate(columns)]
+
+        def line(cells) -> str:
+            return "  ".join(cell.rjust(width) if column in right else cell.ljust(width)
+                             for column, cell, width in zip(columns, cells, widths, strict=True)).rstrip()
+
+        click.echo("\n".join([title, line(columns), *(line(row) for row in rows)]))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column in right else "left", overflow="fold")
     for row in rows:
-        table.add_row(str(row["scale"]), escape(row["attack"]), str(row["seed"]), row["metric"],
-                      row["band"] or "", _fmt(row["value"]), _fmt(row.get("null_value")))
+        table.add_row(*(escape(cell) for cell in row))
     out.print(table)
+
+
+def _print_summary(rows: list[dict]) -> None:
+    print_listing("results (value | null baseline on held-out real images)",
+                  ["scale", "attack", "seed", "metric", "band", "value", "null"],
+                  [[str(row["scale"]), row["attack"], str(row["seed"]), row["metric"], row["band"] or "",
+                    _fmt(row["value"]), _fmt(row.get("null_value"))] for row in rows],
+                  right=("scale", "seed", "value", "null"))
+
+
+def parse_settings(pairs: tuple[str, ...], option: str) -> dict:
+    """``("path=/x/w.pt", "resize=224")`` -> ``{"path": "/x/w.pt", "resize": 224}``: each value as
+    the same text would be read in a suite's TOML table, so the Settings checks see the types a
+    suite gives them; a value TOML cannot read (a bare path, ``cpu``) is text, saving the quotes."""
+    import tomllib
+
+    settings: dict = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise BenchError(f"{option}: expected KEY=VALUE, got {pair!r}")
+        if key in settings:
+            raise BenchError(f"{option}: {key!r} is given twice")
+        try:
+            settings[key] = tomllib.loads(f"value = {text.strip()}")["value"]
+        except tomllib.TOMLDecodeError:
+            settings[key] = text.strip()
+    return settings
 
 
 _NO_CACHE = click.option("--no-cache", is_flag=True,
@@ -239,37 +281,42 @@ _NO_CACHE = click.option("--no-cache", is_flag=True,
                               "remade whenever a plugin's version or source changes).")
 
 
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+
+
 @main.command()
 @_NO_CACHE
+@_JSON
 @user_errors
-def plugins(no_cache):
+def plugins(no_cache, as_json):
     """List installed plugins and what each registers, with its distribution and version."""
     from side_bench.registry import registry_listing
 
-    table = Table(title="side-bench plugins")
-    for column in ("kind", "name", "aliases", "plugin", "distribution", "version"):
-        table.add_column(column)
-    for item in registry_listing(use_cache=not no_cache):
+    listing = registry_listing(use_cache=not no_cache)
+    if as_json:  # every registration as registry_listing gives it (kind, name, aliases, plugin, provenance)
+        click.echo(json.dumps(listing, indent=2))
+        return
+    rows = []
+    for item in listing:
         version = item["version"] or ""
         if item.get("source_hash"):  # editable or local install: the source is what counts
             version += f" ({item['source_hash'][:8]})"
-        table.add_row(item["kind"], escape(item["name"]), escape(", ".join(item["aliases"])), escape(item["plugin"]),
-                      escape(item["distribution"] or ""), escape(version))
-    out.print(table)
+        rows.append([item["kind"], item["name"], ", ".join(item["aliases"]), item["plugin"],
+                     item["distribution"] or "", version])
+    print_listing("side-bench plugins", ["kind", "name", "aliases", "plugin", "distribution", "version"], rows)
 
 
 @main.command()
 @_NO_CACHE
+@_JSON
 @user_errors
-def suites(no_cache):
+def suites(no_cache, as_json):
     """List registered suites."""
     import tomllib
 
     from side_bench.registry import registry_listing
 
-    table = Table(title="suites")
-    for column in ("name", "description", "path"):
-        table.add_column(column)
+    found = []
     for item in registry_listing(use_cache=not no_cache):
         if item["kind"] != "suites":
             continue
@@ -278,14 +325,19 @@ def suites(no_cache):
             description = tomllib.loads(path.read_text()).get("description", "")
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
             description = f"unreadable: {error}"
-        table.add_row(escape(item["name"]), escape(description), escape(str(path)))
-    out.print(table)
+        found.append({"name": item["name"], "description": description, "path": str(path)})
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    print_listing("suites", ["name", "description", "path"],
+                  [[item["name"], item["description"], item["path"]] for item in found])
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help='Print {"rows": [...], "failures": [...]} as JSON.')
 @user_errors
-def show(run_dir):
+def show(run_dir, as_json):
     """Show the rows of a run folder as a table."""
     from side_bench.results.records import ROWS_FILE, read_rows_file
     from side_bench.results.store import RunStore
@@ -297,35 +349,52 @@ def show(run_dir):
     # cells/ while a run is going (rows.jsonl lags by a cell); rows.jsonl alone in a copied folder.
     # Either way the rows come back upgraded to the current schema version.
     rows = store.rows() if store.cells_dir.exists() else read_rows_file(rows_file)
+    failures = list(store.failures())
+    if as_json:  # strict JSON: a value that cannot be computed is null
+        from side_bench.contracts import dumps_strict
+
+        keep = ("config_hash", "scale", "attack", "seed", "error")
+        click.echo(dumps_strict({"rows": rows, "failures": [{k: f.get(k) for k in keep} for f in failures]},
+                                indent=2, default=str))
+        return
     if rows:
         _print_summary(rows)
     else:
-        out.print("no rows yet")
-    for failure in store.failures():
-        out.print(f"[red]failed[/] {escape(failure['attack'])} @ {failure['scale']} seed {failure['seed']}: {escape(failure['error'])}")
+        click.echo("no rows yet")
+    for failure in failures:
+        click.echo(f"failed {failure['attack']} @ {failure['scale']} seed {failure['seed']}: {failure['error']}")
 
 
 @main.command()
 @click.option("--generated", required=True, help="Folder of PNG/JPEG images or .npy (N, C, H, W) in [0, 1].")
 @click.option("--train", required=True, help="The training images, same forms.")
 @click.option("--heldout", default=None, help="Held-out real images for the null baseline.")
-@click.option("--features", default="pixel", show_default=True)
+@click.option("--features", default="pixel", show_default=True,
+              help="A features plugin (side-bench plugins): pixel, or sscd / timm with their weights given "
+                   "by --feature-setting.")
+@click.option("--feature-setting", "feature_settings", multiple=True, metavar="KEY=VALUE",
+              help="A setting of --features, as in a suite's features table (repeatable), e.g. "
+                   "path=/x/sscd.torchscript.pt; VALUE is read as a TOML value (8, 0.5, true, [1, 2]), "
+                   "else as text.")
 @click.option("--metrics", default="ams,ums,p95,gu-ratio", show_default=True, help="Comma-separated.")
 @click.option("--knn", default="auto", show_default=True, help="auto (faiss when installed), faiss or torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @user_errors
-def score(generated, train, heldout, features, metrics, knn, as_json):
+def score(generated, train, heldout, features, feature_settings, metrics, knn, as_json):
     """Score images made elsewhere against a training set."""
     from side_bench.run.runner import score_rows
     from side_bench.scoring.knn import check_backend
 
     check_backend(knn, "--knn")
+    settings = parse_settings(feature_settings, "--feature-setting")
     from side_bench.scoring.images import read_images
 
     rows = score_rows(
         read_images(generated, "--generated"), read_images(train, "--train"),
         read_images(heldout, "--heldout") if heldout else None,
-        features=features, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), knn=knn,
+        features=features, feature_settings=settings,
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), knn=knn,
+        where=f"--feature-setting (features {features!r})",
     )
     if as_json:  # strict JSON: a value that cannot be computed is null, with its reason
         from side_bench.contracts import dumps_strict
@@ -344,7 +413,7 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
 
 
 @main.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.argument("results", nargs=-1, type=click.Path())
 @click.option("--metric", default=None, help="Only this metric (e.g. ams).")
 @click.option("--band", default=None, help="Only this band (e.g. mid).")
 @click.option("--format", "formats", multiple=True, default=("md",), show_default=True,
@@ -356,11 +425,17 @@ def score(generated, train, heldout, features, metrics, knn, as_json):
                    "[default: results/reported if it exists].")
 @click.option("--headline", default=None, metavar="METRIC[:BAND]",
               help="The table the page opens with (default: the suite's 'headline' key, else its first metric).")
+@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
+              help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
+                   "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported, headline):
+def leaderboard(results, metric, band, formats, out, reported, headline, index_dir):
     """Tables and plots across scales from run folders, suite folders or a results root."""
-    from side_bench.report.files import write_report
+    from side_bench.report.files import write_index, write_report
 
+    if not results and index_dir is None:
+        raise BenchError("RESULTS: expected run folders, suite folders or a results root "
+                         "(or only --index DIR, to rebuild a site index)")
     if out is not None:
         from side_bench.results.store import check_writable
 
@@ -368,9 +443,11 @@ def leaderboard(results, metric, band, formats, out, reported, headline):
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
-                           headline=headline)
+                           headline=headline) if results else {}
+    if index_dir is not None:
+        written["index"] = write_index(index_dir)["md"]
     for fmt, value in written.items():
-        if out is None:
+        if out is None and fmt != "index":
             click.echo(value, nl=False)
         else:
             console.print(f"{fmt}: {value}")
@@ -403,16 +480,20 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @click.argument("attack_b")
 @click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
 @click.option("--seed", type=int, default=None, help="Only this seed.")
-@click.option("--band", default="high", show_default=True, help="A candidate in this band is a copy.")
-@click.option("--gu", "by_gu", is_flag=True, help="A copy is a candidate with Gu et al.'s ratio < 1/3 instead.")
+@click.option("--by", "by", default=None, metavar="METRIC",
+              help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: ams]")
+@click.option("--band", default="high", show_default=True, help="With a metric of bands (ams): the band of a copy.")
+@click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @user_errors
-def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
+def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
     """Training images two attacks on the same model copied: both, only one, and the tests."""
     from side_bench.report.compare import compare_attacks
 
+    if by_gu and by is not None:
+        raise BenchError("--gu is --by gu-ratio: give one of them")
     frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
-                            by="gu" if by_gu else "band")
+                            by="gu-ratio" if by_gu else by or "ams")
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
         return
@@ -427,3 +508,38 @@ def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
                   f"only {escape(attack_b)} {line.only_b}", highlight=False)
         out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
                   f"p = {line.p_distinct:.3g} (z-test on bootstrap standard errors, Holm)", highlight=False)
+
+
+# -- side-bench cache ---------------------------------------------------------------------------
+
+@main.group()
+def cache():
+    """The cache folder: trained models, classifiers, surrogate pools and clusterings."""
+
+
+@cache.command("verify")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@click.option("--fix", is_flag=True, help="Move bad entries aside (<entry>.corrupt-<time>); they are rebuilt when next used.")
+@user_errors
+def cache_verify(folder, fix):
+    """Check every cache entry against its manifest: one line each, STATUS<tab>PATH<tab>DETAIL.
+
+    FOLDER defaults to the one `run` uses ($SIDE_BENCH_CACHE, else ~/.cache/side-bench).
+    Exit code 1 when an entry is bad and --fix was not given.
+    """
+    from side_bench.results.cache import verify_cache
+    from side_bench.results.store import default_cache_dir
+
+    root = Path(folder) if folder else default_cache_dir()
+    if folder is None and not root.exists():
+        click.echo(f"no cache folder yet ({root}): nothing to verify", err=True)
+        return
+    checks = verify_cache(root, fix=fix)
+    for check in checks:
+        click.echo(check.line())
+    counts: dict[str, int] = {}
+    for check in checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or f"{root}: empty", err=True)
+    if counts.get("bad"):
+        sys.exit(1)
