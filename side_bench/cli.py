@@ -413,7 +413,7 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
 
 
 @main.command()
-@click.argument("results", nargs=-1, type=click.Path())
+@click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--metric", default=None, help="Only this metric (e.g. ams).")
 @click.option("--band", default=None, help="Only this band (e.g. mid).")
 @click.option("--format", "formats", multiple=True, default=("md",), show_default=True,
@@ -425,17 +425,11 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
                    "[default: results/reported if it exists].")
 @click.option("--headline", default=None, metavar="METRIC[:BAND]",
               help="The table the page opens with (default: the suite's 'headline' key, else its first metric).")
-@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
-              help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
-                   "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported, headline, index_dir):
+def leaderboard(results, metric, band, formats, out, reported, headline):
     """Tables and plots across scales from run folders, suite folders or a results root."""
-    from side_bench.report.files import write_index, write_report
+    from side_bench.report.files import write_report
 
-    if not results and index_dir is None:
-        raise BenchError("RESULTS: expected run folders, suite folders or a results root "
-                         "(or only --index DIR, to rebuild a site index)")
     if out is not None:
         from side_bench.results.store import check_writable
 
@@ -443,11 +437,9 @@ def leaderboard(results, metric, band, formats, out, reported, headline, index_d
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
-                           headline=headline) if results else {}
-    if index_dir is not None:
-        written["index"] = write_index(index_dir)["md"]
+                           headline=headline)
     for fmt, value in written.items():
-        if out is None and fmt != "index":
+        if out is None:
             click.echo(value, nl=False)
         else:
             console.print(f"{fmt}: {value}")
@@ -480,20 +472,16 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @click.argument("attack_b")
 @click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
 @click.option("--seed", type=int, default=None, help="Only this seed.")
-@click.option("--by", "by", default=None, metavar="METRIC",
-              help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: ams]")
-@click.option("--band", default="high", show_default=True, help="With a metric of bands (ams): the band of a copy.")
-@click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
+@click.option("--band", default="high", show_default=True, help="A candidate in this band is a copy.")
+@click.option("--gu", "by_gu", is_flag=True, help="A copy is a candidate with Gu et al.'s ratio < 1/3 instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @user_errors
-def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
+def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
     """Training images two attacks on the same model copied: both, only one, and the tests."""
     from side_bench.report.compare import compare_attacks
 
-    if by_gu and by is not None:
-        raise BenchError("--gu is --by gu-ratio: give one of them")
     frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
-                            by="gu-ratio" if by_gu else by or "ams")
+                            by="gu" if by_gu else "band")
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
         return
@@ -508,38 +496,3 @@ def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
                   f"only {escape(attack_b)} {line.only_b}", highlight=False)
         out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
                   f"p = {line.p_distinct:.3g} (z-test on bootstrap standard errors, Holm)", highlight=False)
-
-
-# -- side-bench cache ---------------------------------------------------------------------------
-
-@main.group()
-def cache():
-    """The cache folder: trained models, classifiers, surrogate pools and clusterings."""
-
-
-@cache.command("verify")
-@click.argument("folder", required=False, type=click.Path(file_okay=False))
-@click.option("--fix", is_flag=True, help="Move bad entries aside (<entry>.corrupt-<time>); they are rebuilt when next used.")
-@user_errors
-def cache_verify(folder, fix):
-    """Check every cache entry against its manifest: one line each, STATUS<tab>PATH<tab>DETAIL.
-
-    FOLDER defaults to the one `run` uses ($SIDE_BENCH_CACHE, else ~/.cache/side-bench).
-    Exit code 1 when an entry is bad and --fix was not given.
-    """
-    from side_bench.results.cache import verify_cache
-    from side_bench.results.store import default_cache_dir
-
-    root = Path(folder) if folder else default_cache_dir()
-    if folder is None and not root.exists():
-        click.echo(f"no cache folder yet ({root}): nothing to verify", err=True)
-        return
-    checks = verify_cache(root, fix=fix)
-    for check in checks:
-        click.echo(check.line())
-    counts: dict[str, int] = {}
-    for check in checks:
-        counts[check.status] = counts.get(check.status, 0) + 1
-    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or f"{root}: empty", err=True)
-    if counts.get("bad"):
-        sys.exit(1)
