@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -427,21 +428,29 @@ def score_arrays(generated, train, heldout=None, **options) -> pd.DataFrame:
     """Score images made elsewhere: arrays (N, C, H, W) with values in [0, 1].
 
     Returns one row per metric (x band): metric, band, band_low, band_high, value, and
-    null_value when ``heldout`` is given. Options: features, metrics, bands, knn, device.
+    null_value when ``heldout`` is given. Options: features, feature_settings (the features'
+    settings table, as in a suite: ``{"path": "/x/sscd.torchscript.pt"}``, checked against its
+    Settings), metrics, bands, knn, device.
     """
     return pd.DataFrame(score_rows(generated, train, heldout, **options))
 
 
 def score_rows(generated, train, heldout=None, *, features: str = "pixel",
+               feature_settings: dict[str, Any] | None = None,
                metrics: tuple[str, ...] = ("ams", "ums", "p95", "gu-ratio"),
                bands: dict[str, list[float]] | None = None, knn: str = "auto",
-               device: str = "cpu") -> list[dict]:
-    """``score_arrays`` as a list of plain dicts (band None for metrics without bands)."""
+               device: str = "cpu", where: str = "feature_settings") -> list[dict]:
+    """``score_arrays`` as a list of plain dicts (band None for metrics without bands).
+
+    ``where`` names the settings in error messages (the CLI passes its option)."""
     from side_bench.scoring.images import as_unit_tensor
     from side_bench.scoring.scores import make_bands
 
+    if feature_settings is not None and not isinstance(feature_settings, dict):
+        raise BenchError(f"{where}: expected a table (dict) of settings, got {feature_settings!r}")
     registry = load_registry()
-    features_obj = registry.build("features", features, {})
+    registry.get("features", features)  # an unknown name is the name's error, not the settings'
+    features_obj = registry.build("features", features, feature_settings or {}, where)
     generated = as_unit_tensor(generated, "generated")
     train = as_unit_tensor(train, "train")
     if train.shape[1:] != generated.shape[1:]:
