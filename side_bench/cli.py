@@ -472,16 +472,20 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @click.argument("attack_b")
 @click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
 @click.option("--seed", type=int, default=None, help="Only this seed.")
-@click.option("--band", default="high", show_default=True, help="A candidate in this band is a copy.")
-@click.option("--gu", "by_gu", is_flag=True, help="A copy is a candidate with Gu et al.'s ratio < 1/3 instead.")
+@click.option("--by", "by", default=None, metavar="METRIC",
+              help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: ams]")
+@click.option("--band", default="high", show_default=True, help="With a metric of bands (ams): the band of a copy.")
+@click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @user_errors
-def compare(run_dir, attack_a, attack_b, scale, seed, band, by_gu, as_json):
+def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
     """Training images two attacks on the same model copied: both, only one, and the tests."""
     from side_bench.report.compare import compare_attacks
 
+    if by_gu and by is not None:
+        raise BenchError("--gu is --by gu-ratio: give one of them")
     frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
-                            by="gu" if by_gu else "band")
+                            by="gu-ratio" if by_gu else by or "ams")
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
         return

@@ -25,6 +25,8 @@ Rules, and why:
   A NaN or infinite value becomes ``value = None`` with reason "not finite (nan)": a metric that
   cannot be computed is null with a reason, never a bare ``NaN`` token in rows.jsonl.
 - A ranker returns (scores, threshold): n finite numbers and a finite number or None.
+- A metric's ``memorized`` returns one bool per candidate (a numpy array or torch tensor of
+  shape (n,)); 0/1 integers or floats are refused: a threshold left unapplied would pass.
 """
 
 from __future__ import annotations
@@ -246,3 +248,17 @@ def check_ranking(result, n: int, who: str):
     if threshold is not None and not (isinstance(threshold, (int, float)) and np.isfinite(threshold)):
         raise BenchError(f"{who}: returned the threshold {threshold!r}; expected a finite number or None")
     return values.astype(np.float64), None if threshold is None else float(threshold)
+
+
+def check_memorized(result, n: int, who: str):
+    """A metric's ``memorized(scores, band)`` as a numpy bool array of shape (n,)."""
+    import numpy as np
+
+    if hasattr(result, "detach"):  # a torch tensor
+        result = result.detach().cpu().numpy()
+    if not isinstance(result, np.ndarray):
+        raise BenchError(f"{who}: memorized returned a {_kind_of(result)}; expected a bool array of shape ({n},)")
+    if result.shape != (n,) or result.dtype != np.bool_:
+        raise BenchError(f"{who}: memorized returned an array of shape {result.shape} and dtype {result.dtype}; "
+                         f"expected bool of shape ({n},)")
+    return result

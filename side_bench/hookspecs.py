@@ -324,6 +324,17 @@ class Metric(Protocol):
     results, the same object whether fresh or loaded from stored records, so ``rescore``
     reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
     returns a ``MetricValue`` (or a bare float, for which no interval is known).
+
+    Optional: ``memorized(scores: CandidateScores, band: Band | None) -> np.ndarray``, the
+    metric's copy criterion, one decision per candidate: a bool array (n,), True where
+    candidate ``i`` counts as a copy of its nearest training image
+    (``scores.nearest_index[i]``); ``band`` as for ``compute``. ``side-bench compare --by NAME``
+    finds the training images two attacks copied with it (and refuses a metric without it); a
+    rate metric built on it should count it, ``rate(int(memorized.sum()), n)``, so the two agree.
+    Raise ``BenchError`` when it cannot decide on these scores (say why, as ``compute``'s
+    ``reason`` would). Leave it out
+    when the metric decides nothing per candidate (a percentile, UMS's distinct images, a
+    model-level metric).
     """
 
     uses_bands: bool

@@ -165,10 +165,23 @@ def test_compare_counts_kept_lost_and_gained(tiny_run):
     assert "only uncond" in result.output
     result = CliRunner().invoke(main, ["compare", str(run_dir), "uncond", "nope"])
     assert result.exit_code == 2 and "no attack 'nope'" in result.output
+    # the copy criterion is the metric's own (memorized), asked by name; --gu is --by gu-ratio
+    by_gu = compare_attacks(run_dir, "uncond", "uncond-short", by="gu")
+    gu_row = rows[(rows.attack == "uncond") & (rows.metric == "gu-ratio")].iloc[0]
+    assert (by_gu.iloc[0].copies_a, by_gu.iloc[0].n_a) == (gu_row["count"], gu_row["n"])
+    assert by_gu.iloc[0]["copy"] == "gu-ratio"
+    assert table.iloc[0]["copy"] == "ams in band mid [0.9, 0.95]"
+    flag = CliRunner().invoke(main, ["compare", str(run_dir), "uncond", "uncond-short", "--gu", "--json"])
+    named = CliRunner().invoke(main, ["compare", str(run_dir), "uncond", "uncond-short", "--by", "gu-ratio", "--json"])
+    assert flag.exit_code == 0 and flag.output == named.output
+    result = CliRunner().invoke(main, ["compare", str(run_dir), "uncond", "uncond-short", "--by", "p95"])
+    assert result.exit_code == 2 and "metric 'p95' has no copy criterion" in result.output
+    assert "ams" in result.output.splitlines()[-1] and "gu-ratio" in result.output
 
 
 def test_compare_on_constructed_tables(tmp_path):
-    from side_bench.report.compare import _compare_cell
+    from side_bench.registry import load_registry
+    from side_bench.report.compare import CopyRule, _compare_cell
 
     # A copies training images 3 and 4 (high band); B copies 3 twice and 7
     a = constructed([0.97, 0.96, 0.5, 0.5], [3, 4, 0, 1])
@@ -177,6 +190,6 @@ def test_compare_on_constructed_tables(tmp_path):
     write_scores(tmp_path / "candidates" / "b.parquet", b, seed=0, kind="candidates", config_hash="b")
     line = _compare_cell(tmp_path, {"attack": "A", "scale": 1, "candidates_file": "candidates/a.parquet"},
                          {"attack": "B", "scale": 1, "candidates_file": "candidates/b.parquet"},
-                         "band", Band("high", 0.95, 1.0))
+                         CopyRule(load_registry().build("metrics", "ams", {}), Band("high", 0.95, 1.0), "ams", "ams"))
     assert (line["copies_a"], line["copies_b"], line["distinct_a"], line["distinct_b"]) == (2, 3, 2, 2)
     assert (line["both"], line["only_a"], line["only_b"]) == (1, 1, 1)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import side_bench.plugin_api as plugin_api
 
@@ -19,6 +22,8 @@ EXAMPLES = [ROOT / "plugins" / "side-bench-example-metric", ROOT / "plugins" / "
 NOT_COMPONENT_MEMBERS = {
     "__name__",  # a type annotation's name (registry)
     "item", "ndim",  # numpy scalars and 0-d tensors (contracts)
+    "detach",  # a torch tensor (contracts.check_memorized)
+    "attack_cells",  # a Suite's field (run --dry-run)
     "StandardGpuResources",  # faiss-gpu present? (knn)
     "takes_indices",  # between divergence.py's own density objects
     "test",  # a leaderboard line's field
@@ -81,6 +86,123 @@ def side_bench_imports(package: Path) -> set[str]:
 def test_the_example_plugins_import_only_the_public_module():
     for package in EXAMPLES:
         assert side_bench_imports(package) == {"side_bench.plugin_api"}, package.name
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(tree: ast.AST, type_checking: bool = True) -> set[str]:
+    """Every module an import statement names, in function bodies too; ``from a import b``
+    names ``a`` and ``a.b`` (b may be a submodule). ``type_checking``: count the imports under
+    ``if TYPE_CHECKING:`` (annotations only) as well."""
+    modules = set()
+
+    def visit(node):
+        if not type_checking and isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return modules
+
+
+def core_import_graph(type_checking: bool = True) -> dict[str, set[str]]:
+    """side_bench module -> the side_bench modules it imports (anywhere in it)."""
+    sources = {module_name(path): path for path in CORE.rglob("*.py")}
+    return {name: (imported_modules(ast.parse(path.read_text()), type_checking) & set(sources)) - {name}
+            for name, path in sources.items()}
+
+
+def a_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of the graph (a path back to its start), or None."""
+    state: dict[str, str] = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (found := visit(target, path + [target])):
+                return found
+        state[node] = "done"
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return None
+
+
+def test_a_cycle_finds_a_circle_and_only_a_circle():
+    assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert a_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_side_bench_has_no_import_circle_not_even_through_annotations():
+    """contracts -> hookspecs -> (annotations) scoring.scores -> contracts was one (issue 22)."""
+    graph = core_import_graph()
+    assert a_cycle(graph) is None, f"import circle: {' -> '.join(a_cycle(graph))}"
+    assert "side_bench.contracts" not in graph["side_bench.scoring.scores"]
+
+
+def test_the_contract_imports_nothing_of_side_bench_at_run_time():
+    assert core_import_graph(type_checking=False)["side_bench.hookspecs"] == set()
+
+
+@pytest.mark.slow  # about 10 s: a fork per module of side_bench
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module of side_bench imported before any other of them (no order dependence).
+
+    One interpreter imports the heavy third-party packages once, then forks a child per
+    module, so each child starts with no side_bench module loaded but need not import torch."""
+    modules = sorted(set(core_import_graph()) - {"side_bench.__main__"})  # that one runs the CLI
+    code = f"""
+import importlib, os, sys, traceback
+for package in ("numpy", "pandas", "pluggy", "torch", "diffusers", "scipy.stats", "pyarrow.parquet", "click",
+                "jinja2", "safetensors.torch"):  # third-party only: loaded once, shared by the children
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        pass
+assert not [m for m in sys.modules if m == "side_bench" or m.startswith("side_bench.")]
+failed = []
+for module in {modules!r}:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            importlib.import_module(module)
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    if os.waitpid(pid, 0)[1] != 0:
+        failed.append(module)
+print("failed:", failed)
+"""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "failed: []" in result.stdout, result.stdout + result.stderr[-3000:]
+
+
+def test_the_core_imports_no_plugin():
+    """The built-ins are plugins like any other: found through entry points, never imported."""
+    plugin_packages = {path.parent.name for path in (ROOT / "plugins").rglob("__init__.py")}
+    assert "side_bench_builtins" in plugin_packages
+    for path in CORE.rglob("*.py"):
+        named = {m.split(".")[0] for m in imported_modules(ast.parse(path.read_text()))}
+        assert not named & plugin_packages, f"{path.relative_to(ROOT)} imports {sorted(named & plugin_packages)}"
+        assert "side_bench_builtins" not in path.read_text(), f"{path.relative_to(ROOT)} names side_bench_builtins"
 
 
 def test_every_optional_member_the_core_reads_is_documented_in_hookspecs():

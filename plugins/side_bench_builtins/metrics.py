@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from side_bench.hookspecs import MetricValue, hookimpl
+from side_bench.plugin_api import BenchError
 from side_bench.scoring.stats import bootstrap, rate
 
 
@@ -24,6 +25,10 @@ class AMS:
 
     def compute(self, scores, band) -> MetricValue:
         return rate(scores.candidates_in_band(band), scores.n_candidates)
+
+    def memorized(self, scores, band) -> np.ndarray:
+        """Per candidate: is its best similarity in the band (a copy for ``compare``'s default)."""
+        return scores.in_band(band)
 
 
 class UMS:
@@ -74,8 +79,9 @@ class GuRatio:
         return rate(int(self.memorized(scores).sum()), scores.n_candidates)
 
     @classmethod
-    def memorized(cls, scores) -> np.ndarray:
-        """Per candidate: is it a copy by Gu et al.'s test (the rankers' metrics and compare use it too)."""
+    def memorized(cls, scores, band=None) -> np.ndarray:
+        """Per candidate: is it a copy by Gu et al.'s test (the rankers' metrics and ``compare --by gu`` use it).
+        With one training image only exact copies are (the ratio has no second neighbour)."""
         nearest = np.asarray(scores.pixel_d1, dtype=np.float64)
         second = np.asarray(scores.pixel_d2, dtype=np.float64)
         # An exact copy (nearest = 0) is memorized even when two training images coincide.
@@ -102,12 +108,24 @@ class CarliniL2:
         self.settings = settings or CarliniL2.Settings()
 
     def compute(self, scores, band) -> MetricValue:
+        if reason := self._cannot(scores):
+            return MetricValue(None, reason=reason)
+        return rate(int(self.memorized(scores, band).sum()), scores.n_candidates)
+
+    def _cannot(self, scores) -> str | None:
+        """Why l cannot be computed on these scores (None: it can)."""
         if scores.n_train < self.settings.neighbours or scores.knn_neighbours != self.settings.neighbours:
-            return MetricValue(None, reason=f"needs the {self.settings.neighbours} nearest training images; "
-                                            f"{scores.knn_neighbours} were kept (training set of {scores.n_train})")
+            return (f"needs the {self.settings.neighbours} nearest training images; "
+                    f"{scores.knn_neighbours} were kept (training set of {scores.n_train})")
+        return None
+
+    def memorized(self, scores, band=None) -> np.ndarray:
+        """Per candidate: l < delta (a copy by Carlini et al.'s test)."""
+        if reason := self._cannot(scores):
+            raise BenchError(f"metric 'carlini-l2': {reason}")
         denominator = self.settings.alpha * scores.pixel_knn_mean
         l2 = np.where(denominator > 0, scores.pixel_d1 / np.maximum(denominator, 1e-12), 0.0)
-        return rate(int(np.sum(l2 < self.settings.delta)), scores.n_candidates)
+        return l2 < self.settings.delta
 
 
 @hookimpl

@@ -1,8 +1,10 @@
 """Which training images two attacks copied from the same target model: kept, lost, gained.
 
-A candidate is a copy when its best similarity lies in the chosen band (or, with
-``by="gu"``, when Gu et al.'s ratio is below 1/3); the training image it copied is its
-nearest one. For attacks A and B on one model (equal ``model_key``, same scale and seed):
+A candidate is a copy when the metric named by ``by`` says so: its ``memorized(scores, band)``
+(hookspecs.Metric), asked through the registry, so the core knows no metric's criterion.
+The default, ``ams``, counts a candidate whose best similarity lies in the chosen band;
+``gu-ratio`` (alias ``gu``) one whose pixel distance ratio NN1/NN2 is below 1/3. The training
+image a copy copied is its nearest one. For attacks A and B on one model (equal ``model_key``, same scale and seed):
 the distinct training images each copied, those both copied, and those only one did.
 
 Tests (method.md section 7): the share of candidates that are copies, A against B, with
@@ -13,37 +15,78 @@ seeds, the p-values are Holm-corrected across them.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from side_bench.contracts import check_memorized
 from side_bench.errors import BenchError
 from side_bench.results.candidates import load_scores
 from side_bench.results.records import find_rows_files, read_rows_file
 from side_bench.scoring import stats
 from side_bench.scoring.scores import Band, CandidateScores
 
+# compare's names from before it asked metrics: "band" was AMS's criterion (best similarity in the band)
+LEGACY_BY = {"band": "ams"}
 
-def copies(scores: CandidateScores, by: str, band: Band | None) -> np.ndarray:
-    """Boolean mask over candidates: which are copies."""
-    if by == "gu":
-        from side_bench_builtins.metrics import GuRatio  # the metric's own definition
 
-        return GuRatio.memorized(scores)
-    return scores.in_band(band)
+@dataclass
+class CopyRule:
+    """What counts as a copy: a metric's ``memorized`` on a band (None for a metric without bands)."""
+
+    metric: Any
+    band: Band | None
+    label: str  # what counted as one, e.g. "ams in band high [0.93, 1.0]"
+    who: str  # the metric and its plugin, for error messages
+
+    def copies(self, scores: CandidateScores) -> np.ndarray:
+        """Boolean mask over candidates: which are copies (checked against the contract)."""
+        return check_memorized(self.metric.memorized(scores, self.band), scores.n_candidates, self.who)
+
+
+def copy_rule(by: str, band: str, rows: list[dict]) -> CopyRule:
+    """The metric ``by`` (a name or alias), built with the settings the run computed it with
+    (its defaults when the run did not), and the band ``band`` of the run when it uses bands."""
+    from side_bench.registry import load_registry
+
+    registry = load_registry()
+    registration = registry.get("metrics", LEGACY_BY.get(by, by), "--by")
+    name = registration.name
+    ran_with = {json.dumps(r.get("metric_settings") or {}, sort_keys=True) for r in rows if r["metric"] == name}
+    if len(ran_with) > 1:
+        raise BenchError(f"--by {name}: the runs computed it with different settings ({'; '.join(sorted(ran_with))})")
+    settings = json.loads(ran_with.pop()) if ran_with else {}
+    metric = registry.build("metrics", name, settings, f"--by {name}")
+    if getattr(metric, "memorized", None) is None:
+        able = [n for n in registry.names("metrics") if getattr(registry.get("metrics", n).component, "memorized", None)]
+        raise BenchError(f"--by: metric {name!r} has no copy criterion (no memorized(scores, band)); "
+                         f"metrics with one: {', '.join(able) or 'none'}")
+    label = name + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
+    band_obj = None
+    if metric.uses_bands:
+        edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
+        if len(edges) != 1:
+            known = sorted({r["band"] for r in rows if r["band"]})
+            raise BenchError(f"--band: {band!r} is not a band of this run (found: {', '.join(known)})")
+        band_obj = Band(band, *edges.pop())
+        label += f" in band {band} [{band_obj.low}, {band_obj.high}]"
+    return CopyRule(metric, band_obj, label, registration.describe())
 
 
 def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale: int | None = None,
-                    seed: int | None = None, band: str = "high", by: str = "band") -> pd.DataFrame:
+                    seed: int | None = None, band: str = "high", by: str = "ams") -> pd.DataFrame:
     """One line per (scale, seed) where both attacks ran on the same target model.
 
     Columns: scale, seed, n_a, n_b (N_G), copies_a, copies_b (candidates that are copies),
     distinct_a, distinct_b (training images copied), both, only_a, only_b, p_copies (Fisher,
     Holm-corrected), p_distinct (bootstrap z-test, Holm-corrected), copy (what counted as one).
+
+    ``by``: the metric whose ``memorized`` decides what a copy is (``band``: the band it uses).
     """
-    if by not in ("band", "gu"):
-        raise BenchError(f"--by: expected 'band' or 'gu', got {by!r}")
     rows = [{**r, "_run_dir": f.parent} for f in find_rows_files([run_dir]) for r in read_rows_file(f)]
     cells = {}
     for row in rows:
@@ -57,36 +100,30 @@ def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale:
     if not pairs:
         raise BenchError(f"{run_dir}: {attack_a!r} and {attack_b!r} never ran at the same scale and seed"
                          + (f" (scale {scale})" if scale is not None else ""))
-    band_obj = None
-    if by == "band":
-        edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
-        if len(edges) != 1:
-            known = sorted({r["band"] for r in rows if r["band"]})
-            raise BenchError(f"--band: {band!r} is not a band of this run (found: {', '.join(known)})")
-        band_obj = Band(band, *edges.pop())
+    rule = copy_rule(by, band, rows)
     lines = []
     for scale_, seed_ in pairs:
         row_a, row_b = cells[(attack_a, scale_, seed_)], cells[(attack_b, scale_, seed_)]
         if row_a.get("model_key") is None or row_a.get("model_key") != row_b.get("model_key"):
             raise BenchError(f"{attack_a!r} and {attack_b!r} at scale {scale_} attacked different target models "
                              "(their model_key differs): kept/lost/gained compares attacks on one model")
-        lines.append(_compare_cell(row_a["_run_dir"], row_a, row_b, by, band_obj) | {"scale": scale_, "seed": seed_})
+        lines.append(_compare_cell(row_a["_run_dir"], row_a, row_b, rule) | {"scale": scale_, "seed": seed_})
     frame = pd.DataFrame(lines)
     frame["p_copies"] = stats.holm(list(frame["p_copies"]))
     frame["p_distinct"] = stats.holm(list(frame["p_distinct"]))
-    frame["copy"] = "gu-ratio < 1/3" if by == "gu" else f"best similarity in {band} [{band_obj.low}, {band_obj.high}]"
+    frame["copy"] = rule.label
     columns = ["scale", "seed", "n_a", "n_b", "copies_a", "copies_b", "distinct_a", "distinct_b", "both",
                "only_a", "only_b", "p_copies", "p_distinct", "copy"]
     return frame[columns]
 
 
-def _compare_cell(run_dir: Path, row_a: dict, row_b: dict, by: str, band: Band | None) -> dict:
+def _compare_cell(run_dir: Path, row_a: dict, row_b: dict, rule: CopyRule) -> dict:
     found = []
     for row in (row_a, row_b):
         if not row.get("candidates_file"):
             raise BenchError(f"{run_dir}: {row['attack']} @ {row['scale']} has no per-candidate records; run it again")
         scores = load_scores(run_dir / row["candidates_file"])
-        mask = copies(scores, by, band)
+        mask = rule.copies(scores)
         copied = scores.nearest_index[mask]
         found.append((scores.n_candidates, int(mask.sum()), set(copied.tolist()), mask, scores.nearest_index))
     (n_a, k_a, set_a, mask_a, near_a), (n_b, k_b, set_b, mask_b, near_b) = found
