@@ -108,6 +108,20 @@ def estimate_seconds(suite_obj, planned: list[PlannedCell], device: str) -> floa
     return evals * (size * size / 64.0) / rate
 
 
+def own_cells_lines(suite_obj) -> list[str]:
+    """For the attacks that set their own scales or seeds, which seed runs at which scales, one
+    line per distinct plan: "seed 0 at scales 64, 80, 96; seed 2 at scales 80, 96: uncond, cond"."""
+    plans: dict[str, list[str]] = {}
+    for name, pairs in getattr(suite_obj, "attack_cells", {}).items():
+        by_seed: dict[int, list[int]] = {}
+        for scale, seed in pairs:
+            by_seed.setdefault(seed, []).append(scale)
+        plan_text = "; ".join(f"seed {seed} at scale{'s' if len(scales) > 1 else ''} {', '.join(map(str, sorted(scales)))}"
+                              for seed, scales in by_seed.items())
+        plans.setdefault(plan_text, []).append(name)
+    return [f"{plan_text}: {', '.join(names)}" for plan_text, names in plans.items()]
+
+
 def _duration(seconds: float) -> str:
     for unit, length in (("years", 365 * 86400.0), ("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
         if seconds >= length:
@@ -119,6 +133,7 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
                check_data_root: bool = False) -> dict:
     """The CLI's table of planned cells and totals; returns {"seconds", "warning"} (the estimate)."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id,
@@ -132,12 +147,16 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     todo = [p for p in planned if not p.done]
     for p in planned:
         model = {"train": f"{p.train_images:,}", "shared": "shared", "loaded": "loaded"}[p.model_note]
-        table.add_row(str(p.scale), p.attack, str(p.seed), p.config_hash[:12], "done" if p.done else "to run",
+        table.add_row(str(p.scale), escape(p.attack), str(p.seed), p.config_hash[:12], "done" if p.done else "to run",
                       model if not p.done else "", f"{p.classifier_images:,}" if not p.done else "",
                       f"{p.unet_evals:,}" if not p.done else "")
     from rich.console import Console
 
-    Console(width=max(console.width, 110)).print(table)  # every column in full, even when piped or narrow
+    # every column in full, even when piped or narrow: as wide as the longest attack name needs
+    width = max(console.width, 110, 90 + max((len(p.attack) for p in planned), default=0))
+    Console(width=width).print(table)
+    for line in own_cells_lines(suite_obj):  # one line each, unwrapped, so that it greps whole
+        console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
     console.print(
         f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps, "

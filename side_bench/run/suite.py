@@ -34,7 +34,8 @@ REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_
 MAX_GENERATIONS = 100_000_000
 SIMILARITY_RANGE = (-1.0, 1.0)  # band edges outside it select nothing (cosine; l2 similarity is at most 1)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@\[\]-]*$")
-ATTACK_KEYS = {"name", "condition", "extractor", "condition_settings", "extractor_settings", "sweep"}
+ATTACK_KEYS = {"name", "condition", "extractor", "condition_settings", "extractor_settings", "sweep",
+               "seeds", "scales"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,10 @@ class Suite:
     metric_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric name (or id) -> its settings
     metric_components: dict[str, str] = field(default_factory=dict)  # a metric id -> the metric it uses
     rankers: list[ComponentSpec] = field(default_factory=list)  # attacker-side rankers run on every cell
+    # an attack's name -> the (scale, seed) pairs it runs at, for attacks whose tables set their
+    # own ``scales`` or ``seeds`` (or repeat the name to add some); absent: every scale x seed.
+    # Not in any cell's config: a cell's numbers depend on its own scale and seed only.
+    attack_cells: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     # the metric (and band) the leaderboard opens with, "gu-ratio" or "ams:high"; presentation
     # only, so outside every cell's hash (default: the first metric)
     headline: str = ""
@@ -177,6 +182,19 @@ def _expand_sweep(attack: dict, where: str) -> list[tuple[str, dict, dict, dict]
     return expanded
 
 
+def _attack_grid(attack: dict, scales: list[int], seeds: list[int], at: str) -> list[tuple[int, int]]:
+    """The (scale, seed) pairs of one attack table: its own ``scales`` and ``seeds`` where given,
+    else the suite's. Its scales must be among the suite's, which carry the N_G budgets, the null
+    baseline and the leaderboard's columns; its seeds may be any (a seed only it runs)."""
+    own_scales = _int_list(attack["scales"], "scales", at, 1) if "scales" in attack else scales
+    extra = [scale for scale in own_scales if scale not in scales]
+    if extra:
+        raise BenchError(f"{at}: scales: {extra[0]} is not one of the suite's scales "
+                         f"({', '.join(map(str, scales))}); an attack runs at a subset of them")
+    own_seeds = _int_list(attack["seeds"], "seeds", at, 0) if "seeds" in attack else seeds
+    return [(scale, seed) for scale in own_scales for seed in own_seeds]
+
+
 def _check_band_range(bands: list[Band], features_name: str, features_object, where: str) -> None:
     """Band edges must lie in the similarity's range (a features plugin may declare
     ``similarity_range``; else [-1, 1]: cosine's range, and l2 similarity is at most 1)."""
@@ -259,7 +277,9 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
     headline = _headline(raw.get("headline"), metrics, bands, registry, where)
 
-    attacks, seen = [], set()
+    scales = _int_list(raw["scales"], "scales", where, 1)
+    seeds = _int_list(raw.get("seeds", [0]), "seeds", where, 0)
+    attacks, first_at, attack_cells = [], {}, {}  # first_at: name -> (its AttackSpec, where it was defined)
     for number, attack in enumerate(raw["attacks"]):
         at = f"{where}: attacks[{number}]"
         if not isinstance(attack, dict):
@@ -275,10 +295,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 raise BenchError(f"{at}: {key}: expected a table")
         condition_name = named("conditions", attack["condition"], f"{at}: condition")
         extractor_name = named("extractors", attack["extractor"], f"{at}: extractor")
+        grid = _attack_grid(attack, scales, seeds, at)
         for name, condition_settings, extractor_settings, swept in _expand_sweep(attack, at):
-            if name in seen:
-                raise BenchError(f"{at}: name {name!r} is used by another attack")
-            seen.add(name)
             condition = registry.build("conditions", condition_name, condition_settings, f"{at}: condition_settings")
             declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
             if declared is not None and hasattr(condition, "check_target"):
@@ -287,14 +305,32 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 except BenchError as error:
                     raise BenchError(f"{at}: condition {condition_name!r} does not fit [model] {model.name!r}: {error}") from None
             extractor = registry.build("extractors", extractor_name, extractor_settings, f"{at}: extractor_settings")
-            attacks.append(AttackSpec(
+            spec = AttackSpec(
                 name,
                 ComponentSpec(condition_name, settings_dict(condition) or condition_settings),
                 ComponentSpec(extractor_name, settings_dict(extractor) or extractor_settings),
                 base=attack["name"], swept=swept,
-            ))
+            )
+            if name not in first_at:
+                first_at[name] = (spec, at)
+                attacks.append(spec)
+                attack_cells[name] = list(grid)
+                continue
+            # The name again: more cells of the same attack (seed 2 at some scales, say), so that
+            # the leaderboard pools them with the first table's; anything else is a mistake.
+            earlier, earlier_at = first_at[name]
+            if spec != earlier:
+                raise BenchError(f"{at}: name {name!r} is used by another attack ({earlier_at.rpartition(': ')[2]}) "
+                                 "with other settings (a name repeats only to give the same attack more "
+                                 "scales or seeds)")
+            overlap = [pair for pair in grid if pair in attack_cells[name]]
+            if overlap:
+                raise BenchError(f"{at}: {name!r} at scale {overlap[0][0]}, seed {overlap[0][1]} is already "
+                                 f"in {earlier_at.rpartition(': ')[2]} (expected other scales or seeds)")
+            attack_cells[name].extend(grid)
 
-    scales = _int_list(raw["scales"], "scales", where, 1)
+    full = [(scale, seed) for scale in scales for seed in seeds]
+    attack_cells = {name: pairs for name, pairs in attack_cells.items() if sorted(pairs) != sorted(full)}
     available = getattr(dataset_object, "max_scale", None)
     if available is not None:
         for scale in scales:
@@ -313,7 +349,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         model=ComponentSpec(model.name, settings_dict(model_object) or model.settings),
         features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
         metrics=metrics, metric_settings=metric_settings, metric_components=metric_components, rankers=rankers, bands=bands, attacks=attacks,
-        scales=scales, seeds=_int_list(raw.get("seeds", [0]), "seeds", where, 0),
+        scales=scales, seeds=seeds, attack_cells=attack_cells,
         n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
     )
@@ -405,7 +441,14 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
     """scale x attack x seed; each cell's config holds every input that changes its numbers,
     the distribution, version and source hash of every plugin it uses included (``plugins``)."""
     cells = []
-    for scale, attack, seed in itertools.product(suite.scales, suite.attacks, suite.seeds):
+    # the suite's seeds, then any seed only some attacks run; an attack without its own
+    # scales or seeds runs at all of the suite's, in the same order as before they existed
+    seeds = list(dict.fromkeys([*suite.seeds, *(seed for pairs in suite.attack_cells.values() for _, seed in pairs)]))
+    for scale, attack, seed in itertools.product(suite.scales, suite.attacks, seeds):
+        own = suite.attack_cells.get(attack.name)
+        runs_here = (scale, seed) in own if own is not None else seed in suite.seeds
+        if not runs_here:
+            continue
         config = {
             "suite": suite.name,
             "dataset": dataclasses.asdict(suite.dataset),
