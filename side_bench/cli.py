@@ -413,7 +413,7 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
 
 
 @main.command()
-@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.argument("results", nargs=-1, type=click.Path())
 @click.option("--metric", default=None, help="Only this metric (e.g. ams).")
 @click.option("--band", default=None, help="Only this band (e.g. mid).")
 @click.option("--format", "formats", multiple=True, default=("md",), show_default=True,
@@ -425,11 +425,17 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
                    "[default: results/reported if it exists].")
 @click.option("--headline", default=None, metavar="METRIC[:BAND]",
               help="The table the page opens with (default: the suite's 'headline' key, else its first metric).")
+@click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
+              help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
+                   "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported, headline):
+def leaderboard(results, metric, band, formats, out, reported, headline, index_dir):
     """Tables and plots across scales from run folders, suite folders or a results root."""
-    from side_bench.report.files import write_report
+    from side_bench.report.files import write_index, write_report
 
+    if not results and index_dir is None:
+        raise BenchError("RESULTS: expected run folders, suite folders or a results root "
+                         "(or only --index DIR, to rebuild a site index)")
     if out is not None:
         from side_bench.results.store import check_writable
 
@@ -437,9 +443,11 @@ def leaderboard(results, metric, band, formats, out, reported, headline):
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
-                           headline=headline)
+                           headline=headline) if results else {}
+    if index_dir is not None:
+        written["index"] = write_index(index_dir)["md"]
     for fmt, value in written.items():
-        if out is None:
+        if out is None and fmt != "index":
             click.echo(value, nl=False)
         else:
             console.print(f"{fmt}: {value}")

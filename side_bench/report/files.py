@@ -8,6 +8,11 @@ string from a result file is capped (``leaderboard.cap``) and escaped by the tem
 (HTML: Jinja2's autoescape; Markdown: an escaper applied to every expression); figures
 reported by papers are shown in their own section, never in the tables of reproduced
 numbers. ``--out`` is written atomically: into a temporary folder beside it, renamed at the end.
+
+Beside each page goes ``summary.json`` (its headline tables and sentences); ``write_index``
+builds a site index (``index.html`` and ``index.md``) from the summaries of every page in a
+folder's subfolders, such as ``results/published/``, and a page written into a folder whose
+parent already holds such an index refreshes it, so the index never lags the pages.
 """
 
 from __future__ import annotations
@@ -27,12 +32,27 @@ from markupsafe import Markup
 from side_bench.errors import BenchError
 from side_bench.report.galleries import copy_galleries
 from side_bench.report.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
-from side_bench.report.page import NULL_LABEL, Page, build_page
+from side_bench.report.page import (
+    INDEX_TITLE,
+    MARKS,
+    NULL_LABEL,
+    SUMMARY_FILE,
+    IndexPage,
+    Page,
+    build_page,
+    index_entry,
+    page_summary,
+)
 from side_bench.report.plots import attack_colours, plot_against_scale, plot_sweeps
 from side_bench.results.records import read_reported
+from side_bench.results.store import atomic_write
 
 FORMATS = ("md", "html", "csv", "json")
 PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
+INDEX_FILE = {"md": "index.md", "html": "index.html"}
+# The first line of a site index's Markdown (invisible when rendered): it tells a later page
+# written beside the index that it may refresh it, and that nobody should edit it by hand.
+INDEX_MARKER = "<!-- side-bench site index: built by side-bench leaderboard --index; do not edit -->"
 IMAGE_FOLDERS = ("plots", "galleries")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
 CSV_CELL_LIMIT = 32_000  # characters; spreadsheets hold 32,767 per cell
@@ -71,18 +91,27 @@ def _environment(kind: str) -> jinja2.Environment:
     return environment
 
 
-def render_markdown(page: Page) -> str:
-    text = _environment("md").get_template("leaderboard.md.j2").render(page=page)
+def _tidy(text: str) -> str:
+    """At most one blank line in a row, none at the end (the templates' blocks leave many)."""
     lines, blank = [], False
-    for line in text.splitlines():  # at most one blank line in a row, none at the end
+    for line in text.splitlines():
         if line.strip() or not blank:
             lines.append(line.rstrip())
         blank = not line.strip()
     return "\n".join(lines).strip() + "\n"
 
 
+def render_markdown(page: Page) -> str:
+    return _tidy(_environment("md").get_template("leaderboard.md.j2").render(page=page))
+
+
 def render_html(page: Page) -> str:
     return _environment("html").get_template("leaderboard.html.j2").render(page=page)
+
+
+def render_index(index: IndexPage, kind: str) -> str:
+    text = _environment(kind).get_template(f"index.{kind}.j2").render(index=index, marker=Markup(INDEX_MARKER))
+    return _tidy(text) if kind == "md" else text
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,13 +238,67 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
                 text = render_table(table, fmt)
             (staging / PAGE_FILE[fmt]).write_text(text)
             written[fmt] = out_dir / PAGE_FILE[fmt]
-        # a regenerated page must not keep old images; a CSV alone leaves them
-        _publish(staging, out_dir, {PAGE_FILE[f] for f in formats} | (set(IMAGE_FOLDERS) if pages else set()))
+        if page is not None:  # what a site index shows of this page
+            summary = page_summary(page, {f: PAGE_FILE[f] for f in sorted(pages)})
+            (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+        # a regenerated page must not keep old images or an old summary; a CSV alone leaves them
+        _publish(staging, out_dir, {PAGE_FILE[f] for f in formats}
+                 | ({*IMAGE_FOLDERS, SUMMARY_FILE} if pages else set()))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if page is not None and is_index(out_dir.resolve().parent):
+        written["index"] = write_index(out_dir.resolve().parent, warn=warn)["md"]
     return written
 
 
-__all__ = ["FORMATS", "NULL_LABEL", "format_value", "render_html", "render_markdown", "render_table",
-           "write_report"]
+def is_index(folder: Path) -> bool:
+    """Whether ``folder`` holds a site index that ``write_index`` built (and may rebuild)."""
+    try:
+        with open(Path(folder) / INDEX_FILE["md"], encoding="utf-8") as stream:
+            return stream.readline().strip() == INDEX_MARKER
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_index(root: str | Path, *, warn: Warn | None = warn_on_stderr) -> dict[str, Path]:
+    """``root/index.html`` and ``root/index.md``: every page below ``root`` (one subfolder each,
+    with the ``summary.json`` its leaderboard wrote), its headline tables and sentences, linked.
+
+    Returns {format: path}. A subfolder with a page but no summary (written by an older
+    side-bench) is named in a warning and left out; none at all is a one-line error.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BenchError(f"--index {root}: no such folder")
+    if (root / INDEX_FILE["html"]).exists() and not is_index(root):
+        # a leaderboard page (or someone's own file) is there: never overwrite it
+        raise BenchError(f"--index {root}: {INDEX_FILE['html']} there is not a side-bench site index "
+                         f"(a leaderboard page?); give the folder that holds the pages")
+    entries = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        summary = folder / SUMMARY_FILE
+        if not summary.is_file():
+            if (folder / PAGE_FILE["html"]).exists() or (folder / PAGE_FILE["md"]).exists():
+                if warn is not None:
+                    warn(f"{folder}: a leaderboard page without {SUMMARY_FILE} (written by an older side-bench?); "
+                         f"left out of the index until it is written again")
+            continue
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BenchError(f"{summary}: not readable JSON ({error})") from error
+        entries.append(index_entry(folder.name, data, str(summary)))
+    if not entries:
+        raise BenchError(f"--index {root}: no leaderboard below it (no */{SUMMARY_FILE}; write one with "
+                         f"side-bench leaderboard RESULTS --format md --format html --out {root}/NAME)")
+    index = IndexPage(title=INDEX_TITLE, marks=MARKS, entries=entries)
+    written = {}
+    for kind in ("html", "md"):
+        atomic_write(root / INDEX_FILE[kind], render_index(index, kind))
+        written[kind] = root / INDEX_FILE[kind]
+    return written
+
+
+__all__ = ["FORMATS", "NULL_LABEL", "format_value", "render_html", "render_index", "render_markdown",
+           "render_table", "write_index", "write_report"]

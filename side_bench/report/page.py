@@ -529,3 +529,79 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     return Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
                 attacks=attack_entries(rows, styles), metrics=metric_entries(table, metric_order),
                 reported=[reported_table(path, document) for path, document in reported])
+
+
+# ------------------------------------------------------------------------------------------
+# The site index: every published page's headline, read back from the summary beside it
+# ------------------------------------------------------------------------------------------
+
+SUMMARY_FILE = "summary.json"
+SUMMARY_KIND = "side-bench leaderboard summary"
+INDEX_TITLE = "side-bench: published leaderboards"
+
+
+@dataclass
+class IndexEntry:
+    folder: str  # the page's folder, relative to the index (also the prefix of its image paths)
+    title: str
+    html: str  # the page's files relative to the index ("" when that format was not written)
+    md: str
+    sources: list[str]
+    setups: list[SetupPage]
+
+
+@dataclass
+class IndexPage:
+    title: str
+    marks: str
+    entries: list[IndexEntry]
+
+
+def _table_data(table: Table) -> dict:
+    return {"key": table.key, "setup": table.setup, "metric": table.metric, "band": table.band,
+            "headings": table.headings, "seeds": table.seeds, "description": table.description,
+            "direction": table.direction, "unit": table.unit,
+            "rows": [{"label": r.label, "colour": r.colour, "null": r.null,
+                      "cells": [vars(c) for c in r.cells]} for r in table.rows],
+            "figures": [vars(f) for f in table.figures]}
+
+
+def page_summary(page: Page, files: dict[str, str]) -> dict:
+    """What the site index shows of a page (its headlines and sentences), as JSON-ready data.
+
+    The index is built from these files rather than from the runs, so it needs no result
+    folder and shows exactly the numbers of the published page.
+    """
+    return {"kind": SUMMARY_KIND, "version": 1, "title": page.title, "files": files, "sources": page.sources,
+            "setups": [{"setup": s.setup, "sentences": s.sentences, "headline": _table_data(s.headline)}
+                       for s in page.setups]}
+
+
+def _table_from(data: dict, prefix: str) -> Table:
+    rows = [Row(r["label"], [Cell(**c) for c in r["cells"]], colour=r["colour"], null=r["null"])
+            for r in data["rows"]]
+    figures = [Figure(f["title"], prefix + f["png"], prefix + f["svg"]) for f in data["figures"]]
+    return Table(key=file_stem(prefix, data["key"]), setup=data["setup"], metric=data["metric"],
+                 band=data["band"], headings=data["headings"], rows=rows, seeds=data["seeds"],
+                 description=data["description"], direction=data["direction"], unit=data["unit"],
+                 figures=figures)
+
+
+def index_entry(folder: str, data: dict, where: str) -> IndexEntry:
+    """A published page's summary (``page_summary``) as an index entry; a malformed one is named."""
+    if not isinstance(data, dict) or data.get("kind") != SUMMARY_KIND:
+        raise BenchError(f"{where}: not a side-bench leaderboard summary (expected kind {SUMMARY_KIND!r})")
+    if data.get("version") != 1:
+        raise BenchError(f"{where}: version: expected 1, got {data.get('version')!r}")
+    prefix = folder.rstrip("/") + "/"
+    try:
+        files = data["files"]
+        setups = [SetupPage(setup=cap(str(s["setup"]), 160), headline=_table_from(s["headline"], prefix),
+                            sentences=[cap(str(t), 600) for t in s["sentences"]], details=[], diagnostics=[])
+                  for s in data["setups"]]
+        return IndexEntry(folder=cap(folder, 120), title=cap(str(data["title"]), 120),
+                          html=prefix + files["html"] if files.get("html") else "",
+                          md=prefix + files["md"] if files.get("md") else "",
+                          sources=[cap(str(s), 120) for s in data["sources"]], setups=setups)
+    except (KeyError, TypeError, AttributeError) as error:
+        raise BenchError(f"{where}: malformed summary ({type(error).__name__}: {error})") from error
