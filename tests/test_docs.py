@@ -1,6 +1,6 @@
 """The README and docs/ stay true: every relative link resolves (files and #anchors), every
-documented ``side-bench`` command and option exists in the click tree of side_bench/cli.py,
-and the README's fresh-machine test command is the one CI runs.
+documented ``side-bench`` command and option exists in the click tree of side_bench/cli.py
+(and every ``--suite NAME`` in benchmarks/), and the README's fresh-machine test command is the one CI runs.
 
 Commands are checked against the click objects, never run, so this file takes well under a
 second. A command is found in a fenced code block (a line starting a ``side-bench`` call,
@@ -112,9 +112,14 @@ def check_call(rest: str, where: str) -> list[str]:
     """One ``side-bench`` call's subcommand (descending into groups) and options."""
     command: click.Command = main
     path = "side-bench"
-    problems = []
+    problems, last = [], ""
     for word in rest.split():
         word = word.lstrip("[(")  # usage lines write optional parts as [--option VALUE]
+        # a suite named by --suite is one of benchmarks/ (a path or a NAME placeholder is not checked)
+        if last == "--suite" and re.fullmatch(r"[a-z][a-z0-9-]*", word) \
+                and not (ROOT / "benchmarks" / f"{word}.toml").exists():
+            problems.append(f"{where}: `{path} --suite {word}`: no suite file benchmarks/{word}.toml")
+        last = word
         if word.startswith("-"):
             option = OPTION.match(word)
             if option and option.group(0) not in options_of(command):
@@ -197,6 +202,8 @@ def test_the_checkers_catch_what_they_are_for(tmp_path, monkeypatch):
     assert problems == ["page: `side-bench run` has no option --devise"]
     problems, _ = check_text("`side-bench plugins | grep --count divergence`, `--fail-fast`, `--fast-fail`", "page")
     assert problems == ["page: `--fast-fail`: --fast-fail is no option of any side-bench command"]
+    problems, _ = check_text("`side-bench run --suite quickstart`, `side-bench run --suite gone-suite`", "page")
+    assert problems == ["page: `side-bench run --suite gone-suite`: no suite file benchmarks/gone-suite.toml"]
     problems, _ = check_text("`python benchmarks/perf.py --quick --quickly`", "page")
     assert problems == ["page: benchmarks/perf.py has no option --quickly"]
 
