@@ -18,7 +18,7 @@ from side_bench import build_leaderboard, write_report
 from side_bench.cli import main
 from side_bench.errors import BenchError
 from side_bench.report.leaderboard import load_rows
-from side_bench.results.records import read_reported
+from side_bench.results.records import ROW_SCHEMA_VERSION, read_reported
 
 REPO = Path(__file__).resolve().parents[1]
 REPORTED = REPO / "results" / "reported" / "side-paper-table1.json"
@@ -182,11 +182,12 @@ def test_rows_of_older_versions_are_upgraded_and_newer_ones_refused(tmp_path):
     write_run(tmp_path / "old", [old], manifest={"suite": "hand", "run_id": "run-hand", "config": {},
                                                  "started": "2025-01-01"})  # a version-0 manifest
     rows = load_rows(tmp_path / "old")
-    assert rows.loc[0, "schema_version"] == 2 and rows.loc[0, "value"] == 0.25
+    assert rows.loc[0, "schema_version"] == ROW_SCHEMA_VERSION and rows.loc[0, "value"] == 0.25
     assert cell(build_leaderboard(tmp_path / "old"), attack="uncond")["mean"] == pytest.approx(0.25)
 
-    write_run(tmp_path / "new", [make_row(schema_version=3)])
-    with pytest.raises(BenchError, match="field 'schema_version': 3 was written by a newer side-bench"):
+    newer = ROW_SCHEMA_VERSION + 1
+    write_run(tmp_path / "new", [make_row(schema_version=newer)])
+    with pytest.raises(BenchError, match=f"field 'schema_version': {newer} was written by a newer side-bench"):
         load_rows(tmp_path / "new")
 
 
@@ -310,7 +311,7 @@ def test_show_reads_old_rows_upgraded_from_cells_or_from_a_copied_rows_file(tmp_
     live = RunStore(tmp_path / "live")
     live.write_cell({"config_hash": old["config_hash"], "scale": old["scale"], "seed": old["seed"],
                      "attack": old["attack"], "status": "done", "rows": [old]})
-    assert live.rows()[0]["schema_version"] == 2 and live.rows()[0]["count"] is None
+    assert live.rows()[0]["schema_version"] == ROW_SCHEMA_VERSION and live.rows()[0]["count"] is None
     for folder in (copied, live.run_dir):
         result = CliRunner().invoke(main, ["show", str(folder)])
         assert result.exit_code == 0, result.output

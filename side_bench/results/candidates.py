@@ -8,9 +8,12 @@ and its generation (seed, sample index), the class or cluster it was guided to, 
 and second-nearest training images in feature space, its pixel distances (nearest, second,
 mean of the 50 nearest) and every training image at or above the lowest band edge (indices
 and similarities, at most ``HITS_CAP``, best first), plus each ranker's score. The file's
-metadata (key ``side_bench``) says how it was made; ``schema/candidates.schema.json``
-describes both. Values are float32 (rankers' scores float64), so 50,000 candidates take a
-few MB. Written atomically: a crash leaves the old file or none.
+metadata (key ``side_bench``) says how it was made, and which training images were
+bit-identical copies of each other (``duplicates``: the candidates were scored against the
+distinct images); ``schema/candidates.schema.json`` describes both. Values are float64 (the
+exact distances, so a band edge read back is decided as it was when scored; version-1
+files hold float32 and are read as those values), so 50,000 candidates take a few MB.
+Written atomically: a crash leaves the old file or none.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from side_bench.results.store import atomic_write
 from side_bench.scoring.scores import HITS_CAP, CandidateScores
 
 CANDIDATES_DIR = "candidates"
-CANDIDATES_SCHEMA_VERSION = 1
+CANDIDATES_SCHEMA_VERSION = 2  # 2: float64 values, scored against distinct training images
 METADATA_KEY = b"side_bench"
 RANKER_PREFIX = "rank_"
 FLOAT_COLUMNS = ("best_similarity", "second_similarity", "pixel_d1", "pixel_d2", "pixel_knn_mean")
@@ -51,14 +54,36 @@ def to_frame(scores: CandidateScores, seed: int) -> pd.DataFrame:
         "sample_index": scores.sample_index.astype(np.int64),
         "target": (scores.targets if scores.targets is not None else np.full(n, -1)).astype(np.int32),
         "nearest_index": scores.nearest_index.astype(np.int32),
-        **{name: getattr(scores, name).astype(np.float32) for name in FLOAT_COLUMNS},
+        **{name: getattr(scores, name).astype(np.float64) for name in FLOAT_COLUMNS},
         "hit_index": [scores.hit_index[a:b].astype(np.int32) for a, b in zip(starts[:-1], starts[1:], strict=True)],
-        "hit_similarity": [scores.hit_similarity[a:b].astype(np.float32)
+        "hit_similarity": [scores.hit_similarity[a:b].astype(np.float64)
                            for a, b in zip(starts[:-1], starts[1:], strict=True)],
     })
     for name, values in scores.ranker_scores.items():
         frame[RANKER_PREFIX + name] = np.asarray(values, dtype=np.float64)
     return frame
+
+
+def duplicate_groups(distinct_of: np.ndarray) -> list[list[int]]:
+    """The training indices of every distinct image with more than one copy, ascending (the
+    first is the index the records name): a few entries, where the full map would be n_train."""
+    distinct_of = np.asarray(distinct_of, dtype=np.int64)
+    counts = np.bincount(distinct_of) if len(distinct_of) else np.empty(0, dtype=np.int64)
+    order = np.argsort(distinct_of, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    groups = [order[starts[j] : starts[j + 1]] for j in np.flatnonzero(counts > 1)]
+    return sorted((g.tolist() for g in groups), key=lambda g: g[0])
+
+
+def distinct_from_groups(n_train: int, groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """``(distinct_of, multiplicity)`` back from ``duplicate_groups`` (distinct images numbered
+    by their first copy, as ``scoring.scores.distinct_images`` numbers them)."""
+    rep_of = np.arange(n_train, dtype=np.int64)
+    for group in groups:
+        rep_of[group] = group[0]
+    representatives = np.unique(rep_of)
+    distinct_of = np.searchsorted(representatives, rep_of).astype(np.int64)
+    return distinct_of, np.bincount(distinct_of, minlength=len(representatives)).astype(np.int64)
 
 
 def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, config_hash: str | None) -> None:
@@ -71,6 +96,7 @@ def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, c
         "n_train": scores.n_train, "knn_neighbours": scores.knn_neighbours, "hits_floor": scores.hits_floor,
         "hits_cap": HITS_CAP, "hits_truncated": scores.hits_truncated,
         "ranker_thresholds": scores.ranker_thresholds, "guided": scores.targets is not None,
+        "n_distinct": scores.n_distinct, "duplicates": duplicate_groups(scores.distinct_of),
     }
     validate(metadata, "candidates", str(path))
     table = pa.Table.from_pandas(to_frame(scores, seed), preserve_index=False)
@@ -103,17 +129,20 @@ def load_scores(path: Path) -> CandidateScores:
         return (np.concatenate([np.asarray(h, dtype=dtype) for h in frame[column]])
                 if len(frame) and lengths.sum() else np.empty(0, dtype=dtype))
     rankers = [c for c in frame.columns if c.startswith(RANKER_PREFIX)]
+    # version 1 (before duplicates were collapsed): no groups, read as every image distinct
+    distinct_of, multiplicity = distinct_from_groups(metadata["n_train"], metadata.get("duplicates", []))
     return CandidateScores(
-        **{name: frame[name].to_numpy(np.float32) for name in FLOAT_COLUMNS},
+        **{name: frame[name].to_numpy(np.float64) for name in FLOAT_COLUMNS},
         nearest_index=frame["nearest_index"].to_numpy(),
         knn_neighbours=metadata["knn_neighbours"],
         hit_rows=np.repeat(np.arange(len(frame)), lengths), hit_index=flat("hit_index", np.int64),
-        hit_similarity=flat("hit_similarity", np.float32), hits_floor=metadata["hits_floor"],
+        hit_similarity=flat("hit_similarity", np.float64), hits_floor=metadata["hits_floor"],
         hits_truncated=metadata["hits_truncated"], n_train=metadata["n_train"],
         sample_index=frame["sample_index"].to_numpy(),
         targets=frame["target"].to_numpy() if metadata["guided"] else None,
         ranker_scores={c[len(RANKER_PREFIX):]: frame[c].to_numpy(np.float64) for c in rankers},
         ranker_thresholds=metadata.get("ranker_thresholds") or {},
+        distinct_of=distinct_of, multiplicity=multiplicity,
     )
 
 

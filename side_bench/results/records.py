@@ -17,6 +17,15 @@ Schema versions:
        metric's direction and unit, the cell's diagnostics, stage times, plugin
        distributions and per-candidate record files; ``value`` may be null with a reason.
        Version-1 rows are upgraded with those fields null (their intervals are unknown).
+    3  rows (``ROW_SCHEMA_VERSION``): the same fields; values scored against the distinct
+       images of the training set (bit-identical copies collapsed, so an exact copy of a
+       duplicated image is a Gu copy and UMS counts distinct images) with neighbour
+       distances recomputed exactly from the differences (a copy at 0, band edges and
+       ratios not decided by float32 rounding). Version-2 rows are upgraded unchanged: they
+       were scored against every training image, with float32 distances in expanded form;
+       on training sets without duplicates (every suite before canaries) only a pair within
+       float32 rounding of a band edge or the Gu threshold can differ. The version tells them
+       apart.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from side_bench.errors import BenchError, one_line
 if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
     import jsonschema
 
-ROW_SCHEMA_VERSION = 2
+ROW_SCHEMA_VERSION = 3
 MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
@@ -114,11 +123,16 @@ def _row_1_to_2(row: dict) -> dict:
     return {**_ROW_DEFAULTS_V1, **row, "schema_version": 2}
 
 
+def _row_2_to_3(row: dict) -> dict:
+    # No field changed: version 3 says how the values were scored (the docstring's note).
+    return {**row, "schema_version": 3}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
-ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2}
+ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 

@@ -76,7 +76,7 @@ KNN_NEIGHBOURS = 50
 def _f64(values) -> np.ndarray:
     """float64, the precision the exact distances are computed and stored in (records written
     before they were are float32, and are read back as those float32 values)."""
-    return np.asarray(values, dtype=np.float64)
+    return np.array(values, dtype=np.float64)  # a writable copy (Parquet columns are read-only views)
 
 
 def distinct_images(flat: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
