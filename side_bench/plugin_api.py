@@ -21,7 +21,18 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   with ``purpose="sample"`` (the default) it draws exactly the noise of the built-in
   ``sample`` extractor, so a third-party extractor can share noise with it;
 - ``canonical_hash`` (a sha256 of JSON-able values: cache keys), ``sha256_file`` (weights
-  identity) and ``atomic_write`` (write a temporary file, then rename: caches survive a kill).
+  identity), ``atomic_write`` (write a temporary file, then rename: caches survive a kill),
+  ``atomic_directory`` (the same for a folder: a cached model) and ``read_json``;
+- ``one_line`` (an exception as one short line, for messages) and ``resolve_device``
+  ("auto" -> cuda when there is one);
+- for an executor: ``failure_record(cell, error, traceback)``, what ``on_done`` gets for a
+  cell that failed where ``run_cell`` could not catch it (a lost worker);
+- the machinery the built-in plugins share, for plugins that build on it: ``train_denoiser``
+  (DDPM training with EMA); the guidance classifier (``TimeConditionedResNet``,
+  ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
+  ``log_prob_gradient``); ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
+  -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
+  ``FlowLogDensity``).
 
 Names that need torch (almost all of them) are imported when first used (a module
 ``__getattr__``, as in ``side_bench/__init__.py``), so importing this module is cheap; type
@@ -32,8 +43,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from side_bench.errors import BenchError, lazy_module_attributes
-from side_bench.results.store import atomic_write, sha256_file
+from side_bench.errors import BenchError, lazy_module_attributes, one_line, resolve_device
+from side_bench.results.records import read_json
+from side_bench.results.store import atomic_directory, atomic_write, failure_record, sha256_file
 
 if TYPE_CHECKING:  # the real names, for type checkers and editors; imported lazily at run time
     from side_bench.hookspecs import (
@@ -58,8 +70,18 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         hookimpl,
     )
     from side_bench.run.suite import canonical_hash
-    from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator
-    from side_bench.scoring.scores import Band, CandidateScores
+    from side_bench.sampling.classifier import (
+        TimeConditionedResNet,
+        accuracy_by_noise,
+        holdout_split,
+        load_or_train_classifier,
+        log_prob_gradient,
+        train_classifier,
+    )
+    from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator, train_denoiser
+    from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
+    from side_bench.scoring.knn import ExactIndex
+    from side_bench.scoring.scores import Band, CandidateScores, to_unit
     from side_bench.scoring.stats import bootstrap, rate
 
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
@@ -76,8 +98,17 @@ __all__ = [
     # per-sample randomness and sampling
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample",
     # errors, hashes and files
-    "BenchError", "canonical_hash", "sha256_file", "atomic_write",
+    "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
+    "read_json", "failure_record",
+    # the shared machinery: training, guidance classifiers, k-NN, the divergence
+    "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
+    "accuracy_by_noise", "log_prob_gradient", "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
+    "FlowLogDensity",
 ]
+
+# light (no torch): imported with this module
+_EAGER = {"BenchError", "one_line", "resolve_device", "sha256_file", "atomic_write", "atomic_directory", "read_json",
+         "failure_record"}
 
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {
@@ -91,6 +122,13 @@ _LAZY = {
     "initial_noise": "side_bench.sampling.diffusion",
     "ddim_sample": "side_bench.sampling.diffusion",
     "canonical_hash": "side_bench.run.suite",
+    "train_denoiser": "side_bench.sampling.diffusion",
+    **{name: "side_bench.sampling.classifier" for name in (
+        "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split", "accuracy_by_noise",
+        "log_prob_gradient")},
+    "ExactIndex": "side_bench.scoring.knn",
+    "to_unit": "side_bench.scoring.scores",
+    **{name: "side_bench.scoring.divergence" for name in ("memorization_divergence", "UNetEps", "FlowLogDensity")},
 }
 
 

@@ -38,7 +38,10 @@ def test_every_public_name_resolves_to_the_defining_object():
         module = plugin_api._LAZY.get(name)
         if module is not None:
             assert value is getattr(importlib.import_module(module), name), name
-    assert set(plugin_api.__all__) == set(plugin_api._LAZY) | {"BenchError", "atomic_write", "sha256_file"}
+    assert set(plugin_api.__all__) == set(plugin_api._LAZY) | plugin_api._EAGER
+    assert not set(plugin_api._LAZY) & plugin_api._EAGER
+    for name in plugin_api._EAGER:
+        assert name in vars(plugin_api), name  # imported with the module, not on first use
     assert set(dir(plugin_api)) >= set(plugin_api.__all__)
 
 
@@ -59,7 +62,8 @@ def test_an_unknown_name_is_an_attribute_error():
 
 
 def test_importing_it_does_not_import_torch():
-    code = "import sys, side_bench.plugin_api as p; p.BenchError, p.atomic_write; print('torch' in sys.modules)"
+    code = ("import sys, side_bench.plugin_api as p; [getattr(p, name) for name in p._EAGER]; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 
@@ -86,6 +90,41 @@ def side_bench_imports(package: Path) -> set[str]:
 def test_the_example_plugins_import_only_the_public_module():
     for package in EXAMPLES:
         assert side_bench_imports(package) == {"side_bench.plugin_api"}, package.name
+
+
+def test_every_plugin_module_imports_only_the_public_module():
+    """Built-ins included: they are the proof that plugin_api suffices (issue 22). Every import
+    of side_bench counts, in function bodies too; ``from side_bench import x`` imports
+    ``side_bench.x``."""
+    wrong = []
+    for source in sorted((ROOT / "plugins").rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = ([f"{node.module}.{alias.name}" for alias in node.names] if node.module == "side_bench"
+                         else [node.module])
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            wrong += [f"{source.relative_to(ROOT)}:{node.lineno} {name}" for name in names
+                      if (name == "side_bench" or name.startswith("side_bench.")) and name != "side_bench.plugin_api"]
+    assert not wrong, "import these from side_bench.plugin_api (export them there if missing): " + "; ".join(wrong)
+
+
+def test_the_plugin_scan_sees_every_form_of_import(tmp_path, monkeypatch):
+    plugins = tmp_path / "plugins" / "p"
+    plugins.mkdir(parents=True)
+    (plugins / "m.py").write_text("import side_bench.registry\n"
+                                  "def f():\n    from side_bench import errors\n    from side_bench.plugin_api import rate\n"
+                                  "from side_bench import plugin_api\nfrom . import sibling\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    try:
+        test_every_plugin_module_imports_only_the_public_module()
+    except AssertionError as error:
+        assert "m.py:1 side_bench.registry" in str(error) and "m.py:3 side_bench.errors" in str(error)
+        assert "plugin_api" not in str(error).split("missing): ")[1]
+    else:
+        raise AssertionError("the scan missed imports of side_bench internals")
 
 
 def module_name(path: Path) -> str:

@@ -13,12 +13,17 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import LabelledImages, Labels, hookimpl
-from side_bench.results.store import atomic_write
-from side_bench.run.suite import canonical_hash
-from side_bench.sampling.diffusion import ddim_sample, derive_seed
-from side_bench.scoring.scores import to_unit
+from side_bench.plugin_api import (
+    BenchError,
+    LabelledImages,
+    Labels,
+    atomic_write,
+    canonical_hash,
+    ddim_sample,
+    derive_seed,
+    hookimpl,
+    to_unit,
+)
 
 
 def require_target(condition: str, target, trained_with: str, num_classes: int | None = None) -> None:

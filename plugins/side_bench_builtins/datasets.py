@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import DataSplit, hookimpl
-from side_bench.sampling.diffusion import derive_seed
+from side_bench.plugin_api import BenchError, DataSplit, derive_seed, hookimpl
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

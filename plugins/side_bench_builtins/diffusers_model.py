@@ -18,10 +18,16 @@ from pathlib import Path
 
 import torch
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
-from side_bench.results.records import read_json
-from side_bench.results.store import sha256_file
+from side_bench.plugin_api import (
+    BenchError,
+    DataSplit,
+    Labels,
+    RunContext,
+    TargetModel,
+    hookimpl,
+    read_json,
+    sha256_file,
+)
 
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LABEL_KINDS = ("informative", "random")
@@ -114,10 +120,9 @@ class DiffusersModel:
     def declared_target(self):
         """What the checkpoint was trained with, known from its config before any work, so that
         a suite pairing it with the wrong condition fails at validation (hookspecs.Model)."""
-        from side_bench import hookspecs
+        from side_bench.plugin_api import TargetDeclaration
 
-        declaration = getattr(hookspecs, "TargetDeclaration", None)
-        return declaration(trained_with=self.trained_with, num_classes=self.num_classes) if declaration else None
+        return TargetDeclaration(trained_with=self.trained_with, num_classes=self.num_classes)
 
     def load_unet(self):
         from diffusers import UNet2DModel

@@ -11,8 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import MetricValue, hookimpl
+from side_bench.plugin_api import BenchError, MetricValue, hookimpl
 
 
 class MemorizationDivergence:
@@ -59,7 +58,7 @@ class MemorizationDivergence:
         self.last = None  # the last DivergenceEstimate (seconds, draws), for whoever reports cost
 
     def compute(self, scores, band) -> MetricValue:
-        from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
+        from side_bench.plugin_api import FlowLogDensity, UNetEps, memorization_divergence
 
         model = getattr(scores, "model", None)
         if model is None:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from side_bench.errors import BenchError, one_line
-from side_bench.hookspecs import hookimpl
-from side_bench.results.store import failure_record
+from side_bench.plugin_api import BenchError, failure_record, hookimpl, one_line
 
 # Environment a Ray worker needs to see the same plugins, data and cache as the driver.
 FORWARDED_ENV = ("SIDE_BENCH_PLUGINS", "SIDE_BENCH_DATA_ROOT", "SIDE_BENCH_CACHE")

@@ -6,18 +6,20 @@ from dataclasses import dataclass
 
 import torch
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import Candidates, hookimpl
-from side_bench.run.suite import canonical_hash
-from side_bench.sampling.classifier import (
+from side_bench.plugin_api import (
+    BenchError,
+    Candidates,
     TimeConditionedResNet,
     accuracy_by_noise,
+    canonical_hash,
+    ddim_sample,
     holdout_split,
+    hookimpl,
     load_or_train_classifier,
     log_prob_gradient,
+    sample_generator,
     train_classifier,
 )
-from side_bench.sampling.diffusion import ddim_sample, sample_generator
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

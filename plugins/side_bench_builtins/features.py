@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from side_bench.hookspecs import hookimpl
+from side_bench.plugin_api import hookimpl
 
 PIXEL_BANDS = {"low": (0.85, 0.90), "mid": (0.90, 0.95), "high": (0.95, 1.0)}
 

@@ -18,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from side_bench.errors import BenchError, one_line
-from side_bench.hookspecs import DataSplit, hookimpl
-from side_bench.sampling.diffusion import derive_seed
+from side_bench.plugin_api import BenchError, DataSplit, derive_seed, hookimpl, one_line
 from side_bench_builtins.datasets import split_by_seed
 
 DATA_ROOT_ENV = "SIDE_BENCH_DATA_ROOT"

@@ -15,9 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from side_bench.errors import BenchError, one_line, resolve_device
-from side_bench.hookspecs import hookimpl
-from side_bench.results.store import sha256_file
+from side_bench.plugin_api import BenchError, hookimpl, one_line, resolve_device, sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

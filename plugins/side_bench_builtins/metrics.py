@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from side_bench.hookspecs import MetricValue, hookimpl
-from side_bench.plugin_api import BenchError
-from side_bench.scoring.stats import bootstrap, rate
+from side_bench.plugin_api import BenchError, MetricValue, bootstrap, hookimpl, rate
 
 
 class AMS:

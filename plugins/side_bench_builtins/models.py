@@ -9,10 +9,17 @@ from pathlib import Path
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import DataSplit, Labels, RunContext, TargetModel, hookimpl
-from side_bench.results.store import atomic_directory
-from side_bench.sampling.diffusion import derive_seed, train_denoiser
+from side_bench.plugin_api import (
+    BenchError,
+    DataSplit,
+    Labels,
+    RunContext,
+    TargetModel,
+    atomic_directory,
+    derive_seed,
+    hookimpl,
+    train_denoiser,
+)
 
 RECORD = "side_bench_model.json"
 

@@ -15,10 +15,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import RunContext, TargetModel, hookimpl
-from side_bench.sampling.diffusion import sample_generator
-from side_bench.scoring.knn import ExactIndex
+from side_bench.plugin_api import BenchError, ExactIndex, RunContext, TargetModel, hookimpl, sample_generator
 
 
 class Clique:

@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from side_bench.errors import BenchError
-from side_bench.hookspecs import MetricValue, hookimpl
-from side_bench.scoring.stats import rate
+from side_bench.plugin_api import BenchError, MetricValue, hookimpl, rate
 from side_bench_builtins.metrics import GuRatio
 
 

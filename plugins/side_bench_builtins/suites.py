@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from side_bench.hookspecs import hookimpl
+from side_bench.plugin_api import hookimpl
 
 HERE = Path(__file__).resolve().parent
 CANDIDATES = (HERE / "benchmarks", HERE.parents[1] / "benchmarks")
