@@ -17,13 +17,13 @@ from side_bench.plugin_api import (
     BenchError,
     LabelledImages,
     Labels,
-    atomic_write,
     canonical_hash,
     ddim_sample,
     derive_seed,
     hookimpl,
     to_unit,
 )
+from side_bench.results.cache import read_cache_entry, write_cache_entry
 
 
 def require_target(condition: str, target, trained_with: str, num_classes: int | None = None) -> None:
@@ -305,12 +305,15 @@ class Surrogate:
         s = self.settings
         identity = {"pool": "surrogate", "n_syn": n_syn, "ddim_steps": s.ddim_steps, "target": target.identity,
                     "seed": ctx.seed, "device": ctx.device.type}
-        path = ctx.cache_dir / "surrogates" / "pools" / f"{canonical_hash(identity)}.safetensors"
-        if path.exists():
-            return load_file(path)["images"]
+        folder = ctx.cache_dir / "surrogates" / "pools" / canonical_hash(identity)
+        cached = read_cache_entry(folder, lambda entry: load_file(entry / "images.safetensors")["images"],
+                                  "surrogate pool")
+        if cached is not None:
+            return cached
         images, _ = ddim_sample(target, n_syn, seed=ctx.seed, purpose="surrogate-pool", num_steps=s.ddim_steps,
                                 batch_size=s.batch_size, device=ctx.device, progress=ctx.progress)
-        atomic_write(path, save({"images": images.contiguous()}))
+        with write_cache_entry(folder, "surrogate pool") as temporary:
+            (temporary / "images.safetensors").write_bytes(save({"images": images.contiguous()}))
         return images
 
     def attack_labels(self, target, data, ctx):
@@ -320,11 +323,12 @@ class Surrogate:
         identity = {"surrogate": settings, "n_syn": n_syn, "target": target.identity,
                     "features": ctx.features.identity, "seed": ctx.seed, "device": ctx.device.type}
         key = canonical_hash(identity)
-        path = ctx.cache_dir / "surrogates" / f"{key}.safetensors"
-        record_path = path.with_suffix(".json")
-        if path.exists() and record_path.exists():
-            stored = load_file(path)
-            record = json.loads(record_path.read_text())
+        folder = ctx.cache_dir / "surrogates" / "clusterings" / key
+        cached = read_cache_entry(folder, lambda entry: (load_file(entry / "clusters.safetensors"),
+                                                         json.loads((entry / "record.json").read_text())),
+                                  "clustering")
+        if cached is not None:
+            stored, record = cached
         else:
             images = self.pool(target, n_syn, ctx)
             embeddings = embed_all(ctx.features, images, ctx.device).numpy()
@@ -342,8 +346,9 @@ class Surrogate:
                           "cluster_sizes": quantiles(sizes)}}
             stored = {"images": images[torch.from_numpy(keep)].contiguous(), "labels": torch.from_numpy(labels),
                       "centroids": torch.from_numpy(np.ascontiguousarray(found.centroids))}
-            atomic_write(path, save(stored))
-            atomic_write(record_path, json.dumps(record, default=str))
+            with write_cache_entry(folder, "clustering") as temporary:  # images, labels and record together
+                (temporary / "clusters.safetensors").write_bytes(save(stored))
+                (temporary / "record.json").write_text(json.dumps(record, default=str))
         labelled = SurrogateLabelledImages(images=stored["images"], labels=stored["labels"],
                                            num_classes=len(stored["centroids"]), identity={"surrogate": key},
                                            diagnostics={"surrogate": record["diagnostics"]},

@@ -33,6 +33,40 @@ WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 LABEL_KINDS = ("informative", "random")
 
 
+def check_weights_file(path: Path) -> None:
+    """A damaged checkpoint the user gave is a bad input, not a cache to rebuild: refuse it with
+    one line naming the file, at validation (exit code 2), before any cell runs.
+
+    safetensors: the header must parse and its tensors cover the file exactly, which catches a
+    truncated or padded file and a garbled header without reading the weights (safe_open maps
+    the file). A ``.bin`` zip archive (torch's format since 1.6) has a CRC per member: checked
+    in full, so a flipped bit is caught too. A flip inside safetensors data has no checksum to
+    find it; non-finite weights are refused when the model is loaded (``load_unet``).
+    """
+    import zipfile
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as error:
+            raise BenchError(f"{path}: not a readable safetensors file, truncated or damaged "
+                             f"({' '.join(str(error).split())[:200]})") from error
+    else:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":
+                return  # a pre-1.6 pickle: no checksum; torch.load refuses it if it is cut short
+        try:
+            with zipfile.ZipFile(path) as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as error:  # a cut-off archive lacks its directory
+            raise BenchError(f"{path}: a truncated or damaged checkpoint archive ({error})") from error
+        if bad is not None:
+            raise BenchError(f"{path}: a damaged checkpoint archive ({bad} fails its CRC check)")
+
+
 def _read_object(path: Path, what: str) -> dict:
     value = read_json(path, what)
     if not isinstance(value, dict):
@@ -93,6 +127,7 @@ class DiffusersModel:
         if not found:
             raise BenchError(f"{self.unet_dir}: no weights (expected {' or '.join(WEIGHTS)})")
         self.weights = found[0]  # safetensors first
+        check_weights_file(self.weights)
         self.num_classes = int(self.config.get("num_class_embeds") or 0)
         size = self.config.get("sample_size", 32)
         size = size[0] if isinstance(size, (list, tuple)) else size
@@ -134,12 +169,16 @@ class DiffusersModel:
                 raise BenchError(f"{self.weights}: not loadable with weights_only=True "
                                  f"({' '.join(str(error).split())[:200]})") from error
         try:
-            return UNet2DModel.from_pretrained(
+            unet = UNet2DModel.from_pretrained(
                 self.unet_dir, local_files_only=True, use_safetensors=self.weights.suffix == ".safetensors",
                 low_cpu_mem_usage=False,
             )
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise BenchError(f"{self.unet_dir}: cannot load the UNet ({' '.join(str(error).split())[:300]})") from error
+        for name, parameter in unet.named_parameters():  # a flip in an exponent makes NaN or inf
+            if not torch.isfinite(parameter).all():
+                raise BenchError(f"{self.weights}: non-finite weights (NaN or inf) in {name}: a damaged checkpoint")
+        return unet
 
     def prepare(self, data: DataSplit, labels: Labels | None, cache_key: str, ctx: RunContext) -> TargetModel:
         self._check(data, labels)

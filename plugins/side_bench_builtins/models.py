@@ -15,11 +15,11 @@ from side_bench.plugin_api import (
     Labels,
     RunContext,
     TargetModel,
-    atomic_directory,
     derive_seed,
     hookimpl,
     train_denoiser,
 )
+from side_bench.results.cache import read_cache_entry, write_cache_entry
 
 RECORD = "side_bench_model.json"
 
@@ -28,7 +28,8 @@ class BenchUNet:
     """Trains a (class-conditional when labels are given) UNet with the DDPM objective and EMA.
 
     Saved as diffusers saves: ``config.json`` + ``diffusion_pytorch_model.safetensors`` and
-    ``scheduler_config.json``, under ``<cache>/models/<cache key>/``; reloaded when present.
+    ``scheduler_config.json``, under ``<cache>/models/<cache key>/`` with a manifest of their
+    hashes; reloaded when present and whole, retrained when damaged (``results/cache.py``).
     """
 
     @dataclass
@@ -79,9 +80,10 @@ class BenchUNet:
         folder = Path(ctx.cache_dir) / "models" / cache_key
         scheduler = DDPMScheduler(num_train_timesteps=self.settings.num_train_timesteps,
                                   beta_schedule=self.settings.beta_schedule)
-        if (folder / RECORD).exists():
-            unet = UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False).to(ctx.device)
-            record = json.loads((folder / RECORD).read_text())
+        cached = read_cache_entry(folder, self._load, "model")  # checked against its manifest first
+        if cached is not None:
+            unet, record = cached
+            unet = unet.to(ctx.device)
             trained_with = record["trained_with"]
         else:
             with torch.random.fork_rng(devices=[]):
@@ -102,9 +104,15 @@ class BenchUNet:
                            identity={"cache_key": cache_key, "model": "bench-unet"})
 
     @staticmethod
+    def _load(folder: Path):
+        record = json.loads((folder / RECORD).read_text())
+        return UNet2DModel.from_pretrained(folder, local_files_only=True, low_cpu_mem_usage=False), record
+
+    @staticmethod
     def _save(folder: Path, unet, scheduler, record: dict) -> None:
-        """Write into a temporary folder, then rename: a killed run never leaves half a model."""
-        with atomic_directory(folder, complete=RECORD) as temporary:
+        """Write into a temporary folder, then the manifest, then rename: a killed run never
+        leaves half a model, and a model damaged later is found by its hash."""
+        with write_cache_entry(folder, "model") as temporary:
             unet.save_pretrained(temporary, safe_serialization=True)
             scheduler.save_pretrained(temporary)
             (temporary / RECORD).write_text(json.dumps(record, indent=2, default=str))

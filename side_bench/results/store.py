@@ -49,7 +49,8 @@ CACHE_ENV = "SIDE_BENCH_CACHE"
 
 
 def default_cache_dir() -> Path:
-    """Trained models, classifiers and the plugin listing: $SIDE_BENCH_CACHE or ~/.cache/side-bench."""
+    """The cache folder, $SIDE_BENCH_CACHE or ~/.cache/side-bench: trained models, classifiers,
+    surrogate pools and clusterings (verified entries, ``cache.py``) and the plugin listing."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "side-bench")
 
 

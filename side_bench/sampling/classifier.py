@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from side_bench.hookspecs import ProgressCallback
-from side_bench.results.store import atomic_directory
+from side_bench.results.cache import read_cache_entry, write_cache_entry
 from side_bench.sampling.diffusion import derive_seed
 
 
@@ -230,17 +230,23 @@ def load_or_train_classifier(folder: Path, build, train) -> tuple[TimeConditione
     """Reload a cached classifier from ``folder``, or train one and save it atomically.
 
     ``train(classifier, record)`` fills ``record`` (steps, final loss, diagnostics), which is
-    saved as ``record.json`` next to the weights and returned with the classifier.
+    saved as ``record.json`` next to the weights and returned with the classifier. The entry
+    carries a manifest of its files' hashes: a damaged one is moved aside with a warning and
+    trained again (``results/cache.py``).
     """
-    weights, config, record_file = folder / "classifier.safetensors", folder / "config.json", folder / "record.json"
-    if weights.exists() and config.exists():
-        classifier = TimeConditionedResNet(**json.loads(config.read_text()))
-        classifier.load_state_dict(load_file(weights))
-        record = json.loads(record_file.read_text()) if record_file.exists() else {}
-        return classifier.eval(), record
+
+    def load(entry: Path) -> tuple[TimeConditionedResNet, dict]:
+        classifier = TimeConditionedResNet(**json.loads((entry / "config.json").read_text()))
+        classifier.load_state_dict(load_file(entry / "classifier.safetensors"))
+        record_file = entry / "record.json"
+        return classifier.eval(), json.loads(record_file.read_text()) if record_file.exists() else {}
+
+    cached = read_cache_entry(folder, load, "classifier")
+    if cached is not None:
+        return cached
     record: dict = {}
     classifier = train(build(), record)
-    with atomic_directory(folder, complete="classifier.safetensors") as temporary:
+    with write_cache_entry(folder, "classifier") as temporary:
         state = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
         save_file(state, temporary / "classifier.safetensors")
         (temporary / "config.json").write_text(json.dumps(classifier.config, indent=2))
