@@ -508,3 +508,38 @@ def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
                   f"only {escape(attack_b)} {line.only_b}", highlight=False)
         out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
                   f"p = {line.p_distinct:.3g} (z-test on bootstrap standard errors, Holm)", highlight=False)
+
+
+# -- side-bench cache ---------------------------------------------------------------------------
+
+@main.group()
+def cache():
+    """The cache folder: trained models, classifiers, surrogate pools and clusterings."""
+
+
+@cache.command("verify")
+@click.argument("folder", required=False, type=click.Path(file_okay=False))
+@click.option("--fix", is_flag=True, help="Move bad entries aside (<entry>.corrupt-<time>); they are rebuilt when next used.")
+@user_errors
+def cache_verify(folder, fix):
+    """Check every cache entry against its manifest: one line each, STATUS<tab>PATH<tab>DETAIL.
+
+    FOLDER defaults to the one `run` uses ($SIDE_BENCH_CACHE, else ~/.cache/side-bench).
+    Exit code 1 when an entry is bad and --fix was not given.
+    """
+    from side_bench.results.cache import verify_cache
+    from side_bench.results.store import default_cache_dir
+
+    root = Path(folder) if folder else default_cache_dir()
+    if folder is None and not root.exists():
+        click.echo(f"no cache folder yet ({root}): nothing to verify", err=True)
+        return
+    checks = verify_cache(root, fix=fix)
+    for check in checks:
+        click.echo(check.line())
+    counts: dict[str, int] = {}
+    for check in checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or f"{root}: empty", err=True)
+    if counts.get("bad"):
+        sys.exit(1)
