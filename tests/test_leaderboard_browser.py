@@ -85,8 +85,9 @@ def test_the_page_opens_with_the_headline_and_sorts_with_javascript(page, tmp_pa
     assert "<h2>ams mid [0.9, 0.95)</h2>" in headline[:300]
     assert ("On ams, side leads at scale 16 (40.00%), significantly ahead of every other attack and "
             "above the null baseline (Fisher's exact test, Holm-corrected, alpha 0.05).") in dom
-    # sorted by scale 64, highest first: uncond (5.00%) above side (3.00%); the null row stays last
-    assert _rows_of_first_table(dom) == ["uncond", "side", "null baseline (held-out real images)"]
+    # sorted by scale 64, highest first: uncond (5.00%) above side (3.00%); the null rows stay last
+    assert _rows_of_first_table(dom) == ["uncond", "side", "null baseline (held-out real images)",
+                                         "a rate below this cannot be shown above the null"]
     assert 'data-dir="desc"' in dom
     # the first <details> (ams high) was opened by a click on its summary; the others stay closed
     details = re.findall(r"<details[^>]*>", dom)
@@ -104,7 +105,8 @@ def test_the_page_reads_the_same_with_javascript_off(page, tmp_path):
     policy = '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
     blocked.write_text(page.read_text().replace("<head>", "<head>" + policy, 1))
     dom = run_chromium(browser, tmp_path / "profile-nojs", "--dump-dom", blocked.as_uri()).stdout
-    assert _rows_of_first_table(dom) == ["side", "uncond", "null baseline (held-out real images)"]  # by rank
+    assert _rows_of_first_table(dom) == ["side", "uncond", "null baseline (held-out real images)",  # by rank
+                                         "a rate below this cannot be shown above the null"]
     assert "40.00% [33.46, 46.92] (80/200) sd 14.14% #1 ★" in dom and "23.266%" in dom
     assert dom.count("<table") == 6  # headline, attacks, metrics, ams high, p95, reported
     assert 'tabindex="0"' not in dom and 'data-dir="' not in dom  # the sorting script did not run

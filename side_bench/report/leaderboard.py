@@ -12,6 +12,7 @@ apart, each setup in its own tables. A pure function of the result files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -439,3 +440,54 @@ def format_cell(unit: str | None, line, prefix: str = "") -> str:
     if unit == "rate" and count is not None and n is not None and not pd.isna(count) and not pd.isna(n):
         text = f"{text} ({int(count)}/{int(n)})"
     return text
+
+
+# ------------------------------------------------------------------------------------------
+# What a null baseline can resolve
+# ------------------------------------------------------------------------------------------
+
+RESOLUTION_LABEL = "a rate below this cannot be shown above the null"
+
+
+@functools.lru_cache(maxsize=256)
+def null_resolution(n: int, null_n: int, alpha: float = stats.ALPHA) -> float | None:
+    """The smallest rate k/n of ``n`` candidates that the leaderboard's test against the null
+    (Fisher's exact test, one-sided, ``alpha``) can call above a null baseline of ``null_n``
+    held-out images, in the best case: a null of 0/null_n. Then p(k) = prod_{i<k} (n-i)/(n+null_n-i)
+    falls with k, so the least k with p(k) < alpha is found by bisection. Holm's correction over
+    the attacks only raises p-values: a rate below this is never shown above that null. None
+    when not even n/n could be (a null of very few images)."""
+    if n < 1 or null_n < 1:
+        return None
+
+    def significant(k: int) -> bool:
+        return stats.rate_test(k, n, 0, null_n, "greater") < alpha
+
+    if not significant(n):
+        return None
+    low, high = 0, n  # significant(high) holds, significant(low) does not (p(0) = 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if significant(middle):
+            high = middle
+        else:
+            low = middle
+    return high / n
+
+
+def resolution_texts(part: pd.DataFrame, scales: list) -> list[str]:
+    """For one table of a rate (counts pooled over seeds, higher = more memorization), per scale:
+    the smallest rate any of its attacks could show above that scale's null baseline (the line
+    with the most candidates resolves best), as the table prints rates; "none" when no rate
+    could be. [] for other metrics: bootstrap statistics have no such bound in counts alone."""
+    first = part.iloc[0]
+    if first.get("unit") != "rate" or str(first.get("direction") or "higher") == "lower" \
+            or "null_n" not in part or ("se" in part and pd.to_numeric(part["se"], errors="coerce").notna().any()):
+        return []
+    texts = []
+    for scale in scales:
+        lines = part[(part["scale"] == scale) & part["n"].notna() & part["null_n"].notna()]
+        found = [null_resolution(int(line.n), int(line.null_n)) for line in lines.itertuples(index=False)]
+        found = [value for value in found if value is not None]
+        texts.append(format_value("rate", min(found)) if found else "none" if len(lines) else "")
+    return texts

@@ -184,6 +184,10 @@ def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: d
         rows.append(Row(cap(attack), row_cells, colour=styles.get(attack, ("", ""))[0]))
     null_cells = [Cell(format_cell(unit, nulls[s], "null_"), _sort_key(nulls[s].null_value)) for s in scales]
     rows.append(Row(NULL_LABEL, null_cells, null=True))
+    from side_bench.report.leaderboard import RESOLUTION_LABEL, resolution_texts
+
+    if resolution := resolution_texts(part, scales):  # rates: the least rate this null could resolve
+        rows.append(Row(RESOLUTION_LABEL, [Cell(text) for text in resolution], null=True))
     description = ""
     if "metric_description" in part:
         found = part["metric_description"].dropna()
