@@ -1,4 +1,6 @@
-"""Bad inputs from README's table that other test files do not cover."""
+"""Bad input from the user guide's table (docs/user-guide.md) that test_bad_input.py does not cover:
+an unknown executor, a Ray address without Ray, and plugins that return NaN or break the contract,
+which fail their cell by name."""
 
 import json
 
