@@ -13,8 +13,10 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - what a metric's ``compute(scores, band)`` gets: ``CandidateScores`` and ``Band``;
 - ``BenchError``: raise it for a user's mistake (a bad setting, a target that does not fit);
   the message is shown as one line, and the cell fails naming the plugin;
-- ``rate(k, n)`` and ``bootstrap(value, n, statistic)``: a ``MetricValue`` with a Wilson or a
-  seeded percentile-bootstrap 95% interval, as the built-in metrics return;
+- ``rate(k, n)``, ``distinct(hit_rows, hit_index, n, n_train)``, ``quantile(values, q)`` and
+  ``bootstrap(value, n, statistic)``: a ``MetricValue`` with its 95% interval (Wilson for a
+  rate; occupancy for distinct training images hit, never a bootstrap; order statistics for
+  a quantile; a seeded percentile bootstrap for anything else), as the built-in metrics return;
 - ``derive_seed``, ``sample_generator``, ``initial_noise``: per-sample randomness, so sample
   ``i`` depends only on (seed, purpose, i) and never on the batch size;
 - ``ddim_sample``: DDIM (eta = 0) from per-sample noise, with optional classifier guidance;
@@ -23,6 +25,9 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - ``canonical_hash`` (a sha256 of JSON-able values: cache keys), ``sha256_file`` (weights
   identity), ``atomic_write`` (write a temporary file, then rename: caches survive a kill),
   ``atomic_directory`` (the same for a folder: a cached model) and ``read_json``;
+- ``read_cache_entry(folder, load, kind)`` and ``write_cache_entry(folder, kind)``: a cached
+  artefact as a verified entry (a manifest of its files' sha256; a damaged one is moved aside
+  with one warning and ``read_cache_entry`` returns None, so the plugin rebuilds it);
 - ``one_line`` (an exception as one short line, for messages) and ``resolve_device``
   ("auto" -> cuda when there is one);
 - for an executor: ``failure_record(cell, error, traceback)``, what ``on_done`` gets for a
@@ -44,6 +49,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from side_bench.errors import BenchError, lazy_module_attributes, one_line, resolve_device
+from side_bench.results.cache import read_cache_entry, write_cache_entry
 from side_bench.results.records import read_json
 from side_bench.results.store import atomic_directory, atomic_write, failure_record, sha256_file
 
@@ -82,7 +88,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
     from side_bench.scoring.knn import ExactIndex
     from side_bench.scoring.scores import Band, CandidateScores, to_unit
-    from side_bench.scoring.stats import bootstrap, rate
+    from side_bench.scoring.stats import bootstrap, distinct, quantile, rate
 
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
@@ -94,12 +100,12 @@ __all__ = [
     # what components implement
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
     # what a metric's compute(scores, band) gets, and what it returns
-    "CandidateScores", "Band", "rate", "bootstrap",
+    "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap",
     # per-sample randomness and sampling
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample",
     # errors, hashes and files
     "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
-    "read_json", "failure_record",
+    "read_json", "failure_record", "read_cache_entry", "write_cache_entry",
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
     "accuracy_by_noise", "log_prob_gradient", "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
@@ -108,7 +114,7 @@ __all__ = [
 
 # light (no torch): imported with this module
 _EAGER = {"BenchError", "one_line", "resolve_device", "sha256_file", "atomic_write", "atomic_directory", "read_json",
-         "failure_record"}
+         "failure_record", "read_cache_entry", "write_cache_entry"}
 
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {
@@ -117,6 +123,8 @@ _LAZY = {
     "Band": "side_bench.scoring.scores",
     "rate": "side_bench.scoring.stats",
     "bootstrap": "side_bench.scoring.stats",
+    "distinct": "side_bench.scoring.stats",
+    "quantile": "side_bench.scoring.stats",
     "derive_seed": "side_bench.sampling.diffusion",
     "sample_generator": "side_bench.sampling.diffusion",
     "initial_noise": "side_bench.sampling.diffusion",

@@ -21,9 +21,10 @@ from side_bench.plugin_api import (
     ddim_sample,
     derive_seed,
     hookimpl,
+    read_cache_entry,
     to_unit,
+    write_cache_entry,
 )
-from side_bench.results.cache import read_cache_entry, write_cache_entry
 
 
 def require_target(condition: str, target, trained_with: str, num_classes: int | None = None) -> None:

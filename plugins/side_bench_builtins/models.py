@@ -17,9 +17,10 @@ from side_bench.plugin_api import (
     TargetModel,
     derive_seed,
     hookimpl,
+    read_cache_entry,
     train_denoiser,
+    write_cache_entry,
 )
-from side_bench.results.cache import read_cache_entry, write_cache_entry
 
 RECORD = "side_bench_model.json"
 
