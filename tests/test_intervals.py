@@ -106,8 +106,10 @@ def test_every_row_carries_counts_intervals_and_records(tiny_run):
         if row["metric"] in ("ams", "gu-ratio"):
             assert row["interval"] == "wilson" and row["n"] == 24 and row["value"] == row["count"] / 24
             assert row["null_n"] == 32 and row["null_value"] == row["null_count"] / 32
-        else:
-            assert row["interval"] == "bootstrap-percentile" and row["se"] is not None
+        elif row["metric"] == "ums":
+            assert row["interval"] == "occupancy-normal" and row["se"] is not None and row["count"] is not None
+        elif row["metric"] == "p95":
+            assert row["interval"] == "order-statistic" and row["se"] is not None
         assert row["ci_low"] <= row["value"] <= row["ci_high"]
         assert row["direction"] == "higher" and row["unit"] in ("rate", "fraction", "similarity")
         assert set(row["stage_seconds"]) >= {"data", "target", "extraction", "scoring", "null"}
