@@ -28,6 +28,7 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - ``read_cache_entry(folder, load, kind)`` and ``write_cache_entry(folder, kind)``: a cached
   artefact as a verified entry (a manifest of its files' sha256; a damaged one is moved aside
   with one warning and ``read_cache_entry`` returns None, so the plugin rebuilds it);
+  ``cache_lock(folder)`` around reading or building it, so processes sharing a run build it once;
 - ``one_line`` (an exception as one short line, for messages) and ``resolve_device``
   ("auto" -> cuda when there is one);
 - for an executor: ``failure_record(cell, error, traceback)``, what ``on_done`` gets for a
@@ -49,7 +50,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from side_bench.errors import BenchError, lazy_module_attributes, one_line, resolve_device
-from side_bench.results.cache import read_cache_entry, write_cache_entry
+from side_bench.results.cache import cache_lock, read_cache_entry, write_cache_entry
 from side_bench.results.records import read_json
 from side_bench.results.store import atomic_directory, atomic_write, failure_record, sha256_file
 
@@ -105,7 +106,7 @@ __all__ = [
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample",
     # errors, hashes and files
     "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
-    "read_json", "failure_record", "read_cache_entry", "write_cache_entry",
+    "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
     "accuracy_by_noise", "log_prob_gradient", "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
@@ -114,7 +115,7 @@ __all__ = [
 
 # light (no torch): imported with this module
 _EAGER = {"BenchError", "one_line", "resolve_device", "sha256_file", "atomic_write", "atomic_directory", "read_json",
-         "failure_record", "read_cache_entry", "write_cache_entry"}
+         "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock"}
 
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {

@@ -236,3 +236,34 @@ def test_non_finite_user_weights_fail_the_cell_naming_the_file(tmp_path, monkeyp
     assert result.exit_code == 1, result.output  # found at run time: the cell fails, by name
     [record] = [json.loads(p.read_text()) for p in (tmp_path / "results" / "loaded").glob("*/cells/*.json")]
     assert record["error"] == f"BenchError: {weights}: non-finite weights (NaN or inf) in conv_in.weight: a damaged checkpoint"
+
+
+def test_cache_lock_lets_one_builder_in_at_a_time_and_verify_reads_the_locks_as_other(tmp_path):
+    import threading
+
+    from side_bench.results.cache import cache_lock, verify_cache
+
+    entry = tmp_path / "models" / "abc"
+    order = []
+    held = threading.Event()
+
+    def first():
+        with cache_lock(entry):
+            held.set()
+            order.append("first in")
+            threading.Event().wait(0.3)
+            order.append("first out")
+
+    def second():
+        held.wait()
+        with cache_lock(entry):
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert order == ["first in", "first out", "second in"]
+    assert (tmp_path / "models" / "abc.lock").is_file()
+    assert verify_cache(tmp_path) == []  # a build lock is no entry and no stray file

@@ -17,6 +17,7 @@ from side_bench.plugin_api import (
     BenchError,
     LabelledImages,
     Labels,
+    cache_lock,
     canonical_hash,
     ddim_sample,
     derive_seed,
@@ -307,15 +308,16 @@ class Surrogate:
         identity = {"pool": "surrogate", "n_syn": n_syn, "ddim_steps": s.ddim_steps, "target": target.identity,
                     "seed": ctx.seed, "device": ctx.device.type}
         folder = ctx.cache_dir / "surrogates" / "pools" / canonical_hash(identity)
-        cached = read_cache_entry(folder, lambda entry: load_file(entry / "images.safetensors")["images"],
-                                  "surrogate pool")
-        if cached is not None:
-            return cached
-        images, _ = ddim_sample(target, n_syn, seed=ctx.seed, purpose="surrogate-pool", num_steps=s.ddim_steps,
-                                batch_size=s.batch_size, device=ctx.device, progress=ctx.progress)
-        with write_cache_entry(folder, "surrogate pool") as temporary:
-            (temporary / "images.safetensors").write_bytes(save({"images": images.contiguous()}))
-        return images
+        with cache_lock(folder):  # processes sharing a run sample a given pool once
+            cached = read_cache_entry(folder, lambda entry: load_file(entry / "images.safetensors")["images"],
+                                      "surrogate pool")
+            if cached is not None:
+                return cached
+            images, _ = ddim_sample(target, n_syn, seed=ctx.seed, purpose="surrogate-pool", num_steps=s.ddim_steps,
+                                    batch_size=s.batch_size, device=ctx.device, progress=ctx.progress)
+            with write_cache_entry(folder, "surrogate pool") as temporary:
+                (temporary / "images.safetensors").write_bytes(save({"images": images.contiguous()}))
+            return images
 
     def attack_labels(self, target, data, ctx):
         s = self.settings
@@ -325,31 +327,32 @@ class Surrogate:
                     "features": ctx.features.identity, "seed": ctx.seed, "device": ctx.device.type}
         key = canonical_hash(identity)
         folder = ctx.cache_dir / "surrogates" / "clusterings" / key
-        cached = read_cache_entry(folder, lambda entry: (load_file(entry / "clusters.safetensors"),
-                                                         json.loads((entry / "record.json").read_text())),
-                                  "clustering")
-        if cached is not None:
-            stored, record = cached
-        else:
-            images = self.pool(target, n_syn, ctx)
-            embeddings = embed_all(ctx.features, images, ctx.device).numpy()
-            ctx.progress("clustering", 0, 1)
-            found = surrogate_clusters(embeddings, s.clusters, s.tau, ctx.seed, s.kmeans)
-            keep, labels = surrogate_pool(embeddings, found, s.dropped)
-            ctx.progress("clustering", 1, 1)
-            sizes = np.bincount(labels, minlength=len(found.kept))
-            record = {**identity, "cohesion": found.cohesion.round(4).tolist(), "kept": found.kept.tolist(),
-                      "diagnostics": {
-                          "clusters": int(len(found.cohesion)), "clusters_kept": int(len(found.kept)),
-                          "tau": s.tau, "dropped": s.dropped, "n_syn": n_syn, "pool_kept": int(len(keep)),
-                          "cohesion": quantiles(found.cohesion[found.cohesion > -1]),
-                          "cohesion_kept": quantiles(found.cohesion[found.kept]),
-                          "cluster_sizes": quantiles(sizes)}}
-            stored = {"images": images[torch.from_numpy(keep)].contiguous(), "labels": torch.from_numpy(labels),
-                      "centroids": torch.from_numpy(np.ascontiguousarray(found.centroids))}
-            with write_cache_entry(folder, "clustering") as temporary:  # images, labels and record together
-                (temporary / "clusters.safetensors").write_bytes(save(stored))
-                (temporary / "record.json").write_text(json.dumps(record, default=str))
+        with cache_lock(folder):  # processes sharing a run cluster a given pool once
+            cached = read_cache_entry(folder, lambda entry: (load_file(entry / "clusters.safetensors"),
+                                                             json.loads((entry / "record.json").read_text())),
+                                      "clustering")
+            if cached is not None:
+                stored, record = cached
+            else:
+                images = self.pool(target, n_syn, ctx)
+                embeddings = embed_all(ctx.features, images, ctx.device).numpy()
+                ctx.progress("clustering", 0, 1)
+                found = surrogate_clusters(embeddings, s.clusters, s.tau, ctx.seed, s.kmeans)
+                keep, labels = surrogate_pool(embeddings, found, s.dropped)
+                ctx.progress("clustering", 1, 1)
+                sizes = np.bincount(labels, minlength=len(found.kept))
+                record = {**identity, "cohesion": found.cohesion.round(4).tolist(), "kept": found.kept.tolist(),
+                          "diagnostics": {
+                              "clusters": int(len(found.cohesion)), "clusters_kept": int(len(found.kept)),
+                              "tau": s.tau, "dropped": s.dropped, "n_syn": n_syn, "pool_kept": int(len(keep)),
+                              "cohesion": quantiles(found.cohesion[found.cohesion > -1]),
+                              "cohesion_kept": quantiles(found.cohesion[found.kept]),
+                              "cluster_sizes": quantiles(sizes)}}
+                stored = {"images": images[torch.from_numpy(keep)].contiguous(), "labels": torch.from_numpy(labels),
+                          "centroids": torch.from_numpy(np.ascontiguousarray(found.centroids))}
+                with write_cache_entry(folder, "clustering") as temporary:  # images, labels and record together
+                    (temporary / "clusters.safetensors").write_bytes(save(stored))
+                    (temporary / "record.json").write_text(json.dumps(record, default=str))
         labelled = SurrogateLabelledImages(images=stored["images"], labels=stored["labels"],
                                            num_classes=len(stored["centroids"]), identity={"surrogate": key},
                                            diagnostics={"surrogate": record["diagnostics"]},

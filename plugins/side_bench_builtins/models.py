@@ -15,6 +15,7 @@ from side_bench.plugin_api import (
     Labels,
     RunContext,
     TargetModel,
+    cache_lock,
     derive_seed,
     hookimpl,
     read_cache_entry,
@@ -81,25 +82,26 @@ class BenchUNet:
         folder = Path(ctx.cache_dir) / "models" / cache_key
         scheduler = DDPMScheduler(num_train_timesteps=self.settings.num_train_timesteps,
                                   beta_schedule=self.settings.beta_schedule)
-        cached = read_cache_entry(folder, self._load, "model")  # checked against its manifest first
-        if cached is not None:
-            unet, record = cached
-            unet = unet.to(ctx.device)
-            trained_with = record["trained_with"]
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(ctx.seed, "unet-init"))
-                unet = self.build_unet(image_shape, num_classes)
-            unet = train_denoiser(
-                unet, scheduler, data.train, labels.labels if labels is not None else None,
-                steps=self.settings.steps, batch_size=self.settings.batch_size,
-                learning_rate=self.settings.learning_rate, ema_decay=self.settings.ema_decay,
-                seed=ctx.seed, device=ctx.device, progress=ctx.progress,
-            )
-            self._save(folder, unet, scheduler, {
-                "trained_with": trained_with, "num_classes": num_classes, "settings": asdict(self.settings),
-                "data": data.identity, "n_train": len(data.train),
-            })
+        with cache_lock(folder):  # another process sharing the run may be training this model
+            cached = read_cache_entry(folder, self._load, "model")  # checked against its manifest first
+            if cached is not None:
+                unet, record = cached
+                unet = unet.to(ctx.device)
+                trained_with = record["trained_with"]
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(derive_seed(ctx.seed, "unet-init"))
+                    unet = self.build_unet(image_shape, num_classes)
+                unet = train_denoiser(
+                    unet, scheduler, data.train, labels.labels if labels is not None else None,
+                    steps=self.settings.steps, batch_size=self.settings.batch_size,
+                    learning_rate=self.settings.learning_rate, ema_decay=self.settings.ema_decay,
+                    seed=ctx.seed, device=ctx.device, progress=ctx.progress,
+                )
+                self._save(folder, unet, scheduler, {
+                    "trained_with": trained_with, "num_classes": num_classes, "settings": asdict(self.settings),
+                    "data": data.identity, "n_train": len(data.train),
+                })
         return TargetModel(unet=unet.eval(), scheduler_config=dict(scheduler.config), num_classes=num_classes,
                            trained_with=trained_with, image_shape=image_shape,
                            identity={"cache_key": cache_key, "model": "bench-unet"})

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from side_bench.errors import BenchError
-from side_bench.results.store import atomic_directory, atomic_write, sha256_file
+from side_bench.results.store import atomic_directory, atomic_write, file_lock, sha256_file
 
 MANIFEST = "cache-manifest.json"
 MANIFEST_FORMAT = 1
@@ -155,6 +155,16 @@ def read_cache_entry(folder: Path, load: Callable[[Path], T], kind: str) -> T | 
 
 
 @contextlib.contextmanager
+def cache_lock(folder: Path) -> Iterator[None]:
+    """Hold the entry's build lock (``<key>.lock`` beside it, an flock released on exit or
+    death) around "read it, or build and write it": two processes sharing a run folder reach
+    the same model at once (the first cells of a scale), and without it both would train it."""
+    folder = Path(folder)
+    with file_lock(folder.with_name(f"{folder.name}.lock")):
+        yield
+
+
+@contextlib.contextmanager
 def write_cache_entry(folder: Path, kind: str) -> Iterator[Path]:
     """Yield a temporary folder to write the entry's files into; then the manifest is written
     (hashing them) and the folder renamed to ``folder``. A killed run leaves no entry; when
@@ -198,6 +208,8 @@ def verify_cache(root: Path, fix: bool = False) -> list[CacheCheck]:
                 checks.append(CacheCheck("stale", path, "temporary left by an interrupted write"))
             elif ASIDE in path.name:
                 checks.append(CacheCheck("aside", path, "moved aside earlier; delete it when no longer needed"))
+            elif path.is_file() and path.suffix == ".lock":  # an entry's build lock (cache_lock): no data
+                continue
             elif path.is_dir() and (path / MANIFEST).exists():
                 checks.append(check_entry(path))
             elif path.is_dir() and depth == 1 and folder.name in LEGACY_KINDS:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from side_bench.hookspecs import ProgressCallback
-from side_bench.results.cache import read_cache_entry, write_cache_entry
+from side_bench.results.cache import cache_lock, read_cache_entry, write_cache_entry
 from side_bench.sampling.diffusion import derive_seed
 
 
@@ -241,14 +241,15 @@ def load_or_train_classifier(folder: Path, build, train) -> tuple[TimeConditione
         record_file = entry / "record.json"
         return classifier.eval(), json.loads(record_file.read_text()) if record_file.exists() else {}
 
-    cached = read_cache_entry(folder, load, "classifier")
-    if cached is not None:
-        return cached
-    record: dict = {}
-    classifier = train(build(), record)
-    with write_cache_entry(folder, "classifier") as temporary:
-        state = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
-        save_file(state, temporary / "classifier.safetensors")
-        (temporary / "config.json").write_text(json.dumps(classifier.config, indent=2))
-        (temporary / "record.json").write_text(json.dumps(record, indent=2, default=str))
-    return classifier, record
+    with cache_lock(folder):  # processes sharing a run train a given classifier once
+        cached = read_cache_entry(folder, load, "classifier")
+        if cached is not None:
+            return cached
+        record: dict = {}
+        classifier = train(build(), record)
+        with write_cache_entry(folder, "classifier") as temporary:
+            state = {k: v.detach().cpu().contiguous() for k, v in classifier.state_dict().items()}
+            save_file(state, temporary / "classifier.safetensors")
+            (temporary / "config.json").write_text(json.dumps(classifier.config, indent=2))
+            (temporary / "record.json").write_text(json.dumps(record, indent=2, default=str))
+        return classifier, record
