@@ -86,6 +86,20 @@ def test_a_band_edge_is_decided_by_the_exact_distance(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_nearest_and_the_band_pairs_agree_to_the_bit(backend):
+    # AMS reads the nearest, UMS the pairs: at an edge they must decide the same candidate alike
+    train = eight_bit_images(50, seed=7, shape=(1, 8, 8))
+    noise = torch.from_numpy(np.random.default_rng(8).integers(-20, 21, size=train.shape).astype(np.float32))
+    candidates = ((train * 255 + noise).clamp(0, 255) / 255).float()
+    scores = Reference(train, PIXEL, backend=backend).score(candidates, [Band("low", 0.8, 1.0)])
+    first = np.searchsorted(scores.hit_rows, np.arange(50))
+    assert np.all(scores.hit_rows[first] == np.arange(50))  # every candidate has its nearest in the band
+    assert np.array_equal(scores.hit_similarity[first], scores.best_similarity)
+    assert np.array_equal(scores.hit_index[first], scores.nearest_index)
+    np.testing.assert_allclose(1 - scores.pixel_d1, scores.best_similarity, rtol=0, atol=1e-15)  # same space
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_search_equals_an_exhaustive_float64_search(backend, monkeypatch):
     # Near-ties (duplicated base rows, tiny offsets) and no extra neighbours fetched: the rows
     # the fast pass cannot settle are searched again, and ties go to the lower index.

@@ -32,6 +32,8 @@ SEARCH_TOLERANCE = 1e-4
 # whose k-th exact neighbour is not clear of the last fetched by the tolerance is searched again
 # with twice as many, so the result never depends on the fast pass's rounding.
 EXTRA_NEIGHBOURS = 8
+# float64 operands of the exact pass per block: a few MB, so the differences stay in cache
+EXACT_BLOCK_BYTES = 8 * 2**20
 
 
 def faiss_available() -> bool:
@@ -118,26 +120,40 @@ class ExactIndex:
 
     # -- the exact pass ---------------------------------------------------------------------
 
-    def _exact(self, queries: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Exact scores of the pairs (queries[rows], base[cols]), float64 on the CPU: the squared
-        distance for l2, the cosine for cosine (1 - ||a/|a| - b/|b|||^2 / 2, so that equal
-        vectors give exactly 1)."""
+    def _exact_scores(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Exact scores of float64 rows a and b (last axis D): the distance ||a - b|| for l2, the
+        cosine for cosine (1 - ||a/|a| - b/|b|||^2 / 2, so that equal vectors give exactly 1)."""
+        if self.similarity == "cosine":
+            a, b = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+            return 1.0 - 0.5 * torch.linalg.vector_norm(a - b, dim=-1).square()
+        return torch.linalg.vector_norm(a - b, dim=-1)
+
+    def _exact_pairs(self, queries: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """``_exact_scores`` of the pairs (queries[rows], base[cols]), float64 on the CPU."""
         out = torch.empty(len(rows), dtype=torch.float64)
-        step = max(1, self.chunk_bytes // (32 * max(1, self.dim)))  # a few (step x D) float64 blocks
+        step = max(1, EXACT_BLOCK_BYTES // (8 * max(1, self.dim)))
         queries = queries.to(self.exact_device)
         for start in range(0, len(rows), step):
             a = queries[rows[start : start + step].to(self.exact_device)].double()
             b = self.exact_base[cols[start : start + step].to(self.exact_device)].double()
-            if self.similarity == "cosine":
-                a, b = torch.nn.functional.normalize(a, dim=1), torch.nn.functional.normalize(b, dim=1)
-            squared = (a - b).square().sum(1)
-            out[start : start + step] = (1.0 - 0.5 * squared if self.similarity == "cosine" else squared).cpu()
+            out[start : start + step] = self._exact_scores(a, b).cpu()
+        return out
+
+    def _exact_neighbours(self, queries: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``_exact_scores`` of each query against its neighbours idx (m, kk): (m, kk) float64, CPU."""
+        out = torch.empty(idx.shape, dtype=torch.float64)
+        step = max(1, EXACT_BLOCK_BYTES // (8 * max(1, self.dim) * max(1, idx.shape[1])))
+        queries = queries.to(self.exact_device)
+        for start in range(0, len(idx), step):
+            a = queries[start : start + step].double()[:, None, :]
+            b = self.exact_base[idx[start : start + step].to(self.exact_device)].double()
+            out[start : start + step] = self._exact_scores(a, b).cpu()
         return out
 
     def _similarity(self, exact: torch.Tensor) -> torch.Tensor:
-        """Exact scores (``_exact``) -> gamma in [-1, 1], float64."""
+        """Exact scores (``_exact_scores``) -> gamma in [-1, 1], float64."""
         if self.similarity == "l2":
-            return 1.0 - torch.sqrt(exact.clamp_min(0.0) / self.dim)
+            return 1.0 - exact / np.sqrt(self.dim)
         return exact.clamp(-1.0, 1.0)
 
     def _margin(self, queries: torch.Tensor) -> torch.Tensor:
@@ -222,8 +238,7 @@ class ExactIndex:
         pending = torch.arange(n)
         while True:
             kk = idx.shape[1]
-            rows = torch.arange(len(pending)).repeat_interleave(kk)
-            exact = self._exact(queries[pending], rows, idx.reshape(-1)).reshape(len(pending), kk)
+            exact = self._exact_neighbours(queries if len(pending) == n else queries[pending], idx)
             by_index = idx.argsort(dim=1)
             idx, exact = idx.gather(1, by_index), exact.gather(1, by_index)
             order = torch.sort(exact if self.similarity == "l2" else -exact, dim=1, stable=True).indices[:, :k]
@@ -231,8 +246,8 @@ class ExactIndex:
             last = raw.double().max(1).values if self.similarity == "l2" else raw.double().min(1).values
             if kk >= self.size:
                 settled = torch.ones(len(pending), dtype=torch.bool)
-            elif self.similarity == "l2":
-                settled = best[:, -1] < last - margin[pending]
+            elif self.similarity == "l2":  # fast scores are squared distances
+                settled = best[:, -1].square() < last - margin[pending]
             else:
                 settled = best[:, -1] > last + margin[pending]
             scores[pending[settled]], found[pending[settled]] = best[settled], best_idx[settled]
@@ -259,7 +274,7 @@ class ExactIndex:
             indices.append(best_idx)
             if proposed is not None:
                 rows, cols = proposed
-                sims = self._similarity(self._exact(chunk, rows, cols))
+                sims = self._similarity(self._exact_pairs(chunk, rows, cols))
                 keep = sims >= lowest
                 pair_parts.append((rows[keep] + start, cols[keep], sims[keep]))
         found = ((torch.cat(scores), torch.cat(indices)) if scores
@@ -283,7 +298,7 @@ class ExactIndex:
         if self.similarity != "l2":
             raise BenchError("nearest_distances: an l2 index only")
         (exact, indices), _ = self._search(queries, k, None)
-        return torch.sqrt(exact.clamp_min(0.0) / self.dim), indices
+        return exact / np.sqrt(self.dim), indices
 
     def search_with_pairs(self, queries: torch.Tensor, k: int, lowest: float | None):
         """``((sims, idx), pairs)``: the k most similar base vectors per query, best first, and,
