@@ -111,6 +111,10 @@ def test_the_ums_variance_by_hand():
     # every image hit many times: nothing left to find, a point interval at the value
     saturated = stats.distinct(np.arange(40), np.arange(40) % 4, 40, 4)
     assert (saturated.value, saturated.ci_low, saturated.ci_high, saturated.se) == (0.1, 0.1, 0.1, 0.0)
+    # an image still unseen but none hit once: not exact (floor of one hit once), so no
+    # z-test treats it as certain: 1 (1 - (1 - 1 / 41)^40) = 0.6283 - 0 cross terms
+    unsure = stats.distinct(np.arange(40), np.arange(40) % 4, 40, 5)
+    assert unsure.se == pytest.approx(np.sqrt(1 - (1 - 1 / 41) ** 40) / 40, rel=1e-12)
     # the interval never leaves [0, n_train / n]
     sparse = stats.distinct(np.array([0]), np.array([0]), 5, 100)
     assert sparse.ci_low == 0.0 and sparse.ci_high > sparse.value
