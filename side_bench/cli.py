@@ -112,8 +112,13 @@ def main():
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
               help="torch threads on CPU (0: torch's default). One is fastest on a busy machine and keeps "
                    "numbers bit-identical between machines with other core counts.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
+              help="--executor local: processes running cells side by side, each with --threads threads "
+                   "(0: one per core); rows are bit-identical to one worker's. Each holds its own copy of "
+                   "a scale's data.")
 @user_errors
-def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run, threads):
+def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run, threads,
+        workers):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.results.store import check_writable
     from side_bench.run.suite import check_data_root, safe_name
@@ -146,9 +151,14 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         check_data_root(suite_obj, registry)
     check_writable(store.run_dir, "--results")
     executor_settings = {"address": address} if address else None
-    registry.build("executors", executor, executor_settings, where=f"--executor {executor}")  # refuse before output
+    from side_bench.run.runner import set_workers
+
+    # refuse before output: the executor's settings, and --workers where it does not apply
+    workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
+                          executor, workers)
     done_before = sum(store.is_done(c.config_hash) for c in cells)
-    console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}")
+    console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
+                  + (f" ({workers} workers)" if workers > 1 else ""))
     recomputed = _recomputed(store, cells)
     if recomputed:
         console.print(escape(recomputed))
@@ -166,19 +176,24 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
                 task = stage_tasks[stage] = bars.add_task(stage, total=total)
             bars.update(task, completed=done, total=total, description=f"  {stage}"[:28])
 
+        finished_here: list[dict] = []
+
         def on_cell(cell, record):
+            finished_here.append(record)
             bars.advance(overall)
             # names like side[guidance_scale=3.0] must not be read as rich markup
             status = "[green]done[/]" if record["status"] == "done" else f"[red]failed[/]: {escape(record['error'])}"
             bars.console.print(f"{escape(cell.attack.name)} @ {cell.scale} seed {cell.seed}: {status} ({record['seconds']:.1f}s)")
-            for task in stage_tasks.values():  # stage bars belong to the cell that just ended
+            # stage bars belong to the cell that just ended (with workers, another worker's bar
+            # comes back at its next update)
+            for task in stage_tasks.values():
                 bars.remove_task(task)
             stage_tasks.clear()
 
         try:
             rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
                              executor=executor, run_id=run_id, fail_fast=fail_fast,
-                             executor_settings=executor_settings, threads=threads,
+                             executor_settings=executor_settings, threads=threads, workers=workers,
                              progress=progress, on_cell=on_cell)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)
@@ -191,9 +206,24 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     failures = store.failures()
     if not rows.empty:
         _print_summary(store.rows())
+    _print_profile(finished_here)
     if failures:
         console.print(f"[red]{len(failures)} cell(s) failed[/]; tracebacks in {store.cells_dir}")
         sys.exit(1)
+
+
+def _print_profile(records: list[dict]) -> None:
+    """Where this run's time went, per stage (the rows' stage_seconds), so a user sees what to tune."""
+    from side_bench.run.runner import stage_profile
+
+    profile = stage_profile(records)
+    if not profile:
+        return
+    print_listing(f"time per stage ({len({r['config_hash'] for r in records if r.get('status') == 'done'})} cells "
+                  "computed in this run; data, target and null once per scale or model)",
+                  ["stage", "seconds", "share", "cells"],
+                  [[p["stage"], f"{p['seconds']:.1f}", f"{100 * p['share']:.0f}%", str(p["cells"])] for p in profile],
+                  right=("seconds", "share", "cells"))
 
 
 def _recomputed(store, cells) -> str:

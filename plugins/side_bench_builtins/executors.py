@@ -1,5 +1,6 @@
-"""Executors: ``local`` runs cells one after another in this process; ``ray`` runs each cell
-as a Ray task (a local Ray instance, or a cluster at ``address``), one GPU per task on CUDA.
+"""Executors: ``local`` runs cells one after another in this process, or in ``workers``
+processes of this machine (``side-bench run --workers N``); ``ray`` runs each cell as a Ray
+task (a local Ray instance, or a cluster at ``address``), one GPU per task on CUDA.
 
 Both receive the same picklable ``run_cell`` (``side_bench.run.runner.CellRunner``) and call
 ``on_done`` in this process, so results land in the same store the same way: the rows are
@@ -18,11 +19,110 @@ FORWARDED_ENV = ("SIDE_BENCH_PLUGINS", "SIDE_BENCH_DATA_ROOT", "SIDE_BENCH_CACHE
 
 
 class LocalExecutor:
-    parallelism = 1  # the runner claims one cell at a time, so two processes share the work
+    """One cell at a time in this process, or ``workers`` > 1 processes each computing whole
+    cells with this process's torch thread count (one by default): a cell is computed by one
+    process with one thread count either way, so its rows are bit-identical to one worker's.
+    Workers share the run folder and the cache (a model is trained once, under ``cache_lock``)."""
+
+    workers = 1  # the runner sets it (run_suite(workers=...), side-bench run --workers)
+
+    @property
+    def parallelism(self):
+        # one worker: one claimed cell at a time, so two processes on one run folder share the
+        # work; several: every free cell at once, handed to the next idle worker
+        return 1 if self.workers <= 1 else None
 
     def run(self, cells, run_cell, on_done):
-        for cell in cells:
-            on_done(run_cell(cell))
+        if self.workers <= 1 or len(cells) <= 1:
+            for cell in cells:
+                on_done(run_cell(cell))
+            return
+        _run_in_workers(cells, run_cell, on_done, min(self.workers, len(cells)))
+
+
+# -- worker processes of the local executor ---------------------------------------------------
+
+_worker_runner = None  # in a worker: the CellRunner it received once, with its per-scale caches
+
+
+def _worker_start(run_cell, threads, messages, counter):
+    """A worker's initializer: one runner for all its cells, so a scale's split, reference and
+    null baseline are built once per worker rather than once per cell."""
+    import signal
+
+    import torch
+
+    global _worker_runner
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
+    torch.set_num_threads(threads)
+    with counter.get_lock():
+        counter.value += 1
+        worker = counter.value
+
+    def progress(stage, done, total):
+        messages.put((worker, stage, done, total))
+
+    run_cell.progress = progress
+    _worker_runner = run_cell
+
+
+def _worker_cell(cell):
+    return _worker_runner(cell)
+
+
+def _run_in_workers(cells, run_cell, on_done, workers: int) -> None:
+    """Run ``cells`` in ``workers`` spawned processes; ``on_done`` here as each finishes.
+
+    Spawned, not forked: a fork of a process whose torch thread pool has started can hang,
+    and a spawned worker imports only what a cell needs. Progress comes back over a queue
+    and reaches ``run_cell.progress`` as "w<k> <stage>", one line of bars per worker.
+    """
+    import concurrent.futures
+    import multiprocessing
+    import queue
+
+    import torch
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    counter = context.Value("i", 0)
+    forward = getattr(run_cell, "progress", None)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_worker_start,
+        initargs=(run_cell, torch.get_num_threads(), messages, counter))
+
+    def drain():
+        while True:
+            try:
+                worker, stage, done, total = messages.get_nowait()
+            except queue.Empty:
+                return
+            if forward is not None:
+                forward(f"w{worker} {stage}", done, total)
+
+    pending = {pool.submit(_worker_cell, cell): cell for cell in cells}
+    try:
+        while pending:
+            finished, _ = concurrent.futures.wait(pending, timeout=0.2,
+                                                  return_when=concurrent.futures.FIRST_COMPLETED)
+            drain()
+            for future in finished:
+                cell = pending.pop(future)
+                try:
+                    record = future.result()
+                except Exception as error:  # the worker died (killed, out of memory): the cell's failure
+                    record = failure_record(cell, f"{type(error).__name__}: worker process lost: "
+                                                  f"{one_line(error, 400)}", repr(error))
+                on_done(record)
+    finally:
+        # fail-fast or Ctrl-C: cells not started are dropped, running ones are stopped (their
+        # locks are released by the runner; a rerun computes them)
+        for future in pending:
+            future.cancel()
+        for process in list(getattr(pool, "_processes", {}).values()) if pending else []:
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        drain()
 
 
 def _run_cell_task(run_cell, cell, threads):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib.metadata
+import json
 import platform
 import subprocess
 import time
@@ -25,7 +26,8 @@ from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
 from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
-from side_bench.results.store import RunStore, default_cache_dir, failure_record
+from side_bench.results.store import RunStore, atomic_write, default_cache_dir, failure_record
+from side_bench.run import canaries
 from side_bench.run.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
 from side_bench.scoring import stats
 from side_bench.scoring.rows import metric_rows, score_images
@@ -110,10 +112,22 @@ class CellRunner:
                 "seconds": time.perf_counter() - started}
 
     def _split(self, config: dict):
-        key = canonical_hash([config["dataset"], config["scale"], config["seed"]])
+        """The scale's DataSplit (with its canaries planted, when the suite has them) and the
+        planted canaries' training index -> count (None without canaries); once per scale."""
+        spec = canaries.spec_from_config(config)
+        key = canonical_hash([config["dataset"], config["scale"], config["seed"],
+                              *([spec.as_config()] if spec else [])])
         if key not in self._splits:
-            dataset = self.registry.build("datasets", config["dataset"]["name"], config["dataset"]["settings"])
-            self._splits[key] = dataset.load(config["scale"], config["seed"])
+            name = config["dataset"]["name"]
+            dataset = self.registry.build("datasets", name, config["dataset"]["settings"])
+            split, planted = dataset.load(config["scale"], config["seed"]), None
+            if spec is not None:
+                split, planted = canaries.plant(dataset, split, spec, config["scale"], config["seed"], name)
+                path = Path(self.run_dir) / "canaries" / f"{config['scale']}-{config['seed']}.json"
+                if not path.exists():  # the same for every cell of the scale and seed
+                    atomic_write(path, json.dumps(planted.record(spec, config["scale"], config["seed"]),
+                                                  indent=1) + "\n")
+            self._splits[key] = (split, planted.by_training_index() if planted else None)
         return self._splits[key]
 
     def _run(self, cell: Cell, started: float) -> list[dict]:
@@ -127,7 +141,7 @@ class CellRunner:
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
         extractor = registry.build("extractors", cell.attack.extractor.name, cell.attack.extractor.settings)
         with timer("data"):
-            data = self._split(config)
+            data, planted = self._split(config)
         with timer("target"):
             target, model_key = self._target(cell, data, condition, ctx)
         with timer("condition"):
@@ -146,7 +160,7 @@ class CellRunner:
             rankings = self._rankings(config, candidates01, target, ctx)
         with timer("scoring"):
             ctx.progress("scoring", 0, 2)
-            reference, reference_key = self._reference(config, data, features, ctx.device)
+            reference, reference_key = self._reference(config, data, features, ctx.device, planted)
             scores = reference.score(candidates01, bands, targets=candidates.targets)
             scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
             scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
@@ -241,17 +255,19 @@ class CellRunner:
             key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
             if key not in self._model_metric_rows:
                 scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx,
-                                                            train_labels=self._target_labels.get(model_key)))
+                                                            train_labels=self._target_labels.get(model_key),
+                                                            heldout=data.heldout))
                 self._model_metric_rows[key] = metric_rows(scores, {name: metric}, [], who)
             rows += self._model_metric_rows[key]
         return rows
 
-    def _reference(self, config: dict, data, features, device):
-        """The training set's features and index, built once per scale."""
+    def _reference(self, config: dict, data, features, device, planted: dict[int, int] | None = None):
+        """The training set's features and index, built once per scale (the canaries are in
+        ``data.identity``, so in the key)."""
         reference_key = canonical_hash([data.identity, features.identity, config["knn"]])
         if reference_key not in self._references:
-            self._references[reference_key] = Reference(to_unit(data.train), features,
-                                                        backend=config["knn"], device=device)
+            self._references[reference_key] = Reference(to_unit(data.train), features, backend=config["knn"],
+                                                        device=device, canaries=planted)
         return self._references[reference_key], reference_key
 
     def _null(self, config: dict, data, reference, reference_key: str, metrics: dict, bands: list[Band],
@@ -321,6 +337,7 @@ class ModelContext:
     train: torch.Tensor  # the training images in [-1, 1]
     ctx: RunContext
     train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
+    heldout: torch.Tensor | None = None  # the held-out images in [-1, 1]: membership metrics' non-members
 
 
 def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,
@@ -346,7 +363,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
               fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
               on_cell: Callable[[Cell, dict], None] | None = None,
               executor_settings: dict | None = None, poll_seconds: float = 0.5,
-              threads: int | None = 1) -> pd.DataFrame:
+              threads: int | None = 1, workers: int = 1) -> pd.DataFrame:
     """Run a suite (a registered name or a TOML path); return all its rows as a DataFrame.
 
     Cells already done in the run folder are skipped. ``progress(stage, done, total)`` gets
@@ -354,6 +371,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     ``executor_settings`` is the executor's settings table (e.g. {"address": ...} for ray).
     ``threads``: torch threads on CPU (default 1: on a shared 2-core machine one thread was
     measured 15-40x faster than two at sampling; 0 or None: leave torch's setting).
+    ``workers``: processes of the local executor, each computing whole cells with ``threads``
+    threads (the rows are bit-identical to one worker's); 0: one per CPU core.
 
     Several processes may run the same suite into the same folder: each claims a cell (a lock
     file) before computing it, so every cell is computed once, and a process waits for the
@@ -363,6 +382,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
                                           run_id=run_id, registry=registry)
     executor_obj = registry.build("executors", executor, executor_settings or {}, where=f"--executor {executor}")
+    set_workers(executor_obj, executor, workers)
     if threads and torch.device(device).type == "cpu":
         torch.set_num_threads(threads)
     previous = store.read_manifest() or {}
@@ -414,6 +434,54 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
         store.release_all()  # interrupted or failed: let a rerun (or another process) take them
     store.write_manifest({**manifest, "finished": now()})
     return pd.DataFrame(store.rows())
+
+
+def cpu_cores() -> int:
+    """The cores this process may use (its affinity), which a container may make fewer than the machine's."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def set_workers(executor_obj, executor: str, workers: int) -> int:
+    """Give the executor its worker count (0: one per core); only an executor with a ``workers``
+    attribute (the local one) takes one, Ray schedules its own tasks."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise BenchError(f"--workers: expected 0 (one per core) or a positive count, got {workers!r}")
+    count = workers or cpu_cores()
+    if not hasattr(executor_obj, "workers"):
+        if workers != 1:
+            raise BenchError(f"--workers: only for --executor local; --executor {executor} runs its own "
+                             "processes (ray: its cpus_per_task setting)")
+        return 1
+    executor_obj.workers = count
+    return count
+
+
+def stage_profile(records: list[dict]) -> list[dict]:
+    """Where a run's time went: per stage, its seconds summed over the given finished cells
+    (cell records or rows; a cell counted once), its share of the total and the cells that
+    spent more than a millisecond on it, slowest stage first. Stages that ran once per scale
+    or model (data, target, null) are charged to the cell that ran them."""
+    totals: dict[str, float] = {}
+    cells: dict[str, int] = {}
+    seen: set[str] = set()
+    for record in records:
+        row = (record.get("rows") or [record])[0] if "rows" in record else record
+        key = record.get("config_hash") or row.get("config_hash")
+        stages = row.get("stage_seconds") or {}
+        if not stages or key in seen:
+            continue
+        seen.add(key)
+        for stage, seconds in stages.items():
+            totals[stage] = totals.get(stage, 0.0) + float(seconds)
+            cells[stage] = cells.get(stage, 0) + (float(seconds) > 0.001)
+    whole = sum(totals.values()) or 1.0
+    return [{"stage": stage, "seconds": round(seconds, 3), "share": seconds / whole, "cells": cells[stage]}
+            for stage, seconds in sorted(totals.items(), key=lambda item: -item[1])]
 
 
 class CellFailed(Exception):

@@ -1,0 +1,89 @@
+"""`run --workers N`: cells computed in N processes give the rows of one, bit for bit; the stage
+profile printed at the end of a run."""
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from side_bench import run_suite
+from side_bench.cli import main
+from side_bench.run.runner import stage_profile
+from tests.cli_helpers import assert_refused
+
+TIMING = ("seconds", "started", "finished", "run_id", "stage_seconds")
+SECOND_ATTACK = """
+[[attacks]]
+name = "uncond-3"
+condition = "none"
+extractor = "sample"
+extractor_settings = { ddim_steps = 3, batch_size = 4 }
+"""
+
+
+def values(rows):
+    return sorted(tuple((k, repr(v)) for k, v in sorted(row.items()) if k not in TIMING) for row in rows)
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_two_workers_give_the_rows_of_one(write_suite, tmp_path):
+    suite = write_suite(extra=SECOND_ATTACK)  # 2 scales x 2 attacks: 4 cells, 2 models
+    run_suite(str(suite), results_dir=tmp_path / "one", cache_dir=tmp_path / "cache-one")
+    # the CLI, so the progress forwarded from the workers and the stage table are exercised too;
+    # its own cache, so the two workers train the models themselves (under the cache lock)
+    result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--results", str(tmp_path / "two"),
+                                       "--cache-dir", str(tmp_path / "cache-two"), "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    assert "(2 workers)" in result.output
+    assert "time per stage (4 cells computed in this run" in result.output
+    rows_file = next((tmp_path / "two").glob("tiny/*/rows.jsonl"))
+    one, two = (rows(next((tmp_path / name).glob("tiny/*/rows.jsonl"))) for name in ("one", "two"))
+    assert len(one) == len(two) == 32  # 4 cells x 8 rows
+    assert values(one) == values(two)
+    # the per-candidate records agree too (neighbours and distances, float64)
+    for path in next((tmp_path / "one").glob("tiny/*")).glob("candidates/*.parquet"):
+        twin = rows_file.parent / "candidates" / path.name
+        pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(twin))
+    # each model was trained once, by one of the workers: one cache entry per scale
+    assert len([p for p in (tmp_path / "cache-two").rglob("*") if p.is_dir() and (p / "manifest.json").exists()]) \
+        == len([p for p in (tmp_path / "cache-one").rglob("*") if p.is_dir() and (p / "manifest.json").exists()])
+
+
+def test_workers_are_refused_where_they_do_not_apply(write_suite, tmp_path):
+    from side_bench.run.runner import set_workers
+
+    class OwnProcesses:  # an executor without a worker count, like ray
+        pass
+
+    with pytest.raises(Exception, match="--workers: only for --executor local"):
+        set_workers(OwnProcesses(), "ray", 2)
+    assert set_workers(OwnProcesses(), "ray", 1) == 1
+    result = CliRunner().invoke(main, ["run", "--suite", str(write_suite()), "--workers", "-1",
+                                       "--results", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_stage_profile_sums_each_cell_once_slowest_first():
+    records = [
+        {"config_hash": "a", "status": "done",
+         "rows": [{"stage_seconds": {"data": 1.0, "target": 6.0, "scoring": 1.0}}] * 3},
+        {"config_hash": "b", "status": "done", "rows": [{"stage_seconds": {"data": 0.0, "target": 0.0, "scoring": 2.0}}]},
+        {"config_hash": "c", "status": "failed", "error": "x"},  # no rows: not counted
+    ]
+    profile = stage_profile(records)
+    # by hand: target 6 + 0, scoring 1 + 2, data 1 + 0 of a total 10
+    assert [(p["stage"], p["seconds"], p["share"], p["cells"]) for p in profile] == [
+        ("target", 6.0, 0.6, 1), ("scoring", 3.0, 0.3, 2), ("data", 1.0, 0.1, 1)]
+    # rows as read back from rows.jsonl count their cell once too
+    assert stage_profile([{"config_hash": "a", "stage_seconds": {"x": 2.0}}] * 4) == [
+        {"stage": "x", "seconds": 2.0, "share": 1.0, "cells": 1}]
+
+
+def test_an_address_is_still_refused_for_the_local_executor_with_workers(write_suite, tmp_path):
+    result = CliRunner().invoke(main, ["run", "--suite", str(write_suite()), "--executor", "local",
+                                       "--workers", "2", "--address", "127.0.0.1:1", "--results", str(tmp_path / "r")])
+    assert_refused(result, "--executor local", "takes no settings, got address")
