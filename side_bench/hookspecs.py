@@ -91,6 +91,11 @@ class DataSplit:
     heldout: torch.Tensor  # (M, C, H, W) in [-1, 1], never in any scale's training set
     num_classes: int  # number of true classes; 0 when the data set has no labels
     identity: dict[str, Any]
+    # Optional: ``reserve(n) -> DataSplit``, n images outside every scale's training subset
+    # and outside ``heldout`` (the same n for every scale of one seed), as ``train`` with its
+    # ``identity`` (which names no scale); ``heldout`` empty. A fine-tuned target pre-trains
+    # its base on them (``bench-unet``'s ``finetune``). None when the data set offers none.
+    reserve: Callable[[int], DataSplit] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -139,6 +144,9 @@ class TargetModel:
     trained_with: str
     image_shape: tuple[int, int, int]  # (C, H, W)
     identity: dict[str, Any]  # the cache key's contents
+    # Optional: for a fine-tuned target, the pre-trained base UNet it was fine-tuned from (same
+    # scheduler and shape); ``unet`` is the fine-tuned one. None for a target trained from scratch.
+    base_unet: Any = None
 
 
 @dataclass
@@ -196,6 +204,12 @@ class Dataset(Protocol):
     # Optional: ``max_scale: int``, the most training images a scale may ask for (the pool
     # less the held-out split). When present, a suite with a larger scale is refused at
     # validation (exit code 2) instead of failing in ``load``.
+    #
+    # Optional: ``canary_pool(scale, seed, n) -> (images, labels | None)``, at least n images in
+    # [-1, 1] outside ``load(scale, seed)``'s training subset and held-out split, in a seeded
+    # order, labelled like the training set: where a suite's ``canaries`` come from
+    # (side_bench/run/canaries.py). Without it the core uses ``load``'s promise above (scales
+    # nest): ``load(scale + n)``'s last n training images, checked to begin with ``load(scale)``.
 
 
 @runtime_checkable
@@ -255,6 +269,11 @@ class Extractor(Protocol):
 
         Sample ``i`` must depend only on (ctx.seed, i), never on the batch size.
         """
+
+    # Optional: ``threat_model: str``, what the attacker needs, shown in the leaderboard's
+    # legend: "black-box" (samples from the target only), "white-box" (the target's denoiser:
+    # its noise predictions, gradients or likelihoods) or "white-box + base model" (also the
+    # pre-trained model a fine-tuned target came from, ``TargetModel.base_unet``).
 
 
 @runtime_checkable
@@ -316,7 +335,8 @@ class Metric(Protocol):
     Optional: ``needs_model: bool`` (default False) makes a model-level metric, computed once
     per target model rather than per attack (e.g. ``memorization-divergence``): ``compute``
     then gets an object whose ``model`` has ``target`` (the ``TargetModel``), ``train`` (the
-    training images in [-1, 1]) and ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it
+    training images in [-1, 1]), ``heldout`` (the held-out images in [-1, 1], never trained on:
+    membership metrics' non-members) and ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it
     has no null baseline, ``rescore`` copies its rows, and its ``settings`` (repr) are part of
     its once-per-model key.
 
@@ -324,6 +344,10 @@ class Metric(Protocol):
     results, the same object whether fresh or loaded from stored records, so ``rescore``
     reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
     returns a ``MetricValue`` (or a bare float, for which no interval is known).
+
+    Optional: ``needs_canaries: bool`` (default False): the metric reads
+    ``scores.canaries`` (each distinct training image's planted count, 0 for the rest), so a
+    suite without ``canaries`` that names it is refused at validation.
 
     Optional: ``memorized(scores: CandidateScores, band: Band | None) -> np.ndarray``, the
     metric's copy criterion, one decision per candidate: a bool array (n,), True where

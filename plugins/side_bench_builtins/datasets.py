@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,24 @@ class Digits:
             num_classes=self.num_classes,
             identity={"dataset": "digits", "image_size": self.settings.image_size,
                       "heldout": self.settings.heldout, "scale": scale, "seed": seed},
+            reserve=functools.partial(self.reserve, scale=scale, seed=seed),
+        )
+
+    def reserve(self, n: int, *, scale: int, seed: int) -> DataSplit:
+        """``n`` images from the far end of the split's permutation: the scales grow from the
+        front (after the held-out images), so these are outside every scale's training subset up
+        to ``total - heldout - n`` and the same for every such scale (a base model pre-trained
+        on them is trained once per seed, whatever the scale)."""
+        room = self.total - self.settings.heldout - n
+        if n < 1 or scale > room:
+            raise BenchError(f"dataset 'digits': a reserve of {n} images leaves {room} beside the "
+                             f"{self.settings.heldout} held out, fewer than scale {scale} (lower base_images or heldout)")
+        full = self.load(self.total - self.settings.heldout, seed)  # the whole permutation after the held-out
+        return DataSplit(
+            train=full.train[-n:], train_labels=full.train_labels[-n:], heldout=full.train[:0],
+            num_classes=self.num_classes,
+            identity={"dataset": "digits", "image_size": self.settings.image_size,
+                      "heldout": self.settings.heldout, "reserve": n, "seed": seed},
         )
 
 

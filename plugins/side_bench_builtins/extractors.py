@@ -43,6 +43,7 @@ class Sample:
     labels are the candidates' targets."""
 
     description = "plain DDIM sampling of the target (Carlini et al. 2023, UnCond)"
+    threat_model = "black-box"  # samples alone (DDIM here only to make them fast and seeded)
 
     Settings = SamplingSettings
 
@@ -132,6 +133,7 @@ class ClassifierGuided:
     Settings = GuidanceSettings
     noise_aware = True
     name = ""
+    threat_model = "white-box"  # the guidance steers the target's own denoising steps
 
     def __init__(self, settings: GuidanceSettings):
         self.settings = settings
@@ -264,6 +266,7 @@ class SideExact:
 
     description = ("SIDE with an exact classifier: p_theta(x | c), c uniform over the kept surrogate clusters, "
                    "by rejection from unguided samples (the bound for side at lambda 1)")
+    threat_model = "black-box"  # filters the target's own samples; never looks inside it
 
     Settings = ExactSettings
 

@@ -346,6 +346,19 @@ def plugin_description(kind: str, name: str) -> str:
     return cap(text, 200)
 
 
+def plugin_attribute(kind: str, name: str, attribute: str) -> str:
+    """A short text attribute an installed plugin component declares (e.g. an extractor's
+    ``threat_model``), else ''."""
+    registry = _registry()
+    if registry is None or not isinstance(name, str) or not name:
+        return ""
+    try:
+        value = getattr(registry.get(kind, name).component, attribute, None)
+    except Exception:  # noqa: BLE001 - not installed here: nothing to say
+        return ""
+    return cap(value, 60) if isinstance(value, str) and value.strip() else ""
+
+
 def _settings_text(name, settings, first=()) -> str:
     """'side (guidance_scale=3.0, ...)': the swept settings first, the rest alphabetical."""
     if not isinstance(settings, dict) or not settings:
@@ -366,6 +379,9 @@ def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
         condition, extractor = row.get("condition"), row.get("extractor")
         said = [d for d in (plugin_description("conditions", condition), plugin_description("extractors", extractor))
                 if d]
+        threat = plugin_attribute("extractors", extractor, "threat_model")
+        if threat:  # what the attacker needs: the reader compares attacks of one threat model
+            said.append(f"threat model: {threat}")
         swept = list(row.get("swept") or {})
         entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0],
                                    condition=_settings_text(condition, row.get("condition_settings"), swept),
