@@ -18,6 +18,7 @@ parent already holds such an index refreshes it, so the index never lags the pag
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import os
 import shutil
@@ -43,7 +44,7 @@ from side_bench.report.page import (
     index_entry,
     page_summary,
 )
-from side_bench.report.plots import attack_colours, plot_against_scale, plot_sweeps
+from side_bench.report.plots import attack_colours, plot_against_scale, plot_setting_curve, plot_sweeps, setting_curves
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -169,7 +170,23 @@ def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
         first = part.iloc[0]
         args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out}
         table.figures = [plot_against_scale(part, colours=colours, **args), *plot_sweeps(part, **args)]
+    _draw_setting_curves(page, rows, out, colours)
     page.galleries = copy_galleries(rows, out)
+
+
+def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict) -> None:
+    """A metric given at several values of one setting (canary recall per count d) drawn against
+    it, under the table of the curve's first metric id (per setup and band)."""
+    for key, points in setting_curves(rows):
+        tables = [t for t in page.tables() if t.part is not None and not t.part.empty
+                  and str(t.part.iloc[0]["metric"]) in points]
+        for _, group in itertools.groupby(sorted(tables, key=lambda t: (t.setup, t.band)),
+                                                      key=lambda t: (t.setup, t.band)):
+            group = sorted(group, key=lambda t: points[str(t.part.iloc[0]["metric"])])
+            part = pd.concat([t.part.assign(x=points[str(t.part.iloc[0]["metric"])]) for t in group])
+            title = os.path.commonprefix(sorted(points)).rstrip("0123456789").rstrip("-_ ") or group[0].metric
+            group[0].figures += plot_setting_curve(part, key=key, title=title, band=group[0].band,
+                                                   setup=str(part.iloc[0]["setup"]), out=out, colours=colours)
 
 
 def _stage(out: Path) -> Path:

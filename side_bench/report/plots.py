@@ -186,3 +186,70 @@ def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: 
                     frameon=False)
         figures.append(_save(figure, out, file_stem("sweep", base, key, metric, band, setup), title))
     return figures
+
+
+def setting_curves(rows: pd.DataFrame) -> list[tuple[str, dict[str, float]]]:
+    """Metric ids that are one metric at several values of one numeric setting, e.g.
+    ``canary-recall`` with ``count`` 1, 2, 4 ... as ids ``canary-recall-d1`` ...: [(setting,
+    {metric id: value})]. One metric is told by its description and unit (the rows carry no
+    plugin name); ids whose settings differ in more than one key, or in a non-numeric one, are
+    no curve. Non-positive values (e.g. ``count = 0``, every canary) are a summary, not a point."""
+    if rows.empty or "metric_settings" not in rows:
+        return []
+    first = rows.drop_duplicates("metric")
+    groups: dict[tuple, list[tuple[str, dict]]] = {}
+    for _, row in first.iterrows():
+        settings = row["metric_settings"] if isinstance(row["metric_settings"], dict) else {}
+        key = (row.get("metric_description"), row.get("unit"), tuple(sorted(settings)))
+        groups.setdefault(key, []).append((str(row["metric"]), settings))
+    curves = []
+    for members in groups.values():
+        if len(members) < 3:
+            continue
+        names = members[0][1].keys()
+        varying = [k for k in names if len({json.dumps(s[k], sort_keys=True, default=str) for _, s in members}) > 1]
+        if len(varying) != 1:
+            continue
+        key = varying[0]
+        points = {metric: _numeric(s[key]) for metric, s in members}
+        points = {metric: x for metric, x in points.items() if x is not None and x > 0}
+        if len(set(points.values())) >= 3 and len(set(points.values())) == len(points):
+            curves.append((key, points))
+    return curves
+
+
+def plot_setting_curve(part: pd.DataFrame, *, key: str, title: str, band: str, setup: str, out: Path,
+                       colours: dict[str, tuple[str, str]]) -> list[Figure]:
+    """One metric against one of its settings (column ``x``), one line per attack, one plot per
+    scale: e.g. canary recall against the duplication count d (log axis when the values spread
+    4x or more); bars are 95% intervals, the null (held-out images) dotted."""
+    figures = []
+    unit = _unit(part)
+    factor = 100.0 if unit in PERCENT_UNITS else 1.0
+    _, order, _, _ = wide(part)
+    for scale, at_scale in part.groupby("scale"):
+        heading = f"{title} {band} against {key}, scale {scale}".replace("  ", " ")
+        figure, axes = _new_axes(heading, setup)
+        nulls = at_scale.drop_duplicates("x").sort_values("x")
+        null_values = pd.to_numeric(nulls["null_value"], errors="coerce")
+        if null_values.notna().any():
+            axes.plot(nulls["x"], null_values * factor, color=NULL_COLOUR, linestyle=":", linewidth=1,
+                      label="null (held-out)")
+        for attack in order:
+            lines = at_scale[at_scale["attack"] == attack].sort_values("x")
+            if lines.empty:
+                continue
+            values, bars = _error_bars(lines, factor)
+            colour, marker = colours.get(attack, ("#000000", "o"))
+            axes.errorbar(lines["x"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
+                          color=colour, label=cap(attack, 40))
+        ticks = sorted(set(at_scale["x"]))
+        if min(ticks) > 0 and max(ticks) / min(ticks) >= 4:
+            axes.set_xscale("log", base=2)
+            axes.minorticks_off()
+        axes.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        axes.set_xlabel(f"{cap(key, 40)} (log axis)" if axes.get_xscale() == "log" else cap(key, 40))
+        axes.set_ylabel(_y_label(title, unit))
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        figures.append(_save(figure, out, file_stem("curve", title, key, band, setup, str(scale)), heading))
+    return figures

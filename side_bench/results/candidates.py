@@ -98,6 +98,10 @@ def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, c
         "ranker_thresholds": scores.ranker_thresholds, "guided": scores.targets is not None,
         "n_distinct": scores.n_distinct, "duplicates": duplicate_groups(scores.distinct_of),
     }
+    if scores.canaries is not None:  # [training index of the first copy, planted count] per canary
+        representatives = scores.representatives
+        metadata["canaries"] = [[int(representatives[j]), int(scores.canaries[j])]
+                                for j in np.flatnonzero(scores.canaries)]
     validate(metadata, "candidates", str(path))
     table = pa.Table.from_pandas(to_frame(scores, seed), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata)})
@@ -131,6 +135,11 @@ def load_scores(path: Path) -> CandidateScores:
     rankers = [c for c in frame.columns if c.startswith(RANKER_PREFIX)]
     # version 1 (before duplicates were collapsed): no groups, read as every image distinct
     distinct_of, multiplicity = distinct_from_groups(metadata["n_train"], metadata.get("duplicates", []))
+    canaries = None
+    if "canaries" in metadata:
+        canaries = np.zeros(len(multiplicity), dtype=np.int64)
+        for index, count in metadata["canaries"]:
+            canaries[distinct_of[index]] = count
     return CandidateScores(
         **{name: frame[name].to_numpy(np.float64) for name in FLOAT_COLUMNS},
         nearest_index=frame["nearest_index"].to_numpy(),
@@ -142,7 +151,7 @@ def load_scores(path: Path) -> CandidateScores:
         targets=frame["target"].to_numpy() if metadata["guided"] else None,
         ranker_scores={c[len(RANKER_PREFIX):]: frame[c].to_numpy(np.float64) for c in rankers},
         ranker_thresholds=metadata.get("ranker_thresholds") or {},
-        distinct_of=distinct_of, multiplicity=multiplicity,
+        distinct_of=distinct_of, multiplicity=multiplicity, canaries=canaries,
     )
 
 

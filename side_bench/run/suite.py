@@ -20,6 +20,7 @@ import tomllib
 
 from side_bench.errors import BenchError
 from side_bench.registry import Registry, settings_dict
+from side_bench.run.canaries import CanarySpec, parse_canaries
 from side_bench.scoring.knn import check_backend
 from side_bench.scoring.scores import Band, make_bands
 
@@ -27,6 +28,7 @@ TOP_LEVEL_KEYS = {
     "name": str, "description": str, "scales": list, "seeds": list, "n_generations": (int, dict),
     "dataset": dict, "model": dict, "features": (str, dict), "metrics": list, "bands": dict,
     "attacks": list, "scoring": dict, "gallery_size": int, "headline": str, "rankers": list,
+    "canaries": dict,
 }
 REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_generations")
 # The candidates of a cell are held in memory; beyond this a suite is a typo, not a plan
@@ -84,6 +86,11 @@ class Suite:
     # the metric (and band) the leaderboard opens with, "gu-ratio" or "ams:high"; presentation
     # only, so outside every cell's hash (default: the first metric)
     headline: str = ""
+    # planted duplicates (run/canaries.py): in every cell's config when set, absent otherwise
+    canaries: CanarySpec | None = None
+    # [model] per_scale: scale -> the model settings that differ at that scale (e.g. steps), so
+    # that a larger training set is trained as many epochs; in those cells' configs only
+    model_per_scale: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -230,6 +237,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
 
     dataset = _component(raw["dataset"], f"{where}: [dataset]")
     model = _component(raw["model"], f"{where}: [model]")
+    per_scale_raw = model.settings.get("per_scale", {})
+    model = ComponentSpec(model.name, {k: v for k, v in model.settings.items() if k != "per_scale"})
     features = _component(raw.get("features", "pixel"), f"{where}: features")
     dataset = ComponentSpec(named("datasets", dataset.name, f"{where}: [dataset]"), dataset.settings)
     model = ComponentSpec(named("models", model.name, f"{where}: [model]"), model.settings)
@@ -237,6 +246,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     # Build each component once now, so bad names and settings fail before any work.
     dataset_object = registry.build("datasets", dataset.name, dataset.settings, f"{where}: [dataset]")
     model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
+    canaries = parse_canaries(raw.get("canaries"), where)
     features_object = registry.build("features", features.name, features.settings, f"{where}: features")
     metrics, metric_settings, metric_components = [], {}, {}
     if not raw["metrics"]:
@@ -329,6 +339,12 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                                  f"in {earlier_at.rpartition(': ')[2]} (expected other scales or seeds)")
             attack_cells[name].extend(grid)
 
+    model_per_scale = _model_per_scale(per_scale_raw, model, scales, registry, where)
+    for label in metrics:
+        metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
+        if getattr(metric, "needs_canaries", False) and canaries is None:
+            raise BenchError(f"{where}: metrics.{label}: needs planted canaries; add a top-level "
+                             "canaries = { counts = [...], per_count = N } or drop the metric")
     full = [(scale, seed) for scale in scales for seed in seeds]
     attack_cells = {name: pairs for name, pairs in attack_cells.items() if sorted(pairs) != sorted(full)}
     available = getattr(dataset_object, "max_scale", None)
@@ -338,6 +354,12 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 raise BenchError(
                     f"{where}: scales: {scale} is larger than the {available} training images "
                     f"dataset {dataset.name!r} holds beside its held-out split"
+                )
+            if canaries is not None and scale + canaries.n_canaries > available:
+                raise BenchError(
+                    f"{where}: canaries: scale {scale} and {canaries.n_canaries} canaries need "
+                    f"{scale + canaries.n_canaries} images beside the held-out split; dataset "
+                    f"{dataset.name!r} holds {available}"
                 )
     scoring = raw.get("scoring", {})
     if set(scoring) - {"knn"}:
@@ -352,7 +374,27 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         scales=scales, seeds=seeds, attack_cells=attack_cells,
         n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
+        canaries=canaries, model_per_scale=model_per_scale,
     )
+
+
+def _model_per_scale(table, model: ComponentSpec, scales: list[int], registry: Registry,
+                     where: str) -> dict[int, dict[str, Any]]:
+    """``[model] per_scale = { "1024" = { steps = 12000 } }``: settings that differ at a scale,
+    each merged over [model]'s and checked like them; a scale without an entry keeps [model]."""
+    at = f"{where}: [model] per_scale"
+    if not isinstance(table, dict):
+        raise BenchError(f"{at}: expected a table {{ \"SCALE\" = {{ SETTING = VALUE }} }}, got {table!r}")
+    found = {}
+    for key, overrides in table.items():
+        if not key.isdigit() or int(key) not in scales:
+            raise BenchError(f"{at}: {key!r} is not one of the scales ({', '.join(map(str, scales))})")
+        if not isinstance(overrides, dict) or not overrides:
+            raise BenchError(f"{at}.{key}: expected a non-empty table of model settings")
+        merged = {**model.settings, **overrides}
+        built = registry.build("models", model.name, merged, f"{at}.{key}")
+        found[int(key)] = settings_dict(built) or merged
+    return found
 
 
 def _headline(value: str | None, metrics: list[str], bands: list[Band], registry: Registry, where: str) -> str:
@@ -454,7 +496,8 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "dataset": dataclasses.asdict(suite.dataset),
             "scale": scale,
             "seed": seed,
-            "model": dataclasses.asdict(suite.model),
+            "model": ({"name": suite.model.name, "settings": suite.model_per_scale[scale]}
+                      if scale in suite.model_per_scale else dataclasses.asdict(suite.model)),
             "attack": dataclasses.asdict(attack),
             "features": {**dataclasses.asdict(suite.features), "identity": features_identity},
             "bands": [dataclasses.asdict(b) for b in suite.bands],
@@ -468,5 +511,7 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "versions": versions,
             "plugins": cell_plugins(suite, attack),
         }
+        if suite.canaries is not None:  # only then: a suite without canaries keeps its hashes
+            config["canaries"] = suite.canaries.as_config()
         cells.append(Cell(suite.name, scale, seed, attack, config, canonical_hash(config), suite.gallery_size))
     return cells

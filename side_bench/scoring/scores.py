@@ -155,6 +155,10 @@ class CandidateScores:
     model: Any = None  # the target model context for model-level metrics; None when rescoring
     distinct_of: np.ndarray | None = None  # (n_train,) int64: training image -> its distinct image
     multiplicity: np.ndarray | None = None  # (n_distinct,) int64: copies of each distinct image
+    # (n_distinct,) int64: each distinct image's planted canary count d (0: not a canary); None
+    # when the cell planted no canaries (run/canaries.py). A canary's multiplicity is d too,
+    # unless the data set held the image already (then it is not planted).
+    canaries: np.ndarray | None = None
     # band -> its (rows, training indices): UMS's bootstrap asks for them once per resample
     _band_pairs: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,6 +175,8 @@ class CandidateScores:
             self.multiplicity = np.ones(self.n_train, dtype=np.int64)
         self.distinct_of = np.asarray(self.distinct_of, dtype=np.int64)
         self.multiplicity = np.asarray(self.multiplicity, dtype=np.int64)
+        if self.canaries is not None:
+            self.canaries = np.asarray(self.canaries, dtype=np.int64)
 
     @property
     def n_candidates(self) -> int:
@@ -229,11 +235,13 @@ class Reference:
 
     ``distinct_of`` (n_train,) maps each training image to its distinct image,
     ``representatives`` (n_distinct,) gives each distinct image's first training index and
-    ``multiplicity`` (n_distinct,) its number of copies.
+    ``multiplicity`` (n_distinct,) its number of copies. ``canaries`` (training index -> planted
+    count, for each canary's first copy) becomes ``canary_count`` (n_distinct,), 0 elsewhere.
     """
 
     def __init__(self, train01: torch.Tensor, features, *, backend: str = "auto",
-                 device: torch.device | str = "cpu", batch_size: int = 512):
+                 device: torch.device | str = "cpu", batch_size: int = 512,
+                 canaries: dict[int, int] | None = None):
         self.train01 = train01.float().cpu()
         self.features = features
         self.backend = backend
@@ -245,6 +253,11 @@ class Reference:
         self.distinct01 = (self.train01 if len(self.representatives) == len(self.train01)
                            else self.train01[torch.from_numpy(self.representatives)])
         self.index = ExactIndex(self.embed(self.distinct01), features.similarity, backend, self.device)
+        self.canary_count = None
+        if canaries is not None:
+            self.canary_count = np.zeros(len(self.representatives), dtype=np.int64)
+            for index, count in canaries.items():
+                self.canary_count[self.distinct_of[index]] = count
 
     def embed(self, images01: torch.Tensor) -> torch.Tensor:
         parts = []
@@ -288,7 +301,7 @@ class Reference:
             knn_neighbours=knn, hit_rows=hit_rows, hit_index=hit_index, hit_similarity=hit_sims,
             hits_floor=floor, hits_truncated=truncated, n_train=len(self.train01), sample_index=np.arange(n),
             targets=None if targets is None else np.asarray(targets),
-            distinct_of=self.distinct_of, multiplicity=self.multiplicity,
+            distinct_of=self.distinct_of, multiplicity=self.multiplicity, canaries=self.canary_count,
         )
 
 
