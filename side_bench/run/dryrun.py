@@ -58,8 +58,6 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                                           registry=registry)
     if data_root_given:
         check_data_root(suite_obj, registry)
-    model_settings = suite_obj.model.settings
-    trains = "steps" in model_settings and "batch_size" in model_settings
     seen_models: set[str] = set()
     seen_pools: set[str] = set()
     seen_classifiers: set[str] = set()
@@ -67,6 +65,8 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     for cell in cells:
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
         key = canonical_hash([cell.scale, cell.seed, condition.training_key()])
+        model_settings = cell.config["model"]["settings"]  # [model] per_scale may change it by scale
+        trains = "steps" in model_settings and "batch_size" in model_settings
         if not trains:
             train_images, note = 0, "loaded"
         elif key in seen_models:
