@@ -407,7 +407,7 @@ def show(run_dir, as_json):
                    "path=/x/sscd.torchscript.pt; VALUE is read as a TOML value (8, 0.5, true, [1, 2]), "
                    "else as text.")
 @click.option("--metrics", default="ams,ums,p95,gu-ratio", show_default=True, help="Comma-separated.")
-@click.option("--knn", default="auto", show_default=True, help="auto (faiss when installed), faiss or torch.")
+@click.option("--knn", default="auto", show_default=True, help="auto (the chunked torch search: faster here), faiss or torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
 @user_errors
 def score(generated, train, heldout, features, feature_settings, metrics, knn, as_json):

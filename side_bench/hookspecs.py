@@ -203,7 +203,11 @@ class Dataset(Protocol):
 
     # Optional: ``max_scale: int``, the most training images a scale may ask for (the pool
     # less the held-out split). When present, a suite with a larger scale is refused at
-    # validation (exit code 2) instead of failing in ``load``.
+    # validation (exit code 2) instead of failing in ``load``. ``None``: not known (a plan
+    # without the files, run --dry-run).
+    #
+    # Optional: ``channels: int`` (a class attribute), channels of its images: what
+    # ``run --dry-run`` sizes pixel features by (default 3).
     #
     # Optional: ``canary_pool(scale, seed, n) -> (images, labels | None)``, at least n images in
     # [-1, 1] outside ``load(scale, seed)``'s training subset and held-out split, in a seeded
@@ -381,6 +385,9 @@ class Executor(Protocol):
     claims each with a lock file first, so several processes can share a run folder): 1 runs
     them one by one; None (the default) hands over every free cell and lets the executor
     schedule them.
+
+    Optional: ``workers: int``, set by the runner from ``run --workers N`` (processes of this
+    machine to run cells in); an executor without it refuses N other than 1.
     """
 
     def run(self, cells: list, run_cell: Callable, on_done: Callable) -> None: ...

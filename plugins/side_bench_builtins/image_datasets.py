@@ -24,6 +24,12 @@ from side_bench_builtins.datasets import split_by_seed
 DATA_ROOT_ENV = "SIDE_BENCH_DATA_ROOT"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CELEBA_FILES = ("identity_CelebA.txt", "list_eval_partition.txt", "list_attr_celeba.txt")
+# Images per partition of list_eval_partition.txt (0 train, 1 valid, 2 test; 202,599 in all),
+# the sizes a plan uses when there is no data root to count them from.
+CELEBA_PARTITION_SIZES = {0: 162_770, 1: 19_867, 2: 19_962}
+# Set (to "1") by `side-bench run --dry-run` while it validates a suite: a data set with no root
+# then declares its sizes instead of refusing, so the cost of a suite is known before the download.
+PLAN_ONLY_ENV = "SIDE_BENCH_PLAN_ONLY"
 
 
 def resolve_root(root: str, name: str) -> Path:
@@ -163,6 +169,8 @@ class CelebA:
     name, that attribute as 0/1).
     """
 
+    channels = 3  # RGB: what a plan sizes pixel features by
+
     @dataclass
     class Settings:
         root: str = ""  # the CelebA folder; default $SIDE_BENCH_DATA_ROOT (side-bench run --data-root)
@@ -188,6 +196,9 @@ class CelebA:
 
     def __init__(self, settings: CelebA.Settings):
         settings.validate("dataset 'celeba'")
+        if not (settings.root or os.environ.get(DATA_ROOT_ENV)) and os.environ.get(PLAN_ONLY_ENV) == "1":
+            self._declare(settings)
+            return
         root = resolve_root(settings.root, "celeba")
         self.settings = dataclasses.replace(settings, root=str(root))
         self.root = root
@@ -237,6 +248,22 @@ class CelebA:
         self.num_classes = 2 if self.attributes is not None else len({identities[n] for n in pool})
         self.fingerprint = hashlib.sha256(repr(sorted(digests.items())).encode()).hexdigest()[:16]
 
+    def _declare(self, settings: CelebA.Settings) -> None:
+        """A plan without the files: the partition sizes CelebA is published with, nothing read.
+        ``top_identities`` keeps an unknown number of images: no size is declared then."""
+        self.settings, self.root, self.declared = settings, None, True
+        self.pool = self.heldout_pool = self.identities = self.attributes = None
+        self.num_classes, self.fingerprint = None, "declared"
+        pool = sum(CELEBA_PARTITION_SIZES[p] for p in settings.train_partitions)
+        if settings.heldout_partition >= 0:
+            held = CELEBA_PARTITION_SIZES[settings.heldout_partition]
+            if held < settings.heldout:
+                raise BenchError(f"dataset 'celeba': heldout: {settings.heldout} images asked, partition "
+                                 f"{settings.heldout_partition} of CelebA holds {held}")
+        else:
+            pool -= settings.heldout
+        self.max_scale = None if settings.top_identities else pool
+
     def _indices(self, scale: int, seed: int) -> tuple[list[str], list[str]]:
         s = self.settings
         if s.heldout_partition < 0:
@@ -254,6 +281,8 @@ class CelebA:
 
     def load(self, scale: int, seed: int) -> DataSplit:
         s = self.settings
+        if self.pool is None:  # declared for a plan: the images need the root after all
+            resolve_root(s.root, "celeba")
         train_names, heldout_names = self._indices(scale, seed)
         crop = s.crop_size
         train = read_images([self.images_dir / n for n in train_names], crop, s.image_size)

@@ -7,24 +7,32 @@ once per model that cells share), classifier training passes, and UNet evaluatio
 sampling (N_G x DDIM steps, plus a surrogate condition's own pool). Nothing is run, loaded
 beyond the suite's validation, or written.
 
-It also turns the units into a rough time, to warn when a suite is far beyond the machine
-(more than ``WARN_SECONDS``): one UNet evaluation of the quickstart's 0.7M-parameter UNet on
-an 8x8 image takes about 1/2,000 s on a 2-core CPU (its cells: 96,000 training image-steps at
-about three evaluations each plus 12,800 sampling evaluations in about 150 s); the time grows
-with the pixels, and CUDA is taken as 50 times faster. Good to a factor of a few, which is
-enough to tell an afternoon from a month.
+It also turns the units into a time per device kind from the throughput constants kept in
+``benchmarks/throughput.json`` (UNet image-steps per second per device kind and image size,
+matmul GFLOP/s for the k-NN, each with its date and source, measured or extrapolated), and
+warns when a suite is far beyond the machine (more than ``WARN_SECONDS``). A data set with no
+data root (CelebA before the download) declares its published sizes for the plan
+(``SIDE_BENCH_PLAN_ONLY``), so celeba-scales' cost is known before anyone downloads it; a real
+run still needs the root. Good to a factor of a few, which is enough to tell an afternoon from
+a month.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from side_bench.registry import Registry, load_registry
 from side_bench.run.suite import canonical_hash, check_data_root
 
-CPU_EVALS_PER_SECOND = 2000.0  # UNet evaluations per second at 8x8 (quickstart UNet, 2-core CPU)
+# Used only when benchmarks/throughput.json is not found (a copy of side-bench without it)
+CPU_EVALS_PER_SECOND = 2480.0  # UNet image-steps per second at 8x8 (quickstart UNet, one CPU thread; issue 21)
 CUDA_SPEEDUP = 50.0
+PLAN_ONLY_ENV = "SIDE_BENCH_PLAN_ONLY"
+THROUGHPUT_FILE = "throughput.json"
 TRAIN_STEP_EVALS = 3.0  # a training image-step (forward and backward) in evaluations
 GUIDED_COST = 1.6  # guided / unguided sampling time (README: sampling throughput)
 WARN_SECONDS = 24 * 3600.0
@@ -41,6 +49,7 @@ class PlannedCell:
     model_note: str  # "train", "shared", "loaded"
     classifier_images: int  # classifier epochs x labelled images (an estimate)
     unet_evals: int  # sampled images x DDIM steps
+    knn_pairs: int = 0  # candidate (and, once per scale, held-out) x training-image distances
 
 
 def _positive(settings: dict, key: str, default: int = 0) -> int:
@@ -54,8 +63,12 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     from side_bench.run.runner import prepare_run
 
     registry = registry or load_registry()
-    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
-                                          registry=registry)
+    with planning():
+        suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
+                                              registry=registry)
+    heldout = suite_obj.dataset.settings.get("heldout", 0) if isinstance(suite_obj.dataset.settings, dict) else 0
+    heldout = heldout if isinstance(heldout, int) and not isinstance(heldout, bool) else 0
+    nulls: set[int] = set()
     if data_root_given:
         check_data_root(suite_obj, registry)
     seen_models: set[str] = set()
@@ -94,18 +107,99 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                 seen_classifiers.add(trained)
                 classifier = (_positive(extractor_settings, "classifier_steps", 1000)
                               * _positive(extractor_settings, "classifier_batch_size", 128))
+        # k-NN: every candidate against every training image; the null's held-out images once per scale
+        knn_pairs = suite_obj.n_generations[cell.scale] * cell.scale
+        if cell.scale not in nulls:
+            nulls.add(cell.scale)
+            knn_pairs += heldout * cell.scale
         planned.append(PlannedCell(cell.scale, cell.attack.name, cell.seed, cell.config_hash,
-                                   store.is_done(cell.config_hash), train_images, note, classifier, unet_evals))
+                                   store.is_done(cell.config_hash), train_images, note, classifier, unet_evals,
+                                   knn_pairs))
     return suite_obj, planned, store.run_dir
 
 
-def estimate_seconds(suite_obj, planned: list[PlannedCell], device: str) -> float:
-    """A rough wall time for the cells still to run (see the module's docstring)."""
+@contextlib.contextmanager
+def planning():
+    """While a plan validates the suite: a data set without a data root declares its sizes."""
+    before = os.environ.get(PLAN_ONLY_ENV)
+    os.environ[PLAN_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(PLAN_ONLY_ENV, None)
+        else:
+            os.environ[PLAN_ONLY_ENV] = before
+
+
+def throughput_file(registry: Registry | None = None) -> Path | None:
+    """benchmarks/throughput.json: beside the package in a checkout, or beside the registered
+    built-in suites (the wheel ships benchmarks/ with them)."""
+    candidates = [Path(__file__).resolve().parents[2] / "benchmarks" / THROUGHPUT_FILE]
+    try:
+        quickstart = (registry or load_registry()).get("suites", "quickstart").component
+        candidates.append(Path(quickstart).parent / THROUGHPUT_FILE)
+    except Exception:  # no built-in suites registered (SIDE_BENCH_PLUGINS without them)
+        pass
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def load_throughput() -> dict:
+    path = throughput_file()
+    if path is None:  # no constants shipped: the old calibration, said to be rough
+        return {"devices": {
+            "cpu": {"label": "a CPU", "matmul_gflops": {"value": 89.0, "measured": False},
+                    "image_steps_per_second": {"8": {"value": CPU_EVALS_PER_SECOND, "measured": True}}},
+            "cuda": {"label": "a GPU", "matmul_gflops": {"value": 50000.0, "measured": False},
+                     "image_steps_per_second": {"8": {"value": CPU_EVALS_PER_SECOND * CUDA_SPEEDUP, "measured": False}}}}}
+    return json.loads(path.read_text())
+
+
+def unet_rate(constants: dict, kind: str, size: int) -> tuple[float, str]:
+    """(image-steps per second, how it was found) for a device kind and image size: the entry
+    of that size, else the nearest size's scaled by the pixels (an extrapolation)."""
+    entries = constants["devices"][kind]["image_steps_per_second"]
+    if str(size) in entries:
+        entry = entries[str(size)]
+        return float(entry["value"]), "measured" if entry.get("measured") else "not measured: extrapolated or assumed"
+    nearest = min(entries, key=lambda s: abs(int(s) - size))
+    return float(entries[nearest]["value"]) * int(nearest) ** 2 / size**2, f"scaled by pixels from {nearest} px"
+
+
+def image_size(suite_obj) -> int:
     size = suite_obj.dataset.settings.get("image_size", 32) if isinstance(suite_obj.dataset.settings, dict) else 32
-    size = size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 32
-    evals = sum(TRAIN_STEP_EVALS * p.train_images + p.classifier_images + p.unet_evals for p in planned if not p.done)
-    rate = CPU_EVALS_PER_SECOND * (CUDA_SPEEDUP if device.startswith("cuda") else 1.0)
-    return evals * (size * size / 64.0) / rate
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 32
+
+
+def feature_dim(suite_obj, registry: Registry | None = None) -> int:
+    """Features per image for the k-NN: pixels x channels for pixel features (the data set's
+    ``channels``, else 3), 512 for an embedding."""
+    size = image_size(suite_obj)
+    if suite_obj.features.name != "pixel":
+        return 512
+    registration = (registry or load_registry()).get("datasets", suite_obj.dataset.name)
+    return int(getattr(registration.component, "channels", 3)) * size * size
+
+
+def estimate(suite_obj, planned: list[PlannedCell], kind: str, registry: Registry | None = None,
+             constants: dict | None = None) -> dict:
+    """Seconds on one device of ``kind`` ("cpu", "cuda") for the cells still to run, with the
+    rates used and where they came from."""
+    constants = constants or load_throughput()
+    size = image_size(suite_obj)
+    rate, how = unet_rate(constants, kind, size)
+    todo = [p for p in planned if not p.done]
+    evals = sum(TRAIN_STEP_EVALS * p.train_images + p.classifier_images + p.unet_evals for p in todo)
+    gflops = float(constants["devices"][kind]["matmul_gflops"]["value"])
+    knn_flops = 2.0 * sum(p.knn_pairs for p in todo) * feature_dim(suite_obj, registry)
+    seconds = evals / rate + knn_flops / (gflops * 1e9)
+    return {"seconds": seconds, "unet_rate": rate, "how": how, "knn_flops": knn_flops,
+            "label": constants["devices"][kind].get("label", kind)}
+
+
+def estimate_seconds(suite_obj, planned: list[PlannedCell], device: str) -> float:
+    """A rough wall time for the cells still to run on ``device`` (see the module's docstring)."""
+    return estimate(suite_obj, planned, "cuda" if device.startswith("cuda") else "cpu")["seconds"]
 
 
 def own_cells_lines(suite_obj) -> list[str]:
@@ -122,7 +216,9 @@ def own_cells_lines(suite_obj) -> list[str]:
     return [f"{plan_text}: {', '.join(names)}" for plan_text, names in plans.items()]
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, gpu: bool = False) -> str:
+    if gpu and seconds >= 3600:  # GPU time is bought by the hour
+        return f"{seconds / 3600:,.0f} GPU-hours"
     for unit, length in (("years", 365 * 86400.0), ("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
         if seconds >= length:
             return f"{seconds / length:,.1f} {unit}"
@@ -159,12 +255,30 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
         console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
     console.print(
-        f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps, "
+        f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps "
+        f"({sum(p.model_note == 'train' for p in todo)} model trainings), "
         f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "
         f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G per scale: {', '.join(f'{k}: {v:,}' for k, v in suite_obj.n_generations.items())})"
     )
-    seconds = estimate_seconds(suite_obj, planned, device)
-    console.print(f"estimated time: about {_duration(seconds)} on {device} (rough; calibrated on the quickstart)")
+    registry = load_registry()
+    dim, size = feature_dim(suite_obj, registry), image_size(suite_obj)
+    largest = max((p.scale for p in todo), default=0)
+    console.print(
+        f"k-NN: {sum(p.knn_pairs for p in todo):,} candidate x training-image distances of {dim:,} features "
+        f"({2.0 * sum(p.knn_pairs for p in todo) * dim / 1e12:,.1f} TFLOP); the largest training set, "
+        f"{largest:,} x {dim:,} in float32, is {largest * dim * 4 / 2**30:,.1f} GiB, held once (torch backend) "
+        "and searched in query chunks of 256 MiB", soft_wrap=True)
+    estimates = {kind: estimate(suite_obj, planned, kind, registry) for kind in ("cuda", "cpu")}
+    parts = [f"about {_duration(e['seconds'], gpu=kind == 'cuda')} on {e['label']} ({e['unet_rate']:,.2f} UNet image-steps/s at "
+             f"{size} px, {e['how']})" for kind, e in estimates.items()]
+    source = throughput_file()
+    console.print(f"estimated time: {'; '.join(parts)}; rates from "
+                  f"{source.name if source else 'built-in constants'} (rough: a factor of a few)", soft_wrap=True)
+    seconds = estimates["cuda" if device.startswith("cuda") else "cpu"]["seconds"]
+    settings = suite_obj.dataset.settings if isinstance(suite_obj.dataset.settings, dict) else {}
+    if "root" in settings and not settings.get("root") and not os.environ.get("SIDE_BENCH_DATA_ROOT"):
+        console.print(f"no data root: the published sizes of dataset {suite_obj.dataset.name!r} were used; a run "
+                      "needs --data-root DIR (and its config hashes include the root)", soft_wrap=True)
     warning = None
     if seconds > WARN_SECONDS:
         warning = (f"{suite_obj.name}: about {_duration(seconds)} of work on {device}, far beyond a day on one "
