@@ -19,6 +19,21 @@ from side_bench.hookspecs import ProgressCallback, TargetModel
 GuidanceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """guidance(x_t, t, class_labels) -> grad_x log p(c | x_t, t), same shape as x_t."""
 
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The training precision when the caller names none. fp32 until benchmarks/precision_check.py
+# has shown that bf16 moves no copy count beyond its interval (issue 21 item 1); a caller that
+# trains in another precision must put it in its model's cache key.
+TRAINING_PRECISION = "fp32"
+
+
+def autocast_dtype(precision: str, where: str = "precision") -> torch.dtype:
+    """The autocast dtype of "fp32", "bf16" or "fp16" (fp32: no autocast)."""
+    if precision not in PRECISIONS:
+        from side_bench.errors import BenchError
+
+        raise BenchError(f"{where}: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
 
 def derive_seed(*parts) -> int:
     """A 63-bit seed from any parts (seed, purpose, index), stable across runs and machines."""
@@ -55,20 +70,31 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for average, current in zip(self.model.parameters(), model.parameters(), strict=False):
-            average.lerp_(current.detach(), 1 - decay)
+        averages = list(self.model.parameters())
+        currents = [p.detach() for p in model.parameters()]
+        if averages and averages[0].is_cuda:  # one kernel for all tensors, not one launch each
+            torch._foreach_lerp_(averages, currents, 1 - decay)
+        else:  # CPU: the loop, whose results the cached models were trained with
+            for average, current in zip(averages, currents, strict=False):
+                average.lerp_(current, 1 - decay)
         for average, current in zip(self.model.buffers(), model.buffers(), strict=False):
             average.copy_(current)
 
 
 def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels: torch.Tensor | None,
                    *, steps: int, batch_size: int, learning_rate: float, ema_decay: float,
-                   seed: int, device: torch.device, progress: ProgressCallback) -> torch.nn.Module:
-    """Train ``unet`` to predict noise (DDPM objective); return the EMA copy, on ``device``."""
+                   seed: int, device: torch.device, progress: ProgressCallback,
+                   precision: str | None = None) -> torch.nn.Module:
+    """Train ``unet`` to predict noise (DDPM objective); return the EMA copy, on ``device``.
+
+    ``precision`` ("fp32", "bf16", "fp16"; default ``TRAINING_PRECISION``): the forward pass
+    under autocast; weights, optimizer, loss and EMA stay fp32. On CUDA AdamW is the fused
+    kernel and the EMA a foreach update (the step is launch-bound for small UNets)."""
+    dtype = autocast_dtype(precision or TRAINING_PRECISION, "training precision")
     generator = torch.Generator().manual_seed(derive_seed(seed, "train"))
     unet.to(device).train()
     ema = EMA(unet, ema_decay)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = adamw(unet.parameters(), learning_rate, device)
     images = images.to(device)
     labels = labels.to(device) if labels is not None else None
     num_timesteps = scheduler.config.num_train_timesteps
@@ -79,8 +105,9 @@ def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels:
         timesteps = torch.randint(num_timesteps, (batch_size,), generator=generator).to(device)
         noisy = scheduler.add_noise(clean, noise, timesteps)
         class_labels = labels[batch.to(device)] if labels is not None else None
-        predicted = unet(noisy, timesteps, class_labels=class_labels).sample
-        loss = torch.nn.functional.mse_loss(predicted, noise)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            predicted = unet(noisy, timesteps, class_labels=class_labels).sample
+        loss = torch.nn.functional.mse_loss(predicted.float(), noise)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -88,6 +115,12 @@ def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels:
         if step % 25 == 0 or step == steps - 1:
             progress("training", step + 1, steps)
     return ema.model.to(device)
+
+
+def adamw(parameters, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW without weight decay; fused on CUDA (one kernel per step), the default elsewhere."""
+    fused = {"fused": True} if torch.device(device).type == "cuda" else {}
+    return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0, **fused)
 
 
 def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch_size: int,
