@@ -17,7 +17,7 @@ from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit
 from side_bench.registry import load_registry
 from side_bench.run.canaries import CanarySpec, image_digest, parse_canaries, plant
-from side_bench.run.suite import canonical_hash, expand_cells, load_suite
+from side_bench.run.suite import canonical_hash, cell_model, expand_cells, load_suite
 from side_bench.scoring.scores import CandidateScores, Reference
 from side_bench_builtins.canary_metrics import CanaryPrecisionAtK, CanaryRecall, CanaryShare, NonCanaryRate
 from side_bench_builtins.features import PixelFeatures
@@ -267,9 +267,14 @@ def test_canary_metrics_without_canaries_and_bad_per_scale_are_refused(write_sui
 def test_per_scale_model_settings_reach_only_their_scale(write_suite):
     suite = load_suite(str(write_suite(replace={"batch_size = 16": 'batch_size = 16\nper_scale = { "32" = { steps = 24 } }'})),
                        load_registry())
-    steps = {c.scale: c.config["model"]["settings"]["steps"] for c in
-             expand_cells(suite, versions={}, device="cpu", features_identity={})}
-    assert steps == {16: 12, 32: 24}
+    cells = expand_cells(suite, versions={}, device="cpu", features_identity={})
+    assert {c.scale: cell_model(c.config)["settings"]["steps"] for c in cells} == {16: 12, 32: 24}
+    # the same model entry in every cell's config (so the leaderboard keeps one setup) ...
+    assert cells[0].config["model"] == cells[1].config["model"]
+    # ... and a suite without per_scale keeps the model's config, and so its hashes, as before
+    plain = expand_cells(load_suite(str(write_suite()), load_registry()), versions={}, device="cpu",
+                         features_identity={})
+    assert "per_scale" not in plain[0].config["model"] and cell_model(plain[0].config) == plain[0].config["model"]
 
 
 def test_digits_canaries_validates_and_dry_runs(tmp_path):

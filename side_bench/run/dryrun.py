@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from side_bench.registry import Registry, load_registry
-from side_bench.run.suite import canonical_hash, check_data_root
+from side_bench.run.suite import canonical_hash, cell_model, check_data_root
 
 # Used only when benchmarks/throughput.json is not found (a copy of side-bench without it)
 CPU_EVALS_PER_SECOND = 2480.0  # UNet image-steps per second at 8x8 (quickstart UNet, one CPU thread; issue 21)
@@ -78,7 +78,7 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     for cell in cells:
         condition = registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
         key = canonical_hash([cell.scale, cell.seed, condition.training_key()])
-        model_settings = cell.config["model"]["settings"]  # [model] per_scale may change it by scale
+        model_settings = cell_model(cell.config)["settings"]  # [model] per_scale may change it by scale
         trains = "steps" in model_settings and "batch_size" in model_settings
         if not trains:
             train_images, note = 0, "loaded"

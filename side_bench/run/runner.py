@@ -28,7 +28,16 @@ from side_bench.results.gallery import write_gallery
 from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
 from side_bench.results.store import RunStore, atomic_write, default_cache_dir, failure_record
 from side_bench.run import canaries
-from side_bench.run.suite import Cell, Suite, canonical_hash, default_run_id, expand_cells, load_suite, safe_name
+from side_bench.run.suite import (
+    Cell,
+    Suite,
+    canonical_hash,
+    cell_model,
+    default_run_id,
+    expand_cells,
+    load_suite,
+    safe_name,
+)
 from side_bench.scoring import stats
 from side_bench.scoring.rows import metric_rows, score_images
 from side_bench.scoring.scores import Band, Reference, to_unit
@@ -212,10 +221,11 @@ class CellRunner:
     def _target(self, cell: Cell, data, condition, ctx: RunContext):
         """The trained (or cached, or loaded) target model and its cache key."""
         config = cell.config
-        model = self.registry.build("models", config["model"]["name"], config["model"]["settings"])
+        spec = cell_model(config)  # [model] per_scale: this scale's settings
+        model = self.registry.build("models", spec["name"], spec["settings"])
         labels = condition.training_labels(data, cell.seed)
         model_key = canonical_hash({
-            "data": data.identity, "labels": condition.training_key(), "model": config["model"],
+            "data": data.identity, "labels": condition.training_key(), "model": spec,
             "device": ctx.device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
         })
         target = model.prepare(data, labels, model_key, ctx)

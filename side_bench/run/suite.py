@@ -471,6 +471,14 @@ def plugin_changes(old: dict | None, new: dict | None) -> list[str]:
     return changes
 
 
+def cell_model(config: dict) -> dict[str, Any]:
+    """The model a cell trains or loads, ``{"name", "settings"}``: [model]'s settings, or its
+    ``per_scale`` entry for the cell's scale (what the model cache key is made of)."""
+    model = config["model"]
+    settings = (model.get("per_scale") or {}).get(str(config["scale"]), model["settings"])
+    return {"name": model["name"], "settings": settings}
+
+
 def default_run_id(cells: list[Cell]) -> str:
     """``run-<hash>`` of the cells' configs *without* their plugins' provenance: after a plugin
     changes, a rerun lands in the same folder and recomputes only the cells that use it."""
@@ -496,8 +504,7 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "dataset": dataclasses.asdict(suite.dataset),
             "scale": scale,
             "seed": seed,
-            "model": ({"name": suite.model.name, "settings": suite.model_per_scale[scale]}
-                      if scale in suite.model_per_scale else dataclasses.asdict(suite.model)),
+            "model": dataclasses.asdict(suite.model),
             "attack": dataclasses.asdict(attack),
             "features": {**dataclasses.asdict(suite.features), "identity": features_identity},
             "bands": [dataclasses.asdict(b) for b in suite.bands],
@@ -513,5 +520,7 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
         }
         if suite.canaries is not None:  # only then: a suite without canaries keeps its hashes
             config["canaries"] = suite.canaries.as_config()
+        if suite.model_per_scale:  # the same at every scale, so that the leaderboard keeps one setup
+            config["model"]["per_scale"] = {str(s): settings for s, settings in suite.model_per_scale.items()}
         cells.append(Cell(suite.name, scale, seed, attack, config, canonical_hash(config), suite.gallery_size))
     return cells
