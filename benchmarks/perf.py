@@ -14,6 +14,13 @@
 - start-up: wall time of `side-bench --help`, `--version`, `plugins` and `suites` in a fresh
   process (best of 3, after one call that fills the plugin listing cache; target < 1 s each),
   beside `python -c "import torch"` for scale;
+- hardware (issue 21): the quickstart UNet's image-steps/s against this machine's own fp32
+  matmul GFLOP/s at one thread (the fraction of peak, FLOPs per image-step counted with
+  torch.utils.flop_counter), bf16 autocast / fp32, two one-thread processes at once / one;
+- 51,200 candidates (the paper's largest N_G) on the quickstart UNet, 50 DDIM steps, sampled
+  and scored against 773 8x8 training images, unguided and SIDE-guided, in one process and as
+  two one-thread processes of half each (targets: 6 and 10 minutes on the 2-core CPU);
+  --quick times 1,024 and scales linearly (said so in the row);
 - quickstart (opt-in, --quickstart): `side-bench run` cold (fresh cache, target 10 min)
   and warm (cache filled, target 30 s); --warm-cache DIR measures warm against that cache.
 
@@ -186,6 +193,121 @@ def growth(points_ng, points_train, steps, repeats):
     return rows
 
 
+def matmul_gflops(dtype=torch.float32, size=1024, repeats=5) -> float:
+    """This thread's dense matmul GFLOP/s (square ``size``, the best of ``repeats``)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    seconds = best_of({"mm": lambda: a @ b}, repeats)["mm"]
+    return 2 * size**3 / seconds / 1e9
+
+
+def unet_flops(unet, batch=1) -> float:
+    """FLOPs of one forward of ``unet`` per image (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c, s = unet.config.in_channels, unet.config.sample_size
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        unet(torch.zeros(batch, c, s, s), torch.tensor([500]))
+    return counter.get_total_flops() / batch
+
+
+def unet_rate(batch: int, seconds: float, precision: str = "fp32") -> float:
+    """Image-steps per second of the quickstart UNet forward at ``batch`` (one thread)."""
+    unet = bench_unet()
+    x, t = torch.randn(batch, 1, 8, 8), torch.tensor([500])
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+
+    def forward():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=precision != "fp32"):
+            unet(x, t)
+
+    forward()
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        forward()
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def unet_rate_child(batch: int, seconds: float, precision: str) -> None:
+    torch.set_num_threads(1)
+    print(json.dumps({"rate": unet_rate(batch, seconds, precision)}))
+
+
+def _children(code: str, processes: int) -> list[dict]:
+    """Run ``code`` (which prints one JSON line) in ``processes`` fresh processes at once."""
+    prefix = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import perf; "
+    running = [subprocess.Popen([sys.executable, "-c", prefix + code], stdout=subprocess.PIPE, text=True)
+               for _ in range(processes)]
+    return [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in running]
+
+
+def hardware(batch: int, seconds: float) -> list[dict]:
+    """Fraction of peak, bf16 / fp32 and two processes / one, for the quickstart UNet."""
+    torch.set_num_threads(1)
+    flops = unet_flops(bench_unet())
+    peak = matmul_gflops()
+    peak_bf16 = matmul_gflops(torch.bfloat16)
+    fp32 = unet_rate(batch, seconds)
+    bf16 = unet_rate(batch, seconds, "bf16")
+    code = f"perf.unet_rate_child({batch}, {seconds}, 'fp32')"
+    one = _children(code, 1)[0]["rate"]
+    two = [r["rate"] for r in _children(code, 2)]
+    shape = f"quickstart UNet [32, 64], 1x8x8, batch {batch}, one thread, {flops / 1e9:.4f} GFLOP per image-step"
+    return [
+        {"name": "UNet fp32 / this thread's fp32 matmul peak (fraction of peak)", "ratio": None, "target": None,
+         "fraction_of_peak": fp32 * flops / 1e9 / peak, "shape": shape,
+         "seconds": {"image-steps/s": fp32, "matmul GFLOP/s": peak, "bf16 matmul GFLOP/s": peak_bf16}},
+        {"name": "UNet bf16 autocast / fp32 (speed-up)", "ratio": None, "target": None, "speedup": bf16 / fp32,
+         "shape": shape, "seconds": {"fp32 image-steps/s": fp32, "bf16 image-steps/s": bf16}},
+        {"name": "UNet: two one-thread processes at once / one (speed-up)", "ratio": None, "target": None,
+         "speedup": sum(two) / one, "shape": shape,
+         "seconds": {"one": one, **{f"two: process {i + 1}": r for i, r in enumerate(two)}}},
+    ]
+
+
+def candidates_child(n: int, guided: bool, seed: int) -> None:
+    """Sample ``n`` candidates (50 DDIM steps, quickstart UNet) and score them: print seconds."""
+    torch.set_num_threads(1)
+    from side_bench.registry import load_registry
+    from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
+    from side_bench.sampling.diffusion import ddim_sample
+    from side_bench.scoring.rows import metric_rows
+    from side_bench.scoring.scores import Band, Reference, to_unit
+
+    registry = load_registry()
+    features = registry.build("features", "pixel", {})
+    metrics = {m: registry.build("metrics", m, {}) for m in ("ams", "ums", "p95", "gu-ratio")}
+    target = target_of(bench_unet())
+    train = torch.rand(773, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1  # digits-power's 773
+    options = {}
+    if guided:
+        classifier = TimeConditionedResNet(in_channels=1, num_classes=10, width=32, stages=3).eval()
+        options = dict(guidance=log_prob_gradient(classifier), guidance_scale=0.3, class_labels=torch.arange(n) % 10)
+    start = time.perf_counter()
+    images, _ = ddim_sample(target, n, seed=seed, num_steps=50, batch_size=256, device=torch.device("cpu"), **options)
+    sampled = time.perf_counter() - start
+    bands = [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]
+    metric_rows(Reference(to_unit(train), features).score(to_unit(images), bands), metrics, bands)
+    print(json.dumps({"seconds": time.perf_counter() - start, "sampling": sampled}))
+
+
+def candidates(n: int, full: int = 51_200) -> list[dict]:
+    """N_G candidates sampled and scored, unguided and guided, one process and two halves at once;
+    seconds scaled to ``full`` candidates when ``n`` is smaller (both steps grow linearly in N_G)."""
+    rows = []
+    for guided, target in ((False, 360.0), (True, 600.0)):
+        one = _children(f"perf.candidates_child({n}, {guided}, 0)", 1)[0]["seconds"]
+        halves = [r["seconds"] for r in _children(f"perf.candidates_child({n // 2}, {guided}, 1)", 2)]
+        scale = full / n
+        two = max(halves) * scale
+        kind = "guided (SIDE, lambda 0.3)" if guided else "unguided"
+        rows.append({"name": f"{full:,} candidates {kind}: sampled + scored, two processes", "ratio": two / target,
+                     "target": 1.0, "shape": f"timed {n:,}" + (f", x{scale:g} (linear)" if scale != 1 else "")
+                     + f"; target {target / 60:.0f} min",
+                     "seconds": {"one process": one * scale, "two processes": two}})
+    return rows
+
+
 STARTUP_COMMANDS = (["--help"], ["--version"], ["plugins"], ["suites"])
 
 
@@ -245,14 +367,18 @@ def main(argv=None) -> int:
         return report(startup(), args, "python benchmarks/perf.py --startup-only")
     if args.quick:
         sizes = dict(sample=(64, 20), knn=(2000, 10000, 512), memory=(50_000, 10_000, 512),
-                     ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3)
+                     ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3,
+                     unet=(64, 1.0), candidates=512)
     else:
         sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(1_000_000, 50_000, 512),
-                     ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5)
+                     ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
+                     unet=(256, 5.0), candidates=51_200)
     results = [sampling(*sizes["sample"], sizes["repeats"]), guidance(*sizes["sample"], sizes["repeats"])]
     results += knn(*sizes["knn"], sizes["repeats"])
     results.append(knn_memory(*sizes["memory"]))
     results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
+    results += hardware(*sizes["unet"])
+    results += candidates(sizes["candidates"])
     results += startup()
     if args.quickstart or args.warm_cache:
         results += quickstart(args.warm_cache)
@@ -268,6 +394,10 @@ def report(results: list[dict], args, command: str) -> int:
         ratio = row.get("ratio")
         if "slope" in row:
             shown, target, ok = f"slope {row['slope']:.2f}", "", ""
+        elif "fraction_of_peak" in row:
+            shown, target, ok = f"{100 * row['fraction_of_peak']:.0f}% of peak", "", ""
+        elif "speedup" in row:
+            shown, target, ok = f"{row['speedup']:.2f}x faster", "", ""
         elif "peak_rss_mb" in row:
             shown = f"peak RSS {row['peak_rss_mb']:.0f} MB"
             target = f"inputs {row['inputs_mb']:.0f} MB; unchunked block {row['unchunked_block_mb']:.0f} MB"
