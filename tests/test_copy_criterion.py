@@ -85,7 +85,7 @@ def test_compare_refuses_a_metric_without_a_criterion_in_one_line():
         copy_rule("p95", "high", ROWS)
     message = str(error.value)
     assert "\n" not in message and "metric 'p95' has no copy criterion" in message
-    assert "metrics with one: ams, carlini-l2, gu-ratio" in message
+    assert "metrics with one: ams, canary-recall, carlini-l2, gu-ratio, non-canary-rate" in message
     with pytest.raises(BenchError, match="--by: unknown metric 'gu-rat'.*did you mean 'gu-ratio'"):
         copy_rule("gu-rat", "high", ROWS)
     with pytest.raises(BenchError, match="--band: 'mid' is not a band of this run \\(found: high\\)"):
