@@ -537,7 +537,7 @@ def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
         out.print(f"  copied by both {line.both}; only {escape(attack_a)} {line.only_a}; "
                   f"only {escape(attack_b)} {line.only_b}", highlight=False)
         out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
-                  f"p = {line.p_distinct:.3g} (z-test on bootstrap standard errors, Holm)", highlight=False)
+                  f"p = {line.p_distinct:.3g} (z-test on occupancy standard errors, Holm)", highlight=False)
 
 
 # -- side-bench cache ---------------------------------------------------------------------------
