@@ -5,18 +5,11 @@ import os
 import pytest
 
 from side_bench import run_suite
+from tests.cli_helpers import SECOND_ATTACK, TIMING
 
 if os.environ.get("CI") != "true":  # under CI ray is installed (dev extra) and this must run
     pytest.importorskip("ray")
 
-TIMING = ("seconds", "started", "finished", "run_id", "stage_seconds")
-SECOND_ATTACK = """
-[[attacks]]
-name = "uncond-3"
-condition = "none"
-extractor = "sample"
-extractor_settings = { ddim_steps = 3, batch_size = 4 }
-"""
 
 
 def values(rows):

@@ -10,16 +10,7 @@ from click.testing import CliRunner
 from side_bench import run_suite
 from side_bench.cli import main
 from side_bench.run.runner import stage_profile
-from tests.cli_helpers import assert_refused
-
-TIMING = ("seconds", "started", "finished", "run_id", "stage_seconds")
-SECOND_ATTACK = """
-[[attacks]]
-name = "uncond-3"
-condition = "none"
-extractor = "sample"
-extractor_settings = { ddim_steps = 3, batch_size = 4 }
-"""
+from tests.cli_helpers import SECOND_ATTACK, TIMING, assert_refused
 
 
 def values(rows):
