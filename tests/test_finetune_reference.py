@@ -185,3 +185,62 @@ def test_a_tiny_finetuned_suite_reports_base_copies_and_the_representatives_prec
         assert 16 <= precision["n"] <= 24 and 0 <= precision["count"] <= precision["n"]
         # the null baseline (held-out images) has no ranker scores: no base-copies there
         assert base["null_value"] is None or np.isnan(base["null_value"])
+
+
+def tiny_unet(seed: int, size: int = 8):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(sample_size=size, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                       layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8).eval()
+
+
+def saved(folder, unet, **schedule):
+    """A flat diffusers folder: save_pretrained's config and safetensors, and a scheduler config."""
+    import json
+
+    from diffusers import DDPMScheduler
+
+    unet.save_pretrained(folder, safe_serialization=True)
+    config = dict(DDPMScheduler(num_train_timesteps=1000, **schedule).config)
+    (folder / "scheduler_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_the_diffusers_loader_takes_a_base_folder_beside_the_finetuned_one(tmp_path):
+    from side_bench.hookspecs import DataSplit
+
+    finetuned, base = tiny_unet(1), tiny_unet(2)
+    settings = {"path": saved(tmp_path / "ft", finetuned), "base_path": saved(tmp_path / "base", base)}
+    registry = load_registry()
+    model = registry.build("models", "diffusers", settings)
+    data = DataSplit(train=torch.zeros(7, 1, 8, 8), train_labels=None, heldout=torch.zeros(2, 1, 8, 8),
+                     num_classes=0, identity={"dataset": "test"})
+    run = RunContext(device=torch.device("cpu"), seed=0, cache_dir=tmp_path, features=PixelFeatures())
+    target = model.prepare(data, None, "key", run)
+    assert torch.equal(target.base_unet.conv_in.weight, base.conv_in.weight)
+    assert torch.equal(target.unet.conv_in.weight, finetuned.conv_in.weight)
+    assert target.finetune_size == 7 and target.base_images is None  # the base's data is not known
+    assert len(target.identity["base"]["weights_sha256"]) == 64
+    # finextract at w = 0 samples the loaded base: equal to sampling the base folder alone
+    alone = registry.build("models", "diffusers", {"path": settings["base_path"]}).prepare(data, None, "k", run)
+    common = {"ddim_steps": 2, "batch_size": 3}
+    guided = registry.build("extractors", "finextract", {**common, "guidance_scale": 0.0}).extract(target, None, 3, run)
+    plain = registry.build("extractors", "sample", common).extract(alone, None, 3, run)
+    assert torch.equal(guided, plain if isinstance(plain, torch.Tensor) else plain.images)
+    # without base_path: no base, as before (and the identity, so the cache keys, unchanged)
+    single = registry.build("models", "diffusers", {"path": settings["path"]}).prepare(data, None, "key", run)
+    assert single.base_unet is None and single.finetune_size is None and "base" not in single.identity
+
+
+def test_a_bad_base_folder_is_refused_with_one_line(tmp_path):
+    registry = load_registry()
+    path = saved(tmp_path / "ft", tiny_unet(1))
+    with pytest.raises(BenchError, match=r"model 'diffusers': base_path .*missing is not a folder"):
+        registry.build("models", "diffusers", {"path": path, "base_path": str(tmp_path / "missing")})
+    with pytest.raises(BenchError, match=r"base_path .*: makes images of shape \(1, 16, 16\)"):
+        registry.build("models", "diffusers", {"path": path, "base_path": saved(tmp_path / "big", tiny_unet(2, 16))})
+    with pytest.raises(BenchError, match="base_path .*: its noise schedule differs"):
+        registry.build("models", "diffusers", {"path": path,
+                                               "base_path": saved(tmp_path / "cos", tiny_unet(2), beta_schedule="squaredcos_cap_v2")})
