@@ -147,6 +147,13 @@ class TargetModel:
     # Optional: for a fine-tuned target, the pre-trained base UNet it was fine-tuned from (same
     # scheduler and shape); ``unet`` is the fine-tuned one. None for a target trained from scratch.
     base_unet: Any = None
+    # Optional, for a fine-tuned target: the images the base was pre-trained on, (m, C, H, W)
+    # float32 in [-1, 1] (a second reference: the ``base-gu`` ranker and ``base-copies`` metric
+    # count candidates that copy them), and the number of images it was fine-tuned on (what
+    # FineXtract's attacker is assumed to know: its clustering stops at that many clusters).
+    # None when unknown (a loaded model whose data the loader cannot see).
+    base_images: torch.Tensor | None = None
+    finetune_size: int | None = None
 
 
 @dataclass

@@ -74,31 +74,15 @@ def _read_object(path: Path, what: str) -> dict:
     return value
 
 
-class DiffusersModel:
-    """A local diffusers UNet2DModel and its scheduler, attacked as it is (no training here).
+class Folder:
+    """One local diffusers UNet2DModel folder (flat or pipeline layout), checked when read:
+    its config, scheduler config and weights file (``check_weights_file``)."""
 
-    Whether it is class-conditional comes from the UNet config (``num_class_embeds``);
-    ``trained_with`` says which labels a conditional model was trained with. The suite's
-    dataset entry must describe the model's training set. Training labels from the suite's
-    condition are refused for an unconditional model, and must have the model's class count
-    and ``trained_with`` kind; the condition itself may refuse the target too (check_target).
-    """
-
-    @dataclass
-    class Settings:
-        path: str  # the folder (flat or pipeline layout)
-        trained_with: str = "informative"  # for a class-conditional model: "informative" or "random"
-
-        def validate(self, where: str) -> None:
-            if self.trained_with not in LABEL_KINDS:
-                raise BenchError(f"{where}: trained_with: expected one of {', '.join(LABEL_KINDS)}, "
-                                 f"got {self.trained_with!r}")
-
-    def __init__(self, settings: DiffusersModel.Settings):
-        self.settings = settings
-        root = Path(settings.path).expanduser()
+    def __init__(self, path: str, setting: str):
+        root = Path(path).expanduser()
+        self.root = root
         if not root.is_dir():
-            raise BenchError(f"model 'diffusers': path {root} is not a folder")
+            raise BenchError(f"model 'diffusers': {setting} {root} is not a folder")
         if (root / "model_index.json").exists():
             index = _read_object(root / "model_index.json", "a diffusers pipeline index")
             if "unet" not in index:
@@ -133,6 +117,77 @@ class DiffusersModel:
         size = size[0] if isinstance(size, (list, tuple)) else size
         self.image_shape = (int(self.config.get("in_channels", 3)), int(size), int(size))
 
+    def load_unet(self):
+        from diffusers import UNet2DModel
+
+        if self.weights.suffix == ".bin":
+            try:  # refuse a pickle that is more than tensors before diffusers opens it
+                torch.load(self.weights, map_location="cpu", weights_only=True)
+            except Exception as error:
+                raise BenchError(f"{self.weights}: not loadable with weights_only=True "
+                                 f"({' '.join(str(error).split())[:200]})") from error
+        try:
+            unet = UNet2DModel.from_pretrained(
+                self.unet_dir, local_files_only=True, use_safetensors=self.weights.suffix == ".safetensors",
+                low_cpu_mem_usage=False,
+            )
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise BenchError(f"{self.unet_dir}: cannot load the UNet ({' '.join(str(error).split())[:300]})") from error
+        for name, parameter in unet.named_parameters():  # a flip in an exponent makes NaN or inf
+            if not torch.isfinite(parameter).all():
+                raise BenchError(f"{self.weights}: non-finite weights (NaN or inf) in {name}: a damaged checkpoint")
+        return unet
+
+
+def schedule(config: dict) -> dict:
+    """The parts of a scheduler config that fix the noise schedule (base and fine-tune must agree)."""
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
+    return {key: config.get(key) for key in keys}
+
+
+class DiffusersModel:
+    """A local diffusers UNet2DModel and its scheduler, attacked as it is (no training here).
+
+    Whether it is class-conditional comes from the UNet config (``num_class_embeds``);
+    ``trained_with`` says which labels a conditional model was trained with. The suite's
+    dataset entry must describe the model's training set. Training labels from the suite's
+    condition are refused for an unconditional model, and must have the model's class count
+    and ``trained_with`` kind; the condition itself may refuse the target too (check_target).
+    """
+
+    @dataclass
+    class Settings:
+        path: str  # the folder (flat or pipeline layout)
+        # for a fine-tuned model: the folder of the base it was fine-tuned from (same layouts),
+        # loaded as TargetModel.base_unet (what finextract needs); "" for none
+        base_path: str = ""
+        trained_with: str = "informative"  # for a class-conditional model: "informative" or "random"
+
+        def validate(self, where: str) -> None:
+            if self.trained_with not in LABEL_KINDS:
+                raise BenchError(f"{where}: trained_with: expected one of {', '.join(LABEL_KINDS)}, "
+                                 f"got {self.trained_with!r}")
+
+    def __init__(self, settings: DiffusersModel.Settings):
+        self.settings = settings
+        folder = Folder(settings.path, "path")
+        self.folder = folder
+        self.layout, self.unet_dir, self.config = folder.layout, folder.unet_dir, folder.config
+        self.scheduler_config, self.weights = folder.scheduler_config, folder.weights
+        self.num_classes, self.image_shape = folder.num_classes, folder.image_shape
+        self.base = None
+        if settings.base_path:
+            # FineXtract's setting: the fine-tuned model (path) and the base it was tuned from
+            self.base = Folder(settings.base_path, "base_path")
+            where = f"model 'diffusers': base_path {self.base.root}"
+            if self.base.image_shape != self.image_shape or self.base.num_classes != self.num_classes:
+                raise BenchError(f"{where}: makes images of shape {self.base.image_shape} with "
+                                 f"{self.base.num_classes} classes, the fine-tuned model {self.image_shape} with "
+                                 f"{self.num_classes}: expected the base it was fine-tuned from")
+            if schedule(self.base.scheduler_config) != schedule(self.scheduler_config):
+                raise BenchError(f"{where}: its noise schedule differs from the fine-tuned model's "
+                                 f"({schedule(self.base.scheduler_config)} vs {schedule(self.scheduler_config)})")
+
     def _check(self, data: DataSplit, labels: Labels | None) -> None:
         where = f"model 'diffusers' ({self.unet_dir})"
         if tuple(data.train.shape[1:]) != self.image_shape:
@@ -160,34 +215,27 @@ class DiffusersModel:
         return TargetDeclaration(trained_with=self.trained_with, num_classes=self.num_classes)
 
     def load_unet(self):
-        from diffusers import UNet2DModel
-
-        if self.weights.suffix == ".bin":
-            try:  # refuse a pickle that is more than tensors before diffusers opens it
-                torch.load(self.weights, map_location="cpu", weights_only=True)
-            except Exception as error:
-                raise BenchError(f"{self.weights}: not loadable with weights_only=True "
-                                 f"({' '.join(str(error).split())[:200]})") from error
-        try:
-            unet = UNet2DModel.from_pretrained(
-                self.unet_dir, local_files_only=True, use_safetensors=self.weights.suffix == ".safetensors",
-                low_cpu_mem_usage=False,
-            )
-        except (OSError, ValueError, RuntimeError, KeyError) as error:
-            raise BenchError(f"{self.unet_dir}: cannot load the UNet ({' '.join(str(error).split())[:300]})") from error
-        for name, parameter in unet.named_parameters():  # a flip in an exponent makes NaN or inf
-            if not torch.isfinite(parameter).all():
-                raise BenchError(f"{self.weights}: non-finite weights (NaN or inf) in {name}: a damaged checkpoint")
-        return unet
+        return self.folder.load_unet()
 
     def prepare(self, data: DataSplit, labels: Labels | None, cache_key: str, ctx: RunContext) -> TargetModel:
         self._check(data, labels)
         unet = self.load_unet().to(ctx.device).eval()
         identity = {"model": "diffusers", "layout": self.layout, "weights": self.weights.name,
                     "weights_sha256": sha256_file(self.weights), "cache_key": cache_key}
+        base_unet = finetune_size = None
+        if self.base is not None:
+            base_unet = self.base.load_unet().to(ctx.device).eval()
+            # the base's weights are part of what is attacked: in the identity (and so in the
+            # keys of the classifiers and pools built on this target)
+            identity["base"] = {"layout": self.base.layout, "weights": self.base.weights.name,
+                                "weights_sha256": sha256_file(self.base.weights)}
+            # the suite's dataset describes the model's training set: here the fine-tuning set
+            finetune_size = len(data.train)
+        # the base's own training images are not known here: no base_images (no base-copies)
         return TargetModel(unet=unet, scheduler_config=dict(self.scheduler_config), num_classes=self.num_classes,
                            trained_with=self.trained_with,
-                           image_shape=self.image_shape, identity=identity)
+                           image_shape=self.image_shape, identity=identity, base_unet=base_unet,
+                           finetune_size=finetune_size)
 
 
 @hookimpl

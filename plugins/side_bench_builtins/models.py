@@ -181,7 +181,7 @@ class BenchUNet:
                            trained_with="none", image_shape=image_shape,
                            identity={"cache_key": key, "model": "bench-unet", "base_key": base_key,
                                      "finetune": plan},
-                           base_unet=base.eval())
+                           base_unet=base.eval(), base_images=reserve.train, finetune_size=len(data.train))
 
     def _cached(self, folder: Path, scheduler, build, record: dict, ctx: RunContext):
         """The UNet cached in ``folder``, else ``build()`` saved there (under the entry's lock)."""

@@ -4,6 +4,9 @@
 model memorized comes out again and again, so a candidate with many near-duplicates among the
 generations is flagged. ``denoise-loss``: the target model's own noise-prediction error on the
 candidate (a membership-inference signal: a model denoises its training images better).
+``base-gu``: not an attacker's score but a second reference for fine-tuned targets: each
+candidate's Gu ratio against the images the *base* was pre-trained on (``TargetModel.base_images``),
+which the ``base-copies`` metric counts. (The FineXtract clustering ranker is in ``finextract.py``.)
 """
 
 from __future__ import annotations
@@ -15,7 +18,16 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from side_bench.plugin_api import BenchError, ExactIndex, RunContext, TargetModel, hookimpl, sample_generator
+from side_bench.plugin_api import (
+    BenchError,
+    ExactIndex,
+    RunContext,
+    TargetModel,
+    hookimpl,
+    sample_generator,
+    to_unit,
+)
+from side_bench_builtins.metrics import GuRatio
 
 
 class Clique:
@@ -138,7 +150,43 @@ class DenoiseLoss:
         return -self.losses(candidates01, target, ctx), None
 
 
+class BaseGu:
+    """Score = minus each candidate's Gu ratio d1 / d2 against the base's training images.
+
+    A fine-tuned target's metrics score candidates against the fine-tuning set (the scale's
+    images); a candidate may instead copy one of the images the base was pre-trained on
+    (``TargetModel.base_images``). This ranker gives every candidate the same test as the
+    ``gu-ratio`` headline, against those images: the exact float64 pixel distances to the
+    nearest and second-nearest distinct base image (``ExactIndex``, images in [0, 1] as the
+    training reference sees them; bit-identical base images collapsed first, as the training
+    reference collapses its own, so a duplicate is not its own second neighbour); ratio 0 for an
+    exact copy. Score = -ratio (higher = more of a copy, the ranker convention); the threshold
+    -1/3 flags ratio <= 1/3, and ``base-copies`` counts ratio < 1/3, ``gu-ratio``'s strict test.
+    It reads no fine-tuning image, but it does read a training set (the base's), so it is a
+    reference the benchmark reports, not what an attacker has.
+    """
+
+    description = "minus the Gu ratio NN1/NN2 against a fine-tuned target's base training images (base-copies reads it)"
+
+    def score(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext | None):
+        base = getattr(target, "base_images", None)
+        if base is None:
+            raise BenchError("ranker 'base-gu': the target has no base training images (TargetModel.base_images); "
+                             "use a fine-tuned target, e.g. bench-unet with finetune = { ... }")
+        base01 = to_unit(base).reshape(len(base), -1)
+        distinct = torch.unique(base01, dim=0)
+        if len(distinct) < 2:
+            raise BenchError("ranker 'base-gu': needs at least 2 distinct base training images (Gu et al.'s ratio)")
+        device = ctx.device if ctx is not None else "cpu"
+        distances, _ = ExactIndex(distinct, "l2", device=device).nearest_distances(
+            candidates01.float().reshape(len(candidates01), -1), 2)
+        nearest, second = distances[:, 0].numpy(), distances[:, 1].numpy()
+        ratio = np.where(nearest == 0, 0.0, nearest / np.maximum(second, 1e-12))  # as GuRatio.memorized
+        return -ratio, -GuRatio.threshold
+
+
 @hookimpl
 def register_rankers(register):
     register("clique", Clique, aliases=("generate-and-filter",))
     register("denoise-loss", DenoiseLoss, aliases=("loss",))
+    register("base-gu", BaseGu)

@@ -190,8 +190,35 @@ class RankerAUC:
         return MetricValue(auc, ci_low=low, ci_high=high, se=float(np.std(finite, ddof=1)), interval=interval)
 
 
+class BaseCopies:
+    """Copies of a fine-tuned target's *base* training images: candidates whose Gu ratio against
+    the images the base was pre-trained on is below 1/3, as a count of N_G with a Wilson
+    interval. The ratio comes from the ``base-gu`` ranker (score = -ratio, in the per-candidate
+    records), so the test is ``gu-ratio``'s with the base's images as the reference; the
+    headline rows keep the fine-tuning set as theirs. None on the null baseline (no ranker scores)."""
+
+    uses_bands = False
+    direction = "higher"
+    unit = "rate"
+    description = "share of candidates that copy the base model's training images (Gu ratio < 1/3 against them)"
+
+    @dataclass
+    class Settings:
+        ranker: str = "base-gu"
+
+    def __init__(self, settings: BaseCopies.Settings = None):
+        self.settings = settings or BaseCopies.Settings()
+
+    def compute(self, scores, band) -> MetricValue:
+        values, _, missing = ranker_column(scores, self.settings.ranker, "base-copies")
+        if missing is not None:
+            return missing
+        return rate(int(np.sum(-values < GuRatio.threshold)), scores.n_candidates)
+
+
 @hookimpl
 def register_metrics(register):
     register("precision-at-k", PrecisionAtK, aliases=("precision",))
     register("flagged-distinct", FlaggedDistinct)
     register("ranker-auc", RankerAUC)
+    register("base-copies", BaseCopies)
