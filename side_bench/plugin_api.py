@@ -5,7 +5,8 @@
 The contract itself (every hook, and what a registered component must and may provide) is
 documented in ``side_bench.hookspecs``; this module gathers the names a plugin needs:
 
-- ``hookimpl``: marks a plugin's ``register_*`` functions;
+- ``hookimpl``: marks a plugin's ``register_*`` functions; ``added_setting(default)``: a
+  ``Settings`` field that stays out of the cell's hash while it holds its default;
 - the objects components exchange: ``DataSplit``, ``Labels``, ``LabelledImages``,
   ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``;
   and the protocols a component implements: ``Dataset``, ``Model``, ``Condition``,
@@ -74,6 +75,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         RunContext,
         TargetDeclaration,
         TargetModel,
+        added_setting,
         hookimpl,
     )
     from side_bench.run.suite import canonical_hash
@@ -94,7 +96,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
     # the plugin mechanism
-    "hookimpl", "Register", "ProgressCallback",
+    "hookimpl", "Register", "ProgressCallback", "added_setting",
     # objects components exchange
     "DataSplit", "Labels", "LabelledImages", "TargetModel", "TargetDeclaration", "Candidates",
     "MetricValue", "RunContext",
