@@ -7,10 +7,18 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from diffusers import UNet2DModel
 from torch import nn
 
-from side_bench.hookspecs import TargetModel
+from side_bench import BenchError, run_suite
+from side_bench.hookspecs import LabelledImages, RunContext, TargetModel
+from side_bench.registry import load_registry, settings_dict
+from side_bench.run.suite import expand_cells, load_suite
+from side_bench.sampling.classifier import log_prob_gradient
+from side_bench.sampling.diffusion import ddim_sample
 from side_bench.sampling.kernel_posterior import KernelPosterior, guidance_diagnostics, kernel_log_prob_gradient
+from side_bench_builtins.extractors import ClassifierGuidance, Side
+from side_bench_builtins.features import PixelFeatures
 
 SCHEDULER = {"num_train_timesteps": 1000}  # diffusers' defaults: linear betas 1e-4 .. 0.02
 BANDS = {"0-100", "100-300", "300-600", "600-1000"}
@@ -203,3 +211,100 @@ def test_alignment_is_one_for_the_kernel_against_itself_and_strength_is_as_compu
                                 held_labels, **common) == constant
     assert guidance_diagnostics(lambda x, t, c: torch.full_like(x, 2.0), reference, constant_target(), held,
                                 held_labels, **{**common, "seed": 1})["strength"] != constant["strength"]
+
+
+def test_kernel_settings_are_validated_with_one_line_naming_the_setting():
+    with pytest.raises(BenchError, match=r"^x: classifier: expected one of trained, kernel, got 'forest'$"):
+        Side.Settings(classifier="forest").validate("x")
+    with pytest.raises(BenchError, match="kernel_bandwidth: expected a positive number"):
+        Side.Settings(classifier="kernel", kernel_bandwidth=0.0).validate("x")
+    with pytest.raises(BenchError, match="guidance_temperature: expected 1 with classifier"):
+        ClassifierGuidance.Settings(classifier="kernel", guidance_temperature=2.0).validate("x")
+    Side.Settings(classifier="trained", guidance_temperature=2.0).validate("x")
+
+
+KERNEL_ATTACKS = """
+[[attacks]]
+name = "side-kernel"
+condition = "surrogate"
+extractor = "side"
+condition_settings = {{ clusters = 3, n_syn = 24, ddim_steps = 3, batch_size = 24 }}
+extractor_settings = {{ ddim_steps = 3, {settings} }}
+"""
+
+
+def side_cell_configs(write_suite, settings):
+    suite = load_suite(str(write_suite(extra=KERNEL_ATTACKS.format(settings=settings),
+                                       replace={"scales = [16, 32]": "scales = [16]"})), load_registry())
+    cells = expand_cells(suite, versions={}, device="cpu", features_identity={})
+    return next(c for c in cells if c.attack.name == "side-kernel")
+
+
+def test_the_new_settings_stay_out_of_the_config_at_their_defaults(write_suite):
+    assert not {"classifier", "kernel_bandwidth"} & set(settings_dict(Side(Side.Settings())))
+    kernel = settings_dict(Side(Side.Settings(classifier="kernel", kernel_bandwidth=2.0)))
+    assert kernel["classifier"] == "kernel" and kernel["kernel_bandwidth"] == 2.0
+    plain = side_cell_configs(write_suite, "guidance_scale = 1.0")
+    said = side_cell_configs(write_suite, 'guidance_scale = 1.0, classifier = "trained", kernel_bandwidth = 1.0')
+    assert plain.config_hash == said.config_hash
+    assert "classifier" not in plain.config["attack"]["extractor"]["settings"]
+    assert side_cell_configs(write_suite, 'guidance_scale = 1.0, classifier = "kernel"').config_hash != plain.config_hash
+
+
+def tiny_unet_target():
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=8)
+    return TargetModel(unet=unet, scheduler_config=SCHEDULER, num_classes=0, trained_with="none",
+                       image_shape=(1, 8, 8), identity={"tiny": 1})
+
+
+def test_default_candidates_are_the_trained_classifier_s_and_every_guided_row_gets_the_diagnostics(tmp_path):
+    target = tiny_unet_target()
+    labelled = LabelledImages(images=torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(5)) * 2 - 1,
+                              labels=torch.arange(40) % 4, num_classes=4, identity={"test": 1})
+    ctx = RunContext(device=torch.device("cpu"), seed=0, cache_dir=tmp_path, features=PixelFeatures())
+    settings = dict(ddim_steps=3, batch_size=8, guidance_scale=2.0, classifier_steps=3, classifier_width=8,
+                    classifier_stages=2)
+    side = Side(Side.Settings(**settings))
+    out = side.extract(target, labelled, 6, ctx)
+    classifier, _ = side.classifier(target, labelled, ctx)  # the cached one
+    direct, _ = ddim_sample(target, 6, seed=0, num_steps=3, batch_size=8, device=ctx.device,
+                            class_labels=out.targets, guidance=log_prob_gradient(classifier), guidance_scale=2.0)
+    assert torch.equal(out.images, direct)  # the diagnostics change nothing the sampling sees
+    guide = out.diagnostics["guidance"]
+    assert set(guide["alignment"]) == BANDS and guide["points"] == dict.fromkeys(BANDS, 6)  # 6 held out of 40
+    assert all(v is None or -1 <= v <= 1 for v in guide["alignment"].values())
+    assert all(v > 0 for v in guide["strength"].values())
+    assert guide["reference"]["pool_images"] == 34
+    kernel = Side(Side.Settings(**settings, classifier="kernel", kernel_bandwidth=1.5)).extract(target, labelled, 6, ctx)
+    assert kernel.diagnostics["classifier"]["classifier"] == "kernel"
+    assert kernel.diagnostics["classifier"]["pool_images"] == 34 and kernel.diagnostics["classifier"]["bandwidth"] == 1.5
+    assert set(kernel.diagnostics["classifier"]["heldout"]["accuracy"]) == BANDS
+    assert not torch.equal(kernel.images, out.images)
+    # with lambda 0 nothing is guided: no classifier, no diagnostics
+    unguided = Side(Side.Settings(**{**settings, "guidance_scale": 0.0})).extract(target, labelled, 6, ctx)
+    assert "guidance" not in unguided.diagnostics and "classifier" not in unguided.diagnostics
+    # without held-out images the diagnostics say why they are missing
+    none_held = Side(Side.Settings(**settings, classifier="kernel", classifier_holdout=0.0)).extract(
+        target, labelled, 6, ctx)
+    assert none_held.diagnostics["guidance"] == {"skipped": "no held-out images (classifier_holdout = 0)"}
+
+
+def test_side_with_the_kernel_runs_end_to_end_and_its_rows_carry_the_diagnostics(write_suite, tmp_path):
+    suite = write_suite(extra=KERNEL_ATTACKS.format(settings='guidance_scale = 1.0, classifier = "kernel"'),
+                        replace={"scales = [16, 32]": "scales = [16]"})
+    rows = run_suite(str(suite), results_dir=tmp_path / "r", cache_dir=tmp_path / "cache")
+    side = rows[rows["attack"] == "side-kernel"]
+    assert len(side) > 0
+    diagnostics = side["diagnostics"].iloc[0]
+    classifier, guide = diagnostics["classifier"], diagnostics["guidance"]
+    assert classifier["classifier"] == "kernel" and classifier["bandwidth"] == 1.0
+    # the surrogate's 24 labelled images, 15% (4) held out: a pool of 20
+    assert classifier["pool_images"] == 20 and classifier["heldout_images"] == 4
+    assert guide["points"] == dict.fromkeys(BANDS, 4)
+    assert all(v == 1.0 for band, v in guide["alignment"].items() if guide["aligned_points"][band])
+    assert guide["aligned_points"]["600-1000"] == 4
+    assert side["extractor_settings"].iloc[0]["classifier"] == "kernel"
+    assert not (tmp_path / "cache" / "classifiers").exists()  # nothing trained, nothing cached
