@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -13,6 +14,7 @@ from torch import nn
 from side_bench import BenchError, run_suite
 from side_bench.hookspecs import LabelledImages, RunContext, TargetModel
 from side_bench.registry import load_registry, settings_dict
+from side_bench.report.page import diagnostics_lines
 from side_bench.run.suite import expand_cells, load_suite
 from side_bench.sampling.classifier import log_prob_gradient
 from side_bench.sampling.diffusion import ddim_sample
@@ -292,7 +294,7 @@ def test_default_candidates_are_the_trained_classifier_s_and_every_guided_row_ge
     assert none_held.diagnostics["guidance"] == {"skipped": "no held-out images (classifier_holdout = 0)"}
 
 
-def test_side_with_the_kernel_runs_end_to_end_and_its_rows_carry_the_diagnostics(write_suite, tmp_path):
+def test_side_with_the_kernel_runs_end_to_end_and_its_rows_and_page_carry_the_diagnostics(write_suite, tmp_path):
     suite = write_suite(extra=KERNEL_ATTACKS.format(settings='guidance_scale = 1.0, classifier = "kernel"'),
                         replace={"scales = [16, 32]": "scales = [16]"})
     rows = run_suite(str(suite), results_dir=tmp_path / "r", cache_dir=tmp_path / "cache")
@@ -308,3 +310,10 @@ def test_side_with_the_kernel_runs_end_to_end_and_its_rows_carry_the_diagnostics
     assert guide["aligned_points"]["600-1000"] == 4
     assert side["extractor_settings"].iloc[0]["classifier"] == "kernel"
     assert not (tmp_path / "cache" / "classifiers").exists()  # nothing trained, nothing cached
+    page_rows = pd.DataFrame({"setup": ["s"], "attack": ["side-kernel"], "scale": [16], "config_hash": ["h"],
+                              "diagnostics": [diagnostics]})
+    (line,) = diagnostics_lines(page_rows, "s")
+    assert line.startswith("side-kernel @ scale 16: target hit ")
+    assert "; classifier: the exact posterior of 20 pool images (bandwidth 1.0); classifier held-out accuracy" in line
+    assert "gradient alignment with the exact posterior by noise" in line and "600-1000: 1.00" in line
+    assert "guidance strength by noise 0-100: " in line
