@@ -33,7 +33,10 @@ and the default holds):
 - ``settings``: the instance attribute holding the built ``Settings``. When it is a dataclass,
   its full contents (defaults included) are what enter the cell's config, hence its hash and
   every row; without it, the suite's table as written does. Keep it, or a changed default
-  will not invalidate old results.
+  will not invalidate old results. A field declared with ``added_setting(default)`` is left
+  out of the config while it holds its default: a setting added after results were made
+  keeps their hash (and the cached models and classifiers behind it) valid. Never change
+  such a field's default.
 - ``description: str``: one line for the leaderboard's legends (metrics: also every row's
   ``metric_description``).
 
@@ -71,6 +74,19 @@ Register = Callable[..., None]
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(stage, completed, total)``: e.g. ("training", 120, 2000). Stages are free text."""
+
+
+ADDED_SETTING = "side_bench.added_setting"
+"""The dataclass field metadata key that ``added_setting`` sets (read by the registry)."""
+
+
+def added_setting(default: Any) -> Any:
+    """A ``Settings`` field added after results were made with its component: at ``default``
+    it stays out of the cell's config (hash and rows), so those results are still found and
+    reused; any other value enters the config like every field. ``default`` must be immutable
+    (a str, number or bool) and must never change: results made with the old default would
+    pass for the new one."""
+    return field(default=default, metadata={ADDED_SETTING: True})
 
 
 # --------------------------------------------------------------------------------------------

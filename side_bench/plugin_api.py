@@ -5,7 +5,8 @@
 The contract itself (every hook, and what a registered component must and may provide) is
 documented in ``side_bench.hookspecs``; this module gathers the names a plugin needs:
 
-- ``hookimpl``: marks a plugin's ``register_*`` functions;
+- ``hookimpl``: marks a plugin's ``register_*`` functions; ``added_setting(default)``: a
+  ``Settings`` field that stays out of the cell's hash while it holds its default;
 - the objects components exchange: ``DataSplit``, ``Labels``, ``LabelledImages``,
   ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``;
   and the protocols a component implements: ``Dataset``, ``Model``, ``Condition``,
@@ -36,7 +37,9 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - the machinery the built-in plugins share, for plugins that build on it: ``train_denoiser``
   (DDPM training with EMA); the guidance classifier (``TimeConditionedResNet``,
   ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
-  ``log_prob_gradient``); ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
+  ``log_prob_gradient``); exact-posterior ("kernel") guidance and the guidance diagnostics
+  (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``);
+  ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
   -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
   ``FlowLogDensity``).
 
@@ -74,6 +77,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         RunContext,
         TargetDeclaration,
         TargetModel,
+        added_setting,
         hookimpl,
     )
     from side_bench.run.suite import canonical_hash
@@ -86,6 +90,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         train_classifier,
     )
     from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator, train_denoiser
+    from side_bench.sampling.kernel_posterior import KernelPosterior, guidance_diagnostics, kernel_log_prob_gradient
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
     from side_bench.scoring.knn import ExactIndex
     from side_bench.scoring.scores import Band, CandidateScores, to_unit
@@ -94,7 +99,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
     # the plugin mechanism
-    "hookimpl", "Register", "ProgressCallback",
+    "hookimpl", "Register", "ProgressCallback", "added_setting",
     # objects components exchange
     "DataSplit", "Labels", "LabelledImages", "TargetModel", "TargetDeclaration", "Candidates",
     "MetricValue", "RunContext",
@@ -109,7 +114,8 @@ __all__ = [
     "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
-    "accuracy_by_noise", "log_prob_gradient", "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
+    "accuracy_by_noise", "log_prob_gradient", "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics",
+    "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
     "FlowLogDensity",
 ]
 
@@ -135,6 +141,8 @@ _LAZY = {
     **{name: "side_bench.sampling.classifier" for name in (
         "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split", "accuracy_by_noise",
         "log_prob_gradient")},
+    **{name: "side_bench.sampling.kernel_posterior" for name in (
+        "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics")},
     "ExactIndex": "side_bench.scoring.knn",
     "to_unit": "side_bench.scoring.scores",
     **{name: "side_bench.scoring.divergence" for name in ("memorization_divergence", "UNetEps", "FlowLogDensity")},

@@ -31,7 +31,7 @@ from typing import Any
 import pluggy
 
 from side_bench.errors import BenchError
-from side_bench.hookspecs import KINDS
+from side_bench.hookspecs import ADDED_SETTING, KINDS
 
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "side_bench"
@@ -401,8 +401,13 @@ def instantiate(component, table: dict[str, Any], where: str):
 
 
 def settings_dict(component) -> dict[str, Any]:
-    """The full settings of a built component (defaults included), for hashes and rows."""
+    """The full settings of a built component (defaults included), for hashes and rows; a field
+    declared with ``hookspecs.added_setting`` only when it differs from its default."""
     settings = getattr(component, "settings", None)
     if settings is not None and dataclasses.is_dataclass(settings):
-        return dataclasses.asdict(settings)
+        found = dataclasses.asdict(settings)
+        for f in dataclasses.fields(settings):
+            if f.metadata.get(ADDED_SETTING) and found.get(f.name) == f.default:
+                del found[f.name]
+        return found
     return {}

@@ -9,12 +9,16 @@ import torch
 from side_bench.plugin_api import (
     BenchError,
     Candidates,
+    KernelPosterior,
     TimeConditionedResNet,
     accuracy_by_noise,
+    added_setting,
     canonical_hash,
     ddim_sample,
+    guidance_diagnostics,
     holdout_split,
     hookimpl,
+    kernel_log_prob_gradient,
     load_or_train_classifier,
     log_prob_gradient,
     sample_generator,
@@ -97,9 +101,14 @@ class GuidanceSettings(SamplingSettings):
     classifier_learning_rate: float = 1e-3
     classifier_label_smoothing: float = 0.0
     classifier_holdout: float = 0.15  # share of the labelled images held out for the diagnostics (seeded)
+    # "trained" (the ResNet above) or "kernel": the exact posterior of the labelled images
+    # (less the held-out share) under the forward process, no training (sampling/kernel_posterior.py)
+    classifier: str = added_setting("trained")
+    kernel_bandwidth: float = added_setting(1.0)  # multiplies the kernel's variance 1 - abar_t
 
     def validate(self, where: str) -> None:
         super().validate(where)
+        validate_kernel(self, where)
         if self.guidance_scale < 0:
             raise BenchError(f"{where}: guidance_scale: expected lambda >= 0, got {self.guidance_scale}")
         if self.class_draw not in CLASS_DRAWS:
@@ -128,7 +137,11 @@ class ClassifierGuided:
     per sample (``class_draw``), guidance only inside [guidance_t_min, guidance_t_max). The
     classifier is trained on the condition's labelled images less a seeded held-out share
     (``classifier_holdout``, on which its accuracy and calibration per noise band are measured)
-    and cached by its config hash, so a lambda sweep trains it once."""
+    and cached by its config hash, so a lambda sweep trains it once. With ``classifier =
+    "kernel"`` the guide is instead the exact posterior of those same training images under the
+    forward process (no training; the same for ``side`` and ``classifier-guidance``, since being
+    noise-aware is a property of a trained classifier). Every guided row also gets the guide's
+    gradient alignment with that exact posterior and its guidance strength per noise band."""
 
     Settings = GuidanceSettings
     noise_aware = True
@@ -187,15 +200,64 @@ class ClassifierGuided:
             "classes": labelled.num_classes, "class_draw": s.class_draw,
             "guidance_window": [s.guidance_t_min, s.guidance_t_max]}
         if s.guidance_scale != 0:
-            classifier, record = self.classifier(target, labelled, ctx)
-            guidance = log_prob_gradient(classifier, temperature=s.guidance_temperature)
+            if s.classifier == "kernel":
+                guidance, record = kernel_guidance(target, labelled, s, ctx)
+            else:
+                classifier, record = self.classifier(target, labelled, ctx)
+                guidance = log_prob_gradient(classifier, temperature=s.guidance_temperature)
             diagnostics["classifier"] = record
+            diagnostics["guidance"] = guidance_report(guidance, target, labelled, s, ctx)
         images, _ = ddim_sample(target, n, seed=ctx.seed, num_steps=s.ddim_steps, batch_size=s.batch_size,
                                 device=ctx.device, class_labels=labels,
                                 guidance=guidance, guidance_scale=s.guidance_scale,
                                 guidance_t_min=s.guidance_t_min, guidance_t_max=s.guidance_t_max,
                                 dtype=PRECISIONS[s.precision], progress=ctx.progress)
         return Candidates(images=images, targets=labels, diagnostics=diagnostics)
+
+
+CLASSIFIERS = ("trained", "kernel")
+
+
+def validate_kernel(s: GuidanceSettings, where: str) -> None:
+    if s.classifier not in CLASSIFIERS:
+        raise BenchError(f"{where}: classifier: expected one of {', '.join(CLASSIFIERS)}, got {s.classifier!r}")
+    if not s.kernel_bandwidth > 0:
+        raise BenchError(f"{where}: kernel_bandwidth: expected a positive number, got {s.kernel_bandwidth}")
+    if s.classifier == "kernel" and s.guidance_temperature != 1.0:
+        raise BenchError(f"{where}: guidance_temperature: expected 1 with classifier = \"kernel\" "
+                         f"(soften the kernel with kernel_bandwidth), got {s.guidance_temperature}")
+
+
+def training_pool(labelled, s: GuidanceSettings, seed: int):
+    """(train indices, held-out indices) of the labelled images: the split the trained
+    classifier uses, so the kernel's pool and every diagnostic's held-out images match it."""
+    return holdout_split(len(labelled.images), s.classifier_holdout, seed)
+
+
+def kernel_guidance(target, labelled, s: GuidanceSettings, ctx):
+    """The exact posterior of the training share of the labelled images as the guide, and its
+    record: no training, nothing cached; held-out accuracy/ECE by noise like a trained one's."""
+    train_index, held_index = training_pool(labelled, s, ctx.seed)
+    posterior = KernelPosterior(labelled.images[train_index], labelled.labels[train_index], labelled.num_classes,
+                                target.scheduler_config, bandwidth=s.kernel_bandwidth).to(ctx.device)
+    record = {"classifier": "kernel", "pool_images": len(train_index), "bandwidth": s.kernel_bandwidth,
+              "heldout_images": len(held_index),
+              "heldout": accuracy_by_noise(posterior, labelled.images[held_index], labelled.labels[held_index],
+                                           target.scheduler_config, seed=ctx.seed, device=ctx.device)}
+    return kernel_log_prob_gradient(posterior), record
+
+
+def guidance_report(guidance, target, labelled, s: GuidanceSettings, ctx) -> dict:
+    """Gradient alignment with the exact posterior (bandwidth 1) of the training pool, and
+    guidance strength, per noise band on the held-out images (``guidance_diagnostics``)."""
+    train_index, held_index = training_pool(labelled, s, ctx.seed)
+    if len(held_index) == 0:
+        return {"skipped": "no held-out images (classifier_holdout = 0)"}
+    exact = KernelPosterior(labelled.images[train_index], labelled.labels[train_index], labelled.num_classes,
+                            target.scheduler_config).to(ctx.device)
+    return guidance_diagnostics(guidance, exact, target, labelled.images[held_index], labelled.labels[held_index],
+                                guidance_scale=s.guidance_scale, seed=ctx.seed, device=ctx.device,
+                                batch_size=s.batch_size)
 
 
 class Side(ClassifierGuided):

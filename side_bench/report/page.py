@@ -426,7 +426,8 @@ def _hit_text(hits: list[dict]) -> str:
 
 
 def diagnostics_lines(rows: pd.DataFrame, setup: str) -> list[str]:
-    """One compact line per attack and scale: the target hit rate, the classifier's held-out accuracy by noise."""
+    """One compact line per attack and scale: the target hit rate, the classifier's held-out accuracy,
+    gradient alignment with the exact posterior and guidance strength by noise."""
     if "diagnostics" not in rows:
         return []
     cells = rows[rows["setup"] == setup].drop_duplicates("config_hash")
@@ -440,13 +441,27 @@ def diagnostics_lines(rows: pd.DataFrame, setup: str) -> list[str]:
         if hits and (text := _hit_text(hits)):
             said.append(text)
         classifier = found[0].get("classifier")
+        if isinstance(classifier, dict) and classifier.get("classifier") == "kernel":
+            said.append(f"classifier: the exact posterior of {cap(str(classifier.get('pool_images')), 12)} pool images "
+                        f"(bandwidth {cap(str(classifier.get('bandwidth')), 12)})")
         accuracy = (classifier or {}).get("heldout", {}).get("accuracy") if isinstance(classifier, dict) else None
-        if isinstance(accuracy, dict) and accuracy:
-            said.append("classifier held-out accuracy by noise " + ", ".join(
-                f"{cap(k, 20)}: {v:.2f}" for k, v in list(accuracy.items())[:8] if isinstance(v, (int, float))))
+        guide = found[0].get("guidance") if isinstance(found[0].get("guidance"), dict) else {}
+        for words, values, style in (("classifier held-out accuracy", accuracy, ".2f"),
+                                     ("gradient alignment with the exact posterior", guide.get("alignment"), ".2f"),
+                                     ("guidance strength", guide.get("strength"), ".3g")):
+            if text := _by_noise(values, style):
+                said.append(f"{words} by noise {text}")
         if said:
-            lines.append(cap(f"{attack} @ scale {scale}: " + "; ".join(said), 400))
+            lines.append(cap(f"{attack} @ scale {scale}: " + "; ".join(said), 600))
     return lines
+
+
+def _by_noise(values, style: str) -> str:
+    """"0-100: 0.93, 100-300: 0.40": the numbers of a {band: value} diagnostic (None skipped)."""
+    if not isinstance(values, dict):
+        return ""
+    return ", ".join(f"{cap(k, 20)}: {v:{style}}" for k, v in list(values.items())[:8]
+                     if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 # ------------------------------------------------------------------------------------------
