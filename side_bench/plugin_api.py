@@ -36,9 +36,12 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - the machinery the built-in plugins share, for plugins that build on it: ``train_denoiser``
   (DDPM training with EMA); the guidance classifier (``TimeConditionedResNet``,
   ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
-  ``log_prob_gradient``); ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
+  ``log_prob_gradient``, and its aligned options: ``aligned_training``, ``check_classifier_options``,
+  ``tweedie_denoiser``); ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
   -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
-  ``FlowLogDensity``).
+  ``FlowLogDensity``);
+- ``added_setting(default)``: a Settings field added after suites were published, kept out of
+  the config hash while at its default (so those suites keep their run folders).
 
 Names that need torch (almost all of them) are imported when first used (a module
 ``__getattr__``, as in ``side_bench/__init__.py``), so importing this module is cheap; type
@@ -76,14 +79,18 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         TargetModel,
         hookimpl,
     )
+    from side_bench.registry import added_setting
     from side_bench.run.suite import canonical_hash
     from side_bench.sampling.classifier import (
         TimeConditionedResNet,
         accuracy_by_noise,
+        aligned_training,
+        check_classifier_options,
         holdout_split,
         load_or_train_classifier,
         log_prob_gradient,
         train_classifier,
+        tweedie_denoiser,
     )
     from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator, train_denoiser
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
@@ -106,10 +113,11 @@ __all__ = [
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample",
     # errors, hashes and files
     "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
-    "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
+    "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock", "added_setting",
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
-    "accuracy_by_noise", "log_prob_gradient", "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
+    "accuracy_by_noise", "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser",
+    "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
     "FlowLogDensity",
 ]
 
@@ -131,10 +139,11 @@ _LAZY = {
     "initial_noise": "side_bench.sampling.diffusion",
     "ddim_sample": "side_bench.sampling.diffusion",
     "canonical_hash": "side_bench.run.suite",
+    "added_setting": "side_bench.registry",
     "train_denoiser": "side_bench.sampling.diffusion",
     **{name: "side_bench.sampling.classifier" for name in (
         "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split", "accuracy_by_noise",
-        "log_prob_gradient")},
+        "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser")},
     "ExactIndex": "side_bench.scoring.knn",
     "to_unit": "side_bench.scoring.scores",
     **{name: "side_bench.scoring.divergence" for name in ("memorization_divergence", "UNetEps", "FlowLogDensity")},

@@ -400,9 +400,25 @@ def instantiate(component, table: dict[str, Any], where: str):
     return component()
 
 
+ADDED_SETTING = "side_bench.added_setting"  # the dataclass field metadata key that ``added_setting`` sets
+
+
+def added_setting(default):
+    """A Settings field added after suites were published whose default is the old behaviour:
+    ``field(default=..., metadata={ADDED_SETTING: True})``. It stays out of ``settings_dict``
+    (so out of the config hash and the rows) while it has its default, so those suites keep
+    their cells' config and their run folder; set to anything else, it is hashed as usual."""
+    return field(default=default, metadata={ADDED_SETTING: True})
+
+
 def settings_dict(component) -> dict[str, Any]:
-    """The full settings of a built component (defaults included), for hashes and rows."""
+    """The full settings of a built component (defaults included), for hashes and rows; an
+    ``added_setting`` at its default is left out (the config it had before the field existed)."""
     settings = getattr(component, "settings", None)
     if settings is not None and dataclasses.is_dataclass(settings):
-        return dataclasses.asdict(settings)
+        values = dataclasses.asdict(settings)
+        for spec in dataclasses.fields(settings):
+            if spec.metadata.get(ADDED_SETTING) and values[spec.name] == spec.default:
+                del values[spec.name]
+        return values
     return {}
