@@ -33,7 +33,10 @@ and the default holds):
 - ``settings``: the instance attribute holding the built ``Settings``. When it is a dataclass,
   its full contents (defaults included) are what enter the cell's config, hence its hash and
   every row; without it, the suite's table as written does. Keep it, or a changed default
-  will not invalidate old results.
+  will not invalidate old results. The one exception: a field made with
+  ``plugin_api.added_setting(default)`` (a setting added later, whose default is the old
+  behaviour) is left out while it has its default, so older suites keep their hashes; such a
+  default must never change.
 - ``description: str``: one line for the leaderboard's legends (metrics: also every row's
   ``metric_description``).
 

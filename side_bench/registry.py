@@ -407,7 +407,9 @@ def added_setting(default):
     """A Settings field added after suites were published whose default is the old behaviour:
     ``field(default=..., metadata={ADDED_SETTING: True})``. It stays out of ``settings_dict``
     (so out of the config hash and the rows) while it has its default, so those suites keep
-    their cells' config and their run folder; set to anything else, it is hashed as usual."""
+    their cells' config and their run folder; set to anything else, it is hashed as usual. Its
+    default must never change: a suite that leaves it out would get another behaviour under the
+    same hash."""
     return field(default=default, metadata={ADDED_SETTING: True})
 
 
