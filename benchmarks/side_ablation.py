@@ -96,7 +96,7 @@ def setup(args):
 
 
 def surrogate(ctx, target, data, **settings) -> LabelledImages:
-    base = dict(clusters=20, tau=0.5, n_syn=1000)
+    base = dict(clusters=20, tau=0.5, n_syn=1000, dropped="remove")  # the published base (relabel is now the default)
     return PrefixSurrogate(Surrogate.Settings(**{**base, **settings})).attack_labels(target, data, ctx)
 
 

@@ -37,7 +37,8 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - the machinery the built-in plugins share, for plugins that build on it: ``train_denoiser``
   (DDPM training with EMA); the guidance classifier (``TimeConditionedResNet``,
   ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
-  ``log_prob_gradient``); exact-posterior ("kernel") guidance and the guidance diagnostics
+  ``log_prob_gradient``, and its aligned options: ``aligned_training``, ``check_classifier_options``,
+  ``tweedie_denoiser``); exact-posterior ("kernel") guidance and the guidance diagnostics
   (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``);
   ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
   -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
@@ -84,10 +85,13 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.sampling.classifier import (
         TimeConditionedResNet,
         accuracy_by_noise,
+        aligned_training,
+        check_classifier_options,
         holdout_split,
         load_or_train_classifier,
         log_prob_gradient,
         train_classifier,
+        tweedie_denoiser,
     )
     from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator, train_denoiser
     from side_bench.sampling.kernel_posterior import KernelPosterior, guidance_diagnostics, kernel_log_prob_gradient
@@ -114,7 +118,8 @@ __all__ = [
     "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
-    "accuracy_by_noise", "log_prob_gradient", "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics",
+    "accuracy_by_noise", "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser",
+    "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics",
     "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
     "FlowLogDensity",
 ]
@@ -140,7 +145,7 @@ _LAZY = {
     "train_denoiser": "side_bench.sampling.diffusion",
     **{name: "side_bench.sampling.classifier" for name in (
         "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split", "accuracy_by_noise",
-        "log_prob_gradient")},
+        "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser")},
     **{name: "side_bench.sampling.kernel_posterior" for name in (
         "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics")},
     "ExactIndex": "side_bench.scoring.knn",

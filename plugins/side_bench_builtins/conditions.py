@@ -236,7 +236,9 @@ class SurrogateSettings:
     clusters: int = 100  # K (paper: 100)
     tau: float = 0.5  # cohesion threshold (paper: 0.5)
     n_syn: int = 0  # generations to cluster; 0: 50 per cluster
-    dropped: str = "remove"  # images of dropped clusters: "remove" from the pool, or "relabel" to the nearest kept
+    # images of dropped clusters: "relabel" to the nearest kept centroid (the paper's Algorithm 1
+    # relabels every pool image), or "remove" from the pool
+    dropped: str = "relabel"
     kmeans: str = "sklearn"  # or "faiss"
     ddim_steps: int = 50
     batch_size: int = 256

@@ -13,7 +13,9 @@ from side_bench.plugin_api import (
     TimeConditionedResNet,
     accuracy_by_noise,
     added_setting,
+    aligned_training,
     canonical_hash,
+    check_classifier_options,
     ddim_sample,
     guidance_diagnostics,
     holdout_split,
@@ -23,6 +25,7 @@ from side_bench.plugin_api import (
     log_prob_gradient,
     sample_generator,
     train_classifier,
+    tweedie_denoiser,
 )
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -105,9 +108,25 @@ class GuidanceSettings(SamplingSettings):
     # (less the held-out share) under the forward process, no training (sampling/kernel_posterior.py)
     classifier: str = added_setting("trained")
     kernel_bandwidth: float = added_setting(1.0)  # multiplies the kernel's variance 1 - abar_t
+    # Classifiers whose gradients are aligned (issue 18; sampling/classifier.py). Each default is
+    # the classifier as it was: left out of the config hash and the classifier's cache key.
+    classifier_adversarial_eps: float = added_setting(0.0)  # PGD-l2 radius, a share of x_t's noise norm; 0: off
+    classifier_adversarial_steps: int = added_setting(3)  # PGD steps (step 2.5 * radius / steps)
+    classifier_gradient_penalty: float = added_setting(0.0)  # + lambda * mean ||grad_x log p(y | x_t)||^2
+    classifier_noise_augmentation: float = added_setting(0.0)  # std of extra Gaussian noise on x_t in training
+    classifier_input: str = added_setting("x_t")  # or "x0_hat": the UNet's one-step estimate, guided through it
+    classifier_time_module: str = added_setting("shift")  # or "film": the paper's scale and shift per block
+
+    def aligned(self) -> dict:
+        """The aligned-training options, as ``train_classifier`` and ``aligned_training`` name them."""
+        return dict(adversarial_eps=self.classifier_adversarial_eps, adversarial_steps=self.classifier_adversarial_steps,
+                    gradient_penalty=self.classifier_gradient_penalty,
+                    noise_augmentation=self.classifier_noise_augmentation)
 
     def validate(self, where: str) -> None:
         super().validate(where)
+        check_classifier_options(where, classifier_input=self.classifier_input,
+                                 time_module=self.classifier_time_module, **self.aligned())
         validate_kernel(self, where)
         if self.guidance_scale < 0:
             raise BenchError(f"{where}: guidance_scale: expected lambda >= 0, got {self.guidance_scale}")
@@ -157,11 +176,16 @@ class ClassifierGuided:
         architecture = dict(in_channels=target.image_shape[0], num_classes=labelled.num_classes,
                             width=s.classifier_width, stages=s.classifier_stages,
                             blocks_per_stage=s.classifier_blocks, noise_aware=self.noise_aware)
+        if s.classifier_time_module != "shift":  # in the key and the saved config only when not the default
+            architecture["time_module"] = s.classifier_time_module
         training = dict(steps=s.classifier_steps, batch_size=s.classifier_batch_size,
-                        learning_rate=s.classifier_learning_rate, label_smoothing=s.classifier_label_smoothing)
-        key = canonical_hash({"architecture": architecture, "training": training, "holdout": s.classifier_holdout,
+                        learning_rate=s.classifier_learning_rate, label_smoothing=s.classifier_label_smoothing,
+                        **aligned_training(**s.aligned()))
+        hashed = training if s.classifier_input == "x_t" else {**training, "input": s.classifier_input}
+        key = canonical_hash({"architecture": architecture, "training": hashed, "holdout": s.classifier_holdout,
                               "labelled": labelled.identity, "target": target.identity, "seed": ctx.seed,
                               "device": ctx.device.type})
+        denoiser = self.denoiser(target, ctx)
         train_index, held_index = holdout_split(len(labelled.images), s.classifier_holdout, ctx.seed)
 
         def build():
@@ -172,17 +196,22 @@ class ClassifierGuided:
         def train(classifier, record):
             classifier = train_classifier(classifier, labelled.images[train_index], labelled.labels[train_index],
                                           target.scheduler_config, seed=ctx.seed, device=ctx.device,
-                                          progress=ctx.progress, record=record, **training)
+                                          progress=ctx.progress, record=record, denoiser=denoiser, **training)
             record.update(train_images=len(train_index), heldout_images=len(held_index),
                           parameters=sum(p.numel() for p in classifier.parameters()),
                           noise_aware=self.noise_aware,
                           heldout=accuracy_by_noise(classifier, labelled.images[held_index],
                                                     labelled.labels[held_index], target.scheduler_config,
-                                                    seed=ctx.seed, device=ctx.device))
+                                                    seed=ctx.seed, device=ctx.device, denoiser=denoiser))
             return classifier
 
         classifier, record = load_or_train_classifier(ctx.cache_dir / "classifiers" / key, build, train)
         return classifier.to(ctx.device).eval(), record
+
+    def denoiser(self, target, ctx):
+        """For ``classifier_input = "x0_hat"``: the target's one-step estimate x0_hat(x_t), which the
+        classifier is trained on and sees in guidance (the gradient flows through the UNet); else None."""
+        return tweedie_denoiser(target, ctx.device) if self.settings.classifier_input == "x0_hat" else None
 
     def extract(self, target, labelled, n, ctx):
         if labelled is None:
@@ -204,7 +233,8 @@ class ClassifierGuided:
                 guidance, record = kernel_guidance(target, labelled, s, ctx)
             else:
                 classifier, record = self.classifier(target, labelled, ctx)
-                guidance = log_prob_gradient(classifier, temperature=s.guidance_temperature)
+                guidance = log_prob_gradient(classifier, temperature=s.guidance_temperature,
+                                             denoiser=self.denoiser(target, ctx))
             diagnostics["classifier"] = record
             diagnostics["guidance"] = guidance_report(guidance, target, labelled, s, ctx)
         images, _ = ddim_sample(target, n, seed=ctx.seed, num_steps=s.ddim_steps, batch_size=s.batch_size,
@@ -226,6 +256,13 @@ def validate_kernel(s: GuidanceSettings, where: str) -> None:
     if s.classifier == "kernel" and s.guidance_temperature != 1.0:
         raise BenchError(f"{where}: guidance_temperature: expected 1 with classifier = \"kernel\" "
                          f"(soften the kernel with kernel_bandwidth), got {s.guidance_temperature}")
+    trained_only = {"classifier_adversarial_eps": 0.0, "classifier_gradient_penalty": 0.0,
+                    "classifier_noise_augmentation": 0.0, "classifier_input": "x_t", "classifier_time_module": "shift"}
+    if s.classifier == "kernel":  # the kernel is exact: nothing is trained, so a training option would be ignored
+        for key, default in trained_only.items():
+            if getattr(s, key) != default:
+                raise BenchError(f"{where}: {key}: a training option of the trained classifier; expected it unset "
+                                 f"with classifier = \"kernel\", got {getattr(s, key)!r}")
 
 
 def training_pool(labelled, s: GuidanceSettings, seed: int):
