@@ -13,7 +13,7 @@ from leaderboard_rows import make_row, write_run
 
 from side_bench import write_report
 from side_bench.report.leaderboard import MODEL_LABEL, aggregate, load_rows, model_lines
-from side_bench.report.page import MODEL_NOTE, build_page
+from side_bench.report.page import MODEL_NOTE, MODEL_TARGETS, build_page
 from side_bench.results.records import cell_rows
 
 ATTACKS = ("uncond", "side[guidance_scale=1.0]", "side[guidance_scale=3.0]")
@@ -83,6 +83,22 @@ def test_the_page_shows_one_unranked_target_model_row_and_says_why(tmp_path):
     assert ams.note == "" and sorted(r.label for r in ams.rows if not r.null) == sorted(ATTACKS)
     assert [r.label for r in ams.rows if r.null][0] == "null baseline (held-out real images)"
     assert any("#" in c.text for r in ams.rows[:-1] for c in r.cells)
+
+
+def test_a_condition_that_trains_its_own_target_gets_its_own_row(tmp_path):
+    # 'random' trains on other labels: model R (0.5), not model A (0.8) of the other two attacks
+    rows = [model_row(attack, 0, "A", 0.8, 0.01, model_level=True) for attack in ATTACKS[:2]]
+    rows.append(model_row("random", 0, "R", 0.5, 0.01, model_level=True))
+    loaded = load_rows(write_run(tmp_path / "run", rows), warn=None)
+    lines = model_lines(loaded)
+    assert dict(zip(lines["attack"], lines["value"], strict=True)) == {
+        "target model of every other attack": 0.8, "target model of random": 0.5}
+    page = build_page(loaded, aggregate(loaded))
+    table = page.setups[0].headline
+    assert [(r.label, [c.text for c in r.cells]) for r in table.rows] == [
+        ("target model of every other attack", ["0.8000 [0.7800, 0.8200]"]),
+        ("target model of random", ["0.5000 [0.4800, 0.5200]"])]
+    assert table.note == f"{MODEL_NOTE} {MODEL_TARGETS}" and page.setups[0].sentences == [table.note]
 
 
 def test_a_model_level_headline_says_what_it_is(tmp_path):

@@ -331,14 +331,50 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
 MODEL_LABEL = "target model (every attack)"
 
 
+def model_groups(work: pd.DataFrame) -> dict[str, str]:
+    """Attack -> the label of the target model it attacks, for one setup's model-level rows.
+
+    Attacks that share a model (``model_id``) anywhere share a target; a condition that trains
+    its own target (other labels: 'random', 'informative') makes its own group. One group:
+    ``MODEL_LABEL``; several: 'target model of random', ..., the largest 'of every other attack'.
+    """
+    attacks = list(dict.fromkeys(work["attack"]))
+    parent = {a: a for a in attacks}
+
+    def root(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for _, sharing in work.groupby("model_id", sort=False):
+        first, *rest = dict.fromkeys(sharing["attack"])
+        for other in rest:
+            parent[root(other)] = root(first)
+    members: dict[str, list[str]] = {}
+    for attack in attacks:
+        members.setdefault(root(attack), []).append(attack)
+    if len(members) == 1:
+        return dict.fromkeys(attacks, MODEL_LABEL)
+    largest = max(members.values(), key=len)  # the first of the largest: the attacks that train nothing new
+    labels = {}
+    for group in members.values():
+        names = group if len(group) <= 3 else [*group[:2], f"{len(group) - 2} more"]
+        text = ("every other attack" if group is largest and len(group) > 1 else
+                ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+        labels.update(dict.fromkeys(group, f"target model of {text}"))
+    return labels
+
+
 def model_lines(rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of model-level metrics (``model_level``) -> one line per setup x metric x band x
-    scale, labelled ``MODEL_LABEL``, in the columns of ``aggregate``.
+    target model x scale (the attack column: the target's label, see ``model_groups``), in the
+    columns of ``aggregate`` and ``model_level`` True.
 
     Such a metric measures the target model, not the attack: every attack on one model carries
     the same row, so each model (``model_key`` and seed) counts once, and the line pools the
-    distinct models at that scale (``_pool``: a mean with its standard error). It has no null
-    baseline, no test against one and no rank: there is nothing to compare it with at its scale.
+    distinct models of that target at that scale (``_pool``: a mean with its standard error).
+    It has no null baseline, no test against one and no rank: the attack does not change it.
     Empty when no row is model-level.
     """
     if rows.empty or "model_level" not in rows or not rows["model_level"].astype(bool).any():
@@ -354,14 +390,18 @@ def model_lines(rows: pd.DataFrame) -> pd.DataFrame:
     keys = work["model_key"] if "model_key" in work else pd.Series(None, index=work.index, dtype=object)
     work["model_id"] = [f"{k}|{seed}" if isinstance(k, str) else f"cell|{h}"
                         for k, seed, h in zip(keys, work["seed"], work["config_hash"], strict=True)]
-    group_keys = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["scale"]
+    work["target"] = ""
+    for _, setup in work.groupby("setup", sort=False):
+        work.loc[setup.index, "target"] = setup["attack"].map(model_groups(setup))
+    group_keys = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["target", "scale"]
     lines = []
     for key, part in work.groupby(group_keys, sort=False, dropna=False):
         models = part.drop_duplicates("model_id")
         line = dict(zip(group_keys, key, strict=True))
         values = models["value"].where(np.isfinite(models["value"]))
         unit = models["unit"].dropna().iloc[0] if models["unit"].notna().any() else None
-        line.update(attack=MODEL_LABEL, attack_base=MODEL_LABEL, swept="", n_seeds=models["seed"].nunique(),
+        target = line.pop("target")
+        line.update(attack=target, attack_base=target, swept="", model_level=True, n_seeds=models["seed"].nunique(),
                     n_models=len(models), mean=values.mean(), std=values.std(),
                     direction=models["direction"].dropna().iloc[0] if models["direction"].notna().any()
                     else "higher", unit=unit)

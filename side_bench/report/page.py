@@ -24,7 +24,6 @@ from side_bench.errors import BenchError
 from side_bench.report.galleries import Gallery
 from side_bench.report.leaderboard import (
     LABEL_LIMIT,
-    MODEL_LABEL,
     PERCENT_UNITS,
     cap,
     format_cell,
@@ -51,8 +50,10 @@ MARKS = (
 )
 DIRECTION_TEXT = {"higher": "higher", "lower": "lower"}
 MODEL_NOTE = ("A property of the target model, not of the attack: every attack on one model gets the same value, "
-              "so each scale shows it once, pooled over the distinct target models there (model and seed), "
-              "never ranked, and without a null baseline (it has none).")
+              "so it is shown once per target model and scale, pooled over that target's models (each model and "
+              "seed once), never ranked, and without a null baseline (it has none).")
+MODEL_TARGETS = ("A condition that trains its own target (e.g. on other labels) has its own row: those rows are "
+                 "different models, not different attacks on one.")
 MODEL_LEGEND = "a property of the target model: the same for every attack on it"
 
 
@@ -183,7 +184,7 @@ def _sort_key(value) -> str:
 def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: dict) -> Table:
     first = part.iloc[0]
     unit = first["unit"] if isinstance(first["unit"], str) else None
-    if (part["attack"] == MODEL_LABEL).all():  # a model-level metric's lines (``model_lines``)
+    if is_model_level(part):
         return _model_table(setup, metric, band, part, unit)
     scales, attacks, cells, nulls = wide(part)
     rows = []
@@ -218,17 +219,32 @@ def _description(part: pd.DataFrame) -> str:
     return cap(found.iloc[0], 200) if len(found) else ""
 
 
+def is_model_level(part: pd.DataFrame) -> bool:
+    """Whether a table's lines are a model-level metric's (``model_lines``), not the attacks'."""
+    return "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
+
+
+def model_note(part: pd.DataFrame) -> str:
+    targets = part["attack"].nunique()
+    return MODEL_NOTE if targets == 1 else f"{MODEL_NOTE} {MODEL_TARGETS}"
+
+
 def _model_table(setup: str, metric: str, band: str, part: pd.DataFrame, unit: str | None) -> Table:
-    """One row, the target model's value per scale: no attacks, ranks or null baseline to show."""
+    """A row per target model (one, unless a condition trains its own), its value per scale: no
+    attacks, ranks or null baseline to show."""
     scales = sorted(part["scale"].unique())
-    by_scale = {line.scale: line for line in part.itertuples(index=False)}
-    cells = [Cell(cell_text(by_scale[s], unit), _sort_key(by_scale[s].value), dim=pd.isna(by_scale[s].value),
-                  title=cap(by_scale[s].reason or "", 200)) for s in scales]
+    cells = {(line.attack, line.scale): line for line in part.itertuples(index=False)}
+    rows = []
+    for target in dict.fromkeys(part["attack"]):
+        found = [cells.get((target, s)) for s in scales]
+        rows.append(Row(cap(target), [Cell("") if line is None else
+                                      Cell(cell_text(line, unit), _sort_key(line.value), dim=pd.isna(line.value),
+                                           title=cap(line.reason or "", 200)) for line in found]))
     first = part.iloc[0]
     return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
                  band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]],
-                 rows=[Row(MODEL_LABEL, cells)], seeds=int(part["n_seeds"].max()), description=_description(part),
-                 direction=str(first["direction"] or "higher"), unit=unit, part=part, note=MODEL_NOTE)
+                 rows=rows, seeds=int(part["n_seeds"].max()), description=_description(part),
+                 direction=str(first["direction"] or "higher"), unit=unit, part=part, note=model_note(part))
 
 
 # ------------------------------------------------------------------------------------------
@@ -308,7 +324,9 @@ def _trend(part: pd.DataFrame, unit: str | None, tops: list[tuple] | None = None
 def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     """Two or three sentences on what the headline table shows, from its numbers alone."""
     unit = part["unit"].iloc[0] if isinstance(part["unit"].iloc[0], str) else None
-    if (part["attack"] == MODEL_LABEL).all():  # nothing to rank: what it is, and how it moves with scale
+    if is_model_level(part):  # nothing to rank: what it is, and how it moves with scale
+        if part["attack"].nunique() > 1:
+            return [model_note(part)]
         return [MODEL_NOTE, *_trend(part, unit, what="The target model's value")]
     test = next((t for t in part["test"] if isinstance(t, str)), None)
     leaders: dict[str, list] = {}
