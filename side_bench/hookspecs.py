@@ -365,7 +365,8 @@ class Metric(Protocol):
     training images in [-1, 1]), ``heldout`` (the held-out images in [-1, 1], never trained on:
     membership metrics' non-members) and ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it
     has no null baseline, ``rescore`` copies its rows, and its ``settings`` (repr) are part of
-    its once-per-model key.
+    its once-per-model key. Its rows say ``model_level``; the leaderboard shows it once per scale
+    (the target model, each model once), never ranked among the attacks.
 
     ``compute`` gets ``side_bench.scoring.scores.CandidateScores`` (per-candidate nearest-neighbour
     results, the same object whether fresh or loaded from stored records, so ``rescore``

@@ -169,7 +169,12 @@ def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
         part = table.part
         first = part.iloc[0]
         args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out}
-        table.figures = [plot_against_scale(part, colours=colours, **args), *plot_sweeps(part, **args)]
+        # a model-level metric's lines are target models: their own colours, and no sweep (the
+        # attack's setting does not change the model)
+        model_level = "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
+        table.figures = [plot_against_scale(part, colours=attack_colours(list(dict.fromkeys(part["attack"])))
+                                            if model_level else colours, **args),
+                         *([] if model_level else plot_sweeps(part, **args))]
     _draw_setting_curves(page, rows, out, colours)
     page.galleries = copy_galleries(rows, out)
 

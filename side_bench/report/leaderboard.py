@@ -136,7 +136,8 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
     (the swept settings of an attack like ``side[guidance_scale=2.0]``), ``run_dir``,
     ``gallery_path`` (absolute, None when the run has no gallery for the cell), ``headline``
     (the suite's headline metric from the run's manifest, when it names one) and
-    ``metric_order`` (the position of the metric in the suite). The same cell (config hash)
+    ``metric_order`` (the position of the metric in the suite) and ``model_level`` (a metric of
+    the target model, see ``model_lines``). The same cell (config hash)
     found twice, e.g. in a copy of a run, is kept once.
 
     Hostile or broken files: a run with no rows (every cell failed) is left out with a
@@ -152,6 +153,7 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
         manifest = read_manifest(run_dir) or {}  # validated when present
         config = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
         headline = config.get("headline") if isinstance(config.get("headline"), str) else None
+        components = _metric_components(config)
         order = [m if isinstance(m, str) else m.get("name") for m in config.get("metrics") or []
                  if isinstance(m, (str, dict))]
         rows = read_rows_file(rows_file)
@@ -167,7 +169,10 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
             else:
                 base, swept = parse_swept(row["attack"], row.get("condition_settings") or {},
                                           row.get("extractor_settings") or {})
-            records.append({"headline": headline, **row, "attack_base": base, "swept": swept,
+            level = row.get("model_level")  # rows before the field: the installed metric says
+            if not isinstance(level, bool):
+                level = metric_needs_model(str(components.get(row["metric"], row["metric"])))
+            records.append({"headline": headline, **row, "model_level": level, "attack_base": base, "swept": swept,
                             "run_dir": str(run_dir), "gallery_path": _gallery_path(run_dir, row),
                             "metric_order": order.index(row["metric"]) if row["metric"] in order else len(order)})
         for problem in problems[:5]:
@@ -186,6 +191,27 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
     frame["dataset"] = [(d or {}).get("name", "") if isinstance(d, dict) else str(d or "") for d in frame["dataset"]]
     frame["model"] = [(m or {}).get("name", "") if isinstance(m, dict) else str(m or "") for m in frame["model"]]
     return frame
+
+
+def _metric_components(config: dict) -> dict:
+    """A metric id -> the registered metric it uses: the config's ``metric_components``, else
+    (older manifests) its metric tables ``{id = ..., name = ...}``."""
+    if isinstance(config.get("metric_components"), dict):
+        return config["metric_components"]
+    return {m["id"]: m["name"] for m in config.get("metrics") or []
+            if isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("name"), str)}
+
+
+@functools.lru_cache(maxsize=256)
+def metric_needs_model(name: str) -> bool:
+    """Whether the installed metric ``name`` declares ``needs_model`` (False when it is not
+    installed here): how rows written before the ``model_level`` field are read."""
+    try:
+        from side_bench.registry import load_registry
+
+        return bool(getattr(load_registry().get("metrics", name).component, "needs_model", False))
+    except Exception:  # noqa: BLE001 - not installed (or no registry): shown like any metric
+        return False
 
 
 def _setup_labels(frame: pd.DataFrame) -> list[str]:
@@ -300,6 +326,100 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     table = table.sort_values(["setup", "metric", "band_low", "band", "scale", "rank", "attack"],
                               na_position="first", kind="stable")
     return table.reset_index(drop=True)
+
+
+MODEL_LABEL = "target model (every attack)"
+
+
+def model_groups(work: pd.DataFrame) -> dict[str, str]:
+    """Attack -> the label of the target model it attacks, for one setup's model-level rows.
+
+    Attacks that share a model (``model_id``) anywhere share a target; a condition that trains
+    its own target (other labels: 'random', 'informative') makes its own group. One group:
+    ``MODEL_LABEL``; several: 'target model of random', ..., the largest 'of every other attack'.
+    """
+    attacks = list(dict.fromkeys(work["attack"]))
+    parent = {a: a for a in attacks}
+
+    def root(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for _, sharing in work.groupby("model_id", sort=False):
+        first, *rest = dict.fromkeys(sharing["attack"])
+        for other in rest:
+            parent[root(other)] = root(first)
+    members: dict[str, list[str]] = {}
+    for attack in attacks:
+        members.setdefault(root(attack), []).append(attack)
+    if len(members) == 1:
+        return dict.fromkeys(attacks, MODEL_LABEL)
+    largest = max(members.values(), key=len)  # the first of the largest: the attacks that train nothing new
+    labels = {}
+    for group in members.values():
+        names = group if len(group) <= 3 else [*group[:2], f"{len(group) - 2} more"]
+        text = ("every other attack" if group is largest and len(group) > 1 else
+                ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+        labels.update(dict.fromkeys(group, f"target model of {text}"))
+    return labels
+
+
+def model_lines(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of model-level metrics (``model_level``) -> one line per setup x metric x band x
+    target model x scale (the attack column: the target's label, see ``model_groups``), in the
+    columns of ``aggregate`` and ``model_level`` True.
+
+    Such a metric measures the target model, not the attack: every attack on one model carries
+    the same row, so each model (``model_key`` and seed) counts once, and the line pools the
+    distinct models of that target at that scale (``_pool``: a mean with its standard error).
+    It has no null baseline, no test against one and no rank: the attack does not change it.
+    Empty when no row is model-level.
+    """
+    if rows.empty or "model_level" not in rows or not rows["model_level"].astype(bool).any():
+        return pd.DataFrame()
+    work = rows[rows["model_level"].astype(bool)].copy()
+    for column in BAND_COLUMNS:
+        work[column] = work[column].astype(object).where(work[column].notna(), "")
+    for column in ("direction", "unit"):
+        work[column] = work[column] if column in work else None
+    for column in ("value", "count", "n", "se", "ci_low", "ci_high"):
+        work[column] = pd.to_numeric(work[column], errors="coerce") if column in work else np.nan
+    # one model once: rows without a model_key (older runs) are their own cell's model
+    keys = work["model_key"] if "model_key" in work else pd.Series(None, index=work.index, dtype=object)
+    work["model_id"] = [f"{k}|{seed}" if isinstance(k, str) else f"cell|{h}"
+                        for k, seed, h in zip(keys, work["seed"], work["config_hash"], strict=True)]
+    work["target"] = ""
+    for _, setup in work.groupby("setup", sort=False):
+        work.loc[setup.index, "target"] = setup["attack"].map(model_groups(setup))
+    group_keys = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["target", "scale"]
+    lines = []
+    for key, part in work.groupby(group_keys, sort=False, dropna=False):
+        models = part.drop_duplicates("model_id")
+        line = dict(zip(group_keys, key, strict=True))
+        values = models["value"].where(np.isfinite(models["value"]))
+        unit = models["unit"].dropna().iloc[0] if models["unit"].notna().any() else None
+        target = line.pop("target")
+        line.update(attack=target, attack_base=target, swept="", model_level=True, n_seeds=models["seed"].nunique(),
+                    n_models=len(models), mean=values.mean(), std=values.std(),
+                    direction=models["direction"].dropna().iloc[0] if models["direction"].notna().any()
+                    else "higher", unit=unit)
+        line.update(_pool(models, unit=unit))
+        reasons = models["reason"].dropna() if "reason" in models else pd.Series(dtype=object)
+        line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
+        described = models["metric_description"].dropna() if "metric_description" in models else ()
+        line["metric_description"] = str(described.iloc[0]) if len(described) else None
+        line.update({f"null_{k}": None for k in ("value", "count", "n", "se", "ci_low", "ci_high", "mean", "std")})
+        line.update(p_null=None, above_null=False, rank=pd.NA, best=False, test=None)  # nothing is tested
+        lines.append(line)
+    table = pd.DataFrame(lines)
+    table["rank"] = pd.array(table["rank"], dtype="Int64")
+    table["band"] = table["band"].astype(object).where(table["band"] != "", None)
+    for column in ("band_low", "band_high"):
+        table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce")
+    return table.sort_values(["setup", "metric", "band_low", "band", "scale"], na_position="first",
+                             kind="stable").reset_index(drop=True)
 
 
 def _estimate(line, prefix: str = "") -> dict:

@@ -22,7 +22,16 @@ import pandas as pd
 
 from side_bench.errors import BenchError
 from side_bench.report.galleries import Gallery
-from side_bench.report.leaderboard import LABEL_LIMIT, PERCENT_UNITS, cap, format_cell, format_value, groups, wide
+from side_bench.report.leaderboard import (
+    LABEL_LIMIT,
+    PERCENT_UNITS,
+    cap,
+    format_cell,
+    format_value,
+    groups,
+    model_lines,
+    wide,
+)
 from side_bench.report.plots import Figure, file_stem
 from side_bench.scoring import stats
 
@@ -40,6 +49,12 @@ MARKS = (
     "The null baseline is the metric on held-out real images; a number means something only above it."
 )
 DIRECTION_TEXT = {"higher": "higher", "lower": "lower"}
+MODEL_NOTE = ("A property of the target model, not of the attack: every attack on one model gets the same value, "
+              "so it is shown once per target model and scale, pooled over that target's models (each model and "
+              "seed once), never ranked, and without a null baseline (it has none).")
+MODEL_TARGETS = ("A condition that trains its own target (e.g. on other labels) has its own row: those rows are "
+                 "different models, not different attacks on one.")
+MODEL_LEGEND = "a property of the target model: the same for every attack on it"
 
 
 # ------------------------------------------------------------------------------------------
@@ -78,6 +93,7 @@ class Table:
     unit: str | None = None
     part: pd.DataFrame | None = field(default=None, repr=False)  # the aggregated lines (for plots)
     figures: list[Figure] = field(default_factory=list)
+    note: str = ""  # a sentence under the table's title (a model-level metric says so)
 
     @property
     def title(self) -> str:
@@ -166,9 +182,11 @@ def _sort_key(value) -> str:
 
 
 def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: dict) -> Table:
-    scales, attacks, cells, nulls = wide(part)
     first = part.iloc[0]
     unit = first["unit"] if isinstance(first["unit"], str) else None
+    if is_model_level(part):
+        return _model_table(setup, metric, band, part, unit)
+    scales, attacks, cells, nulls = wide(part)
     rows = []
     for attack in attacks:
         row_cells = []
@@ -188,14 +206,45 @@ def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: d
 
     if resolution := resolution_texts(part, scales):  # rates: the least rate this null could resolve
         rows.append(Row(RESOLUTION_LABEL, [Cell(text) for text in resolution], null=True))
-    description = ""
-    if "metric_description" in part:
-        found = part["metric_description"].dropna()
-        description = cap(found.iloc[0], 200) if len(found) else ""
     return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
                  band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]], rows=rows,
-                 seeds=int(part["n_seeds"].max()), description=description,
+                 seeds=int(part["n_seeds"].max()), description=_description(part),
                  direction=str(first["direction"] or "higher"), unit=unit, part=part)
+
+
+def _description(part: pd.DataFrame) -> str:
+    if "metric_description" not in part:
+        return ""
+    found = part["metric_description"].dropna()
+    return cap(found.iloc[0], 200) if len(found) else ""
+
+
+def is_model_level(part: pd.DataFrame) -> bool:
+    """Whether a table's lines are a model-level metric's (``model_lines``), not the attacks'."""
+    return "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
+
+
+def model_note(part: pd.DataFrame) -> str:
+    targets = part["attack"].nunique()
+    return MODEL_NOTE if targets == 1 else f"{MODEL_NOTE} {MODEL_TARGETS}"
+
+
+def _model_table(setup: str, metric: str, band: str, part: pd.DataFrame, unit: str | None) -> Table:
+    """A row per target model (one, unless a condition trains its own), its value per scale: no
+    attacks, ranks or null baseline to show."""
+    scales = sorted(part["scale"].unique())
+    cells = {(line.attack, line.scale): line for line in part.itertuples(index=False)}
+    rows = []
+    for target in dict.fromkeys(part["attack"]):
+        found = [cells.get((target, s)) for s in scales]
+        rows.append(Row(cap(target), [Cell("") if line is None else
+                                      Cell(cell_text(line, unit), _sort_key(line.value), dim=pd.isna(line.value),
+                                           title=cap(line.reason or "", 200)) for line in found]))
+    first = part.iloc[0]
+    return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
+                 band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]],
+                 rows=rows, seeds=int(part["n_seeds"].max()), description=_description(part),
+                 direction=str(first["direction"] or "higher"), unit=unit, part=part, note=model_note(part))
 
 
 # ------------------------------------------------------------------------------------------
@@ -253,9 +302,32 @@ def _null_values(unit: str | None, at_null: list[tuple]) -> str:
     return " (null baseline: " + ", ".join(f"{text} at {scale}" for scale, text in known) + ")"
 
 
+def _trend(part: pd.DataFrame, unit: str | None, tops: list[tuple] | None = None,
+           what: str = "The best value") -> list[str]:
+    """'The best value falls from A at scale s to B at scale t.' ([] when it does not move).
+    ``tops``: (scale, best value) in scale order; by default the best value at each scale."""
+    if tops is None:
+        higher = str(part["direction"].iloc[0] or "higher") != "lower"
+        known = part[part["value"].notna()]
+        tops = [(scale, lines["value"].max() if higher else lines["value"].min())
+                for scale, lines in known.groupby("scale", sort=True)]
+    if len(tops) < 2:
+        return []
+    (low_scale, first), (high_scale, last) = tops[0], tops[-1]
+    if first == last:
+        return []
+    trend = "falls" if last < first else "rises"
+    return [f"{what} {trend} from {format_value(unit, first)} at scale {low_scale} "
+            f"to {format_value(unit, last)} at scale {high_scale}."]
+
+
 def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     """Two or three sentences on what the headline table shows, from its numbers alone."""
     unit = part["unit"].iloc[0] if isinstance(part["unit"].iloc[0], str) else None
+    if is_model_level(part):  # nothing to rank: what it is, and how it moves with scale
+        if part["attack"].nunique() > 1:
+            return [model_note(part)]
+        return [MODEL_NOTE, *_trend(part, unit, what="The target model's value")]
     test = next((t for t in part["test"] if isinstance(t, str)), None)
     leaders: dict[str, list] = {}
     shared, at_null, scales_seen = [], [], []
@@ -302,11 +374,7 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
         said.append(f"At {_scales([s for s, _ in at_null])}, {everyone} significantly above the null baseline"
                     f"{_null_values(unit, at_null)}.")
     if len(tops) >= 2 and len(said) < 3:
-        (low_scale, first), (high_scale, last) = tops[0], tops[-1]
-        if first != last:
-            trend = "falls" if last < first else "rises"
-            said.append(f"The best value {trend} from {format_value(unit, first)} at scale {low_scale} "
-                        f"to {format_value(unit, last)} at scale {high_scale}.")
+        said += _trend(part, unit, tops)
     if not part["test"].map(lambda t: isinstance(t, str)).any() and part["value"].notna().any():
         said = [f"These rows carry no counts or standard errors (written by an older side-bench), so no "
                 f"difference on {cap(metric, 40)} is tested: values only, without ranks or significance."] + said[-1:]
@@ -390,7 +458,8 @@ def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
     return entries
 
 
-def metric_entries(table: pd.DataFrame, order: list[str]) -> list[MetricEntry]:
+def metric_entries(table: pd.DataFrame, order: list[str], model_level: frozenset = frozenset()) -> list[MetricEntry]:
+    """The legend's metrics; those in ``model_level`` are said to be a property of the model."""
     from side_bench.report.leaderboard import band_label
 
     entries = []
@@ -400,6 +469,8 @@ def metric_entries(table: pd.DataFrame, order: list[str]) -> list[MetricEntry]:
         labels = [band_label(b.band, b.band_low, b.band_high) for b in bands.itertuples(index=False)]
         found = part["metric_description"].dropna() if "metric_description" in part else pd.Series(dtype=object)
         description = cap(found.iloc[0], 200) if len(found) else plugin_description("metrics", metric)
+        if metric in model_level:
+            description = f"{description} ({MODEL_LEGEND})" if description else MODEL_LEGEND
         unit = next((u for u in part["unit"] if isinstance(u, str)), None)
         entries.append(MetricEntry(
             name=cap(metric, 40), bands=cap(", ".join(label for label in labels if label) or "(none)", 200),
@@ -539,9 +610,12 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     metric_rank = rows.groupby("metric", sort=False)["metric_order"].min().to_dict() if "metric_order" in rows \
         else {}
     first_seen = {m: i for i, m in enumerate(dict.fromkeys(rows["metric"]))}
+    # a model-level metric's tables show the target model's lines, not the attacks' (model_lines)
+    models = {(setup, metric, band): part for setup, metric, band, part in groups(model_lines(rows))}
     setups = []
     by_setup: dict[str, list] = {}
     for setup, metric, band, part in groups(table):
+        part = models.get((setup, metric, band), part)
         order = (metric_rank.get(metric, 0), first_seen.get(metric, 0))
         by_setup.setdefault(setup, []).append((setup, metric, band, part, part["band"].iloc[0], order))
     for setup, candidates in by_setup.items():
@@ -562,7 +636,8 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     heads = list(dict.fromkeys(s.headline.part["metric"].iloc[0] for s in setups))
     metric_order = heads + [m for m in metric_order if m not in heads]
     return Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
-                attacks=attack_entries(rows, styles), metrics=metric_entries(table, metric_order),
+                attacks=attack_entries(rows, styles),
+                metrics=metric_entries(table, metric_order, frozenset(m for _, m, _ in models)),
                 reported=[reported_table(path, document) for path, document in reported])
 
 

@@ -191,9 +191,11 @@ def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
 def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metrics: dict,
               metric_settings: dict) -> list[dict]:
     """A cell's result rows: its own fields, then each metric row with its null baseline, the
-    metric's description and the settings it ran with (``metric_settings``: name -> table)."""
+    metric's description, the settings it ran with (``metric_settings``: name -> table) and
+    whether it measures the target model (``model_level``: the metric's ``needs_model``)."""
     return [{**cell_fields, **row, "metric_description": getattr(metrics[row["metric"]], "description", None),
-             "metric_settings": metric_settings.get(row["metric"], {})}
+             "metric_settings": metric_settings.get(row["metric"], {}),
+             "model_level": bool(getattr(metrics[row["metric"]], "needs_model", False))}
             for row in with_null(rows, null_rows)]
 
 
