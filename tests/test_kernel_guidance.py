@@ -317,3 +317,15 @@ def test_side_with_the_kernel_runs_end_to_end_and_its_rows_and_page_carry_the_di
     assert "; classifier: the exact posterior of 20 pool images (bandwidth 1.0); classifier held-out accuracy" in line
     assert "gradient alignment with the exact posterior by noise" in line and "600-1000: 1.00" in line
     assert "guidance strength by noise 0-100: " in line
+
+
+@pytest.mark.parametrize("key, value", [("classifier_adversarial_eps", 0.1), ("classifier_gradient_penalty", 0.1),
+                                        ("classifier_noise_augmentation", 0.1), ("classifier_input", "x0_hat"),
+                                        ("classifier_time_module", "film")])
+def test_the_kernel_refuses_a_training_option_it_would_ignore(key, value):
+    from side_bench_builtins.extractors import GuidanceSettings
+
+    GuidanceSettings(classifier="kernel").validate("side")  # the defaults are fine
+    GuidanceSettings(**{key: value}).validate("side")  # and the option is fine with a trained classifier
+    with pytest.raises(BenchError, match=f"side: {key}: a training option of the trained classifier"):
+        GuidanceSettings(classifier="kernel", **{key: value}).validate("side")

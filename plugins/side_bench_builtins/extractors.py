@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -246,6 +246,9 @@ class ClassifierGuided:
 
 
 CLASSIFIERS = ("trained", "kernel")
+# options of the trained classifier's training, refused away from their defaults with the kernel
+TRAINED_ONLY = ("classifier_adversarial_eps", "classifier_gradient_penalty", "classifier_noise_augmentation",
+                "classifier_input", "classifier_time_module")
 
 
 def validate_kernel(s: GuidanceSettings, where: str) -> None:
@@ -256,11 +259,10 @@ def validate_kernel(s: GuidanceSettings, where: str) -> None:
     if s.classifier == "kernel" and s.guidance_temperature != 1.0:
         raise BenchError(f"{where}: guidance_temperature: expected 1 with classifier = \"kernel\" "
                          f"(soften the kernel with kernel_bandwidth), got {s.guidance_temperature}")
-    trained_only = {"classifier_adversarial_eps": 0.0, "classifier_gradient_penalty": 0.0,
-                    "classifier_noise_augmentation": 0.0, "classifier_input": "x_t", "classifier_time_module": "shift"}
     if s.classifier == "kernel":  # the kernel is exact: nothing is trained, so a training option would be ignored
-        for key, default in trained_only.items():
-            if getattr(s, key) != default:
+        defaults = {f.name: f.default for f in fields(s)}
+        for key in TRAINED_ONLY:
+            if getattr(s, key) != defaults[key]:
                 raise BenchError(f"{where}: {key}: a training option of the trained classifier; expected it unset "
                                  f"with classifier = \"kernel\", got {getattr(s, key)!r}")
 
