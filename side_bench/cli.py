@@ -505,7 +505,7 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.argument("attack_a")
 @click.argument("attack_b")
 @click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
@@ -516,13 +516,15 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @user_errors
-def compare(run_dir, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
-    """Training images two attacks on the same model copied: both, only one, and the tests."""
+def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
+    """Training images two attacks on the same model copied: both, only one, and the tests.
+
+    RUN_DIRS: one run folder, or several whose cells attacked the same models (companion suites)."""
     from side_bench.report.compare import compare_attacks
 
     if by_gu and by is not None:
         raise BenchError("--gu is --by gu-ratio: give one of them")
-    frame = compare_attacks(run_dir, attack_a, attack_b, scale=scale, seed=seed, band=band,
+    frame = compare_attacks(list(run_dirs), attack_a, attack_b, scale=scale, seed=seed, band=band,
                             by="gu-ratio" if by_gu else by or "ams")
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))

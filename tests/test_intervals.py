@@ -190,8 +190,35 @@ def test_compare_on_constructed_tables(tmp_path):
     b = constructed([0.99, 0.98, 0.96, 0.5], [3, 3, 7, 2])
     write_scores(tmp_path / "candidates" / "a.parquet", a, seed=0, kind="candidates", config_hash="a")
     write_scores(tmp_path / "candidates" / "b.parquet", b, seed=0, kind="candidates", config_hash="b")
-    line = _compare_cell(tmp_path, {"attack": "A", "scale": 1, "candidates_file": "candidates/a.parquet"},
-                         {"attack": "B", "scale": 1, "candidates_file": "candidates/b.parquet"},
+    line = _compare_cell({"attack": "A", "scale": 1, "candidates_file": "candidates/a.parquet", "_run_dir": tmp_path},
+                         {"attack": "B", "scale": 1, "candidates_file": "candidates/b.parquet", "_run_dir": tmp_path},
                          CopyRule(load_registry().build("metrics", "ams", {}), Band("high", 0.95, 1.0), "ams", "ams"))
     assert (line["copies_a"], line["copies_b"], line["distinct_a"], line["distinct_b"]) == (2, 3, 2, 2)
     assert (line["both"], line["only_a"], line["only_b"]) == (1, 1, 1)
+
+
+def test_compare_reads_each_cell_from_its_own_run_folder(tiny_run, tmp_path):
+    """Companion suites on one model (the bound in one run, the attack in another): compare
+    takes both folders, reads each cell's candidates from its own, and refuses an attack that
+    is in both."""
+    import shutil
+
+    _, _, run_dir = tiny_run
+    whole = compare_attacks(run_dir, "uncond", "uncond-short", by="gu")
+    halves = {}
+    for keep, drop in (("uncond", "uncond-short"), ("uncond-short", "uncond")):
+        half = shutil.copytree(run_dir, tmp_path / f"run-{keep}")
+        lines = (half / "rows.jsonl").read_text().splitlines()
+        dropped = [json.loads(line) for line in lines if json.loads(line)["attack"] == drop]
+        (half / "rows.jsonl").write_text("".join(line + "\n" for line in lines if json.loads(line)["attack"] == keep))
+        for row in dropped:  # reading the other attack's candidates from this folder would fail
+            (half / row["candidates_file"]).unlink(missing_ok=True)
+        halves[keep] = half
+    split = compare_attacks([halves["uncond"], halves["uncond-short"]], "uncond", "uncond-short", by="gu")
+    columns = ["copies_a", "copies_b", "distinct_a", "distinct_b", "both", "only_a", "only_b"]
+    assert split[columns].to_dict("records") == whole[columns].to_dict("records")
+    result = CliRunner().invoke(main, ["compare", str(halves["uncond"]), str(halves["uncond-short"]),
+                                       "uncond", "uncond-short", "--gu"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["compare", str(run_dir), str(halves["uncond"]), "uncond", "uncond-short"])
+    assert result.exit_code == 2 and "is in two runs" in result.output

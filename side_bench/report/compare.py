@@ -78,9 +78,15 @@ def copy_rule(by: str, band: str, rows: list[dict]) -> CopyRule:
     return CopyRule(metric, band_obj, label, registration.describe())
 
 
-def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale: int | None = None,
-                    seed: int | None = None, band: str = "high", by: str = "ams") -> pd.DataFrame:
+def compare_attacks(run_dir: str | Path | list[str | Path], attack_a: str, attack_b: str, *,
+                    scale: int | None = None, seed: int | None = None, band: str = "high",
+                    by: str = "ams") -> pd.DataFrame:
     """One line per (scale, seed) where both attacks ran on the same target model.
+
+    ``run_dir``: a run folder, or several (e.g. two companion suites on the same models, one
+    holding the bound at a large N_G and one the realized attacks); each cell's candidates are
+    read from its own folder. An attack that ran at one scale and seed in two of them is
+    ambiguous and refused.
 
     Columns: scale, seed, n_a, n_b (N_G), copies_a, copies_b (candidates that are copies),
     distinct_a, distinct_b (training images copied), both, only_a, only_b, p_copies (Fisher,
@@ -88,10 +94,17 @@ def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale:
 
     ``by``: the metric whose ``memorized`` decides what a copy is (``band``: the band it uses).
     """
-    rows = [{**r, "_run_dir": f.parent} for f in find_rows_files([run_dir]) for r in read_rows_file(f)]
+    run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    where = ", ".join(map(str, run_dirs))
+    rows = [{**r, "_run_dir": f.parent} for f in find_rows_files(run_dirs) for r in read_rows_file(f)]
     cells = {}
     for row in rows:
-        cells.setdefault((row["attack"], row["scale"], row["seed"]), row)
+        key = (row["attack"], row["scale"], row["seed"])
+        first = cells.setdefault(key, row)
+        if first["_run_dir"] != row["_run_dir"] and row["attack"] in (attack_a, attack_b):
+            raise BenchError(f"{row['attack']!r} at scale {row['scale']}, seed {row['seed']} is in two runs "
+                             f"({first['_run_dir']} and {row['_run_dir']}): name only the run folders to compare")
+    run_dir = where
     attacks = {a for a, _, _ in cells}
     for name in (attack_a, attack_b):
         if name not in attacks:
@@ -108,7 +121,7 @@ def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale:
         if row_a.get("model_key") is None or row_a.get("model_key") != row_b.get("model_key"):
             raise BenchError(f"{attack_a!r} and {attack_b!r} at scale {scale_} attacked different target models "
                              "(their model_key differs): kept/lost/gained compares attacks on one model")
-        lines.append(_compare_cell(row_a["_run_dir"], row_a, row_b, rule) | {"scale": scale_, "seed": seed_})
+        lines.append(_compare_cell(row_a, row_b, rule) | {"scale": scale_, "seed": seed_})
     frame = pd.DataFrame(lines)
     frame["p_copies"] = stats.holm(list(frame["p_copies"]))
     frame["p_distinct"] = stats.holm(list(frame["p_distinct"]))
@@ -118,9 +131,10 @@ def compare_attacks(run_dir: str | Path, attack_a: str, attack_b: str, *, scale:
     return frame[columns]
 
 
-def _compare_cell(run_dir: Path, row_a: dict, row_b: dict, rule: CopyRule) -> dict:
+def _compare_cell(row_a: dict, row_b: dict, rule: CopyRule) -> dict:
     found = []
     for row in (row_a, row_b):
+        run_dir = row["_run_dir"]  # each cell's own run folder: the two may be in different runs
         if not row.get("candidates_file"):
             raise BenchError(f"{run_dir}: {row['attack']} @ {row['scale']} has no per-candidate records; run it again")
         scores = load_scores(run_dir / row["candidates_file"])
