@@ -265,8 +265,9 @@ def hardware(batch: int, seconds: float) -> list[dict]:
     ]
 
 
-def candidates_child(n: int, guided: bool, seed: int) -> None:
-    """Sample ``n`` candidates (50 DDIM steps, quickstart UNet) and score them: print seconds."""
+def candidates_child(n: int, guided: bool, seed: int, precision: str = "fp32") -> None:
+    """Sample ``n`` candidates (50 DDIM steps, quickstart UNet, the UNet forward in ``precision``;
+    guidance gradients stay fp32) and score them: print seconds."""
     torch.set_num_threads(1)
     from side_bench.registry import load_registry
     from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
@@ -284,7 +285,9 @@ def candidates_child(n: int, guided: bool, seed: int) -> None:
         classifier = TimeConditionedResNet(in_channels=1, num_classes=10, width=32, stages=3).eval()
         options = dict(guidance=log_prob_gradient(classifier), guidance_scale=0.3, class_labels=torch.arange(n) % 10)
     start = time.perf_counter()
-    images, _ = ddim_sample(target, n, seed=seed, num_steps=50, batch_size=256, device=torch.device("cpu"), **options)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    images, _ = ddim_sample(target, n, seed=seed, num_steps=50, batch_size=256, device=torch.device("cpu"),
+                            dtype=dtype, **options)
     sampled = time.perf_counter() - start
     bands = [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]
     metric_rows(Reference(to_unit(train), features).score(to_unit(images), bands), metrics, bands)
@@ -292,19 +295,27 @@ def candidates_child(n: int, guided: bool, seed: int) -> None:
 
 
 def candidates(n: int, full: int = 51_200) -> list[dict]:
-    """N_G candidates sampled and scored, unguided and guided, one process and two halves at once;
-    seconds scaled to ``full`` candidates when ``n`` is smaller (both steps grow linearly in N_G)."""
+    """N_G candidates sampled and scored, unguided and guided, as two one-thread processes of
+    half each (the run's ``--workers 2``): timed at ``full`` with the UNet in bf16 (the sampling
+    precision benchmarks/precision_check.py showed moves no copy count), and in fp32 at an
+    eighth of ``full`` (both steps grow linearly in N_G, so the seconds are scaled and said so),
+    plus one process at an eighth for the two-process speed-up. ``n`` below ``full`` (--quick)
+    times everything at ``n`` and scales. About 25 minutes in full on the idle 2-core CPU."""
     rows = []
+    part = max(2, min(n, full // 8))
     for guided, target in ((False, 360.0), (True, 600.0)):
-        one = _children(f"perf.candidates_child({n}, {guided}, 0)", 1)[0]["seconds"]
-        halves = [r["seconds"] for r in _children(f"perf.candidates_child({n // 2}, {guided}, 1)", 2)]
-        scale = full / n
-        two = max(halves) * scale
         kind = "guided (SIDE, lambda 0.3)" if guided else "unguided"
-        rows.append({"name": f"{full:,} candidates {kind}: sampled + scored, two processes", "ratio": two / target,
-                     "target": 1.0, "shape": f"timed {n:,}" + (f", x{scale:g} (linear)" if scale != 1 else "")
-                     + f"; target {target / 60:.0f} min",
-                     "seconds": {"one process": one * scale, "two processes": two}})
+        one = _children(f"perf.candidates_child({part}, {guided}, 0, 'fp32')", 1)[0]["seconds"] * full / part
+        for precision, timed in (("bf16", n), ("fp32", part)):
+            halves = [r["seconds"] for r in _children(f"perf.candidates_child({timed // 2}, {guided}, 1, {precision!r})", 2)]
+            scale = full / timed
+            two = max(halves) * scale
+            rows.append({"name": f"{full:,} candidates {kind}, UNet {precision}: sampled + scored, two processes",
+                         "ratio": two / target, "target": 1.0,
+                         "shape": f"timed {timed:,}" + (f", x{scale:g} (linear)" if scale != 1 else "")
+                         + f"; target {target / 60:.0f} min",
+                         "seconds": {"two processes": two, "one process (fp32, scaled)": one,
+                                     "speed-up of two": one / two if precision == "fp32" else float("nan")}})
     return rows
 
 
@@ -370,7 +381,7 @@ def main(argv=None) -> int:
                      ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3,
                      unet=(64, 1.0), candidates=512)
     else:
-        sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(1_000_000, 50_000, 512),
+        sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(200_000, 50_000, 512),
                      ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
                      unet=(256, 5.0), candidates=51_200)
     results = [sampling(*sizes["sample"], sizes["repeats"]), guidance(*sizes["sample"], sizes["repeats"])]
