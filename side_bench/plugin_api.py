@@ -20,6 +20,9 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   a quantile; a seeded percentile bootstrap for anything else), as the built-in metrics return;
 - ``derive_seed``, ``sample_generator``, ``initial_noise``: per-sample randomness, so sample
   ``i`` depends only on (seed, purpose, i) and never on the batch size;
+- ``autocast_dtype(precision, where)``: the torch dtype of a ``precision`` setting ("fp32",
+  "bf16", "fp16"), or a one-line ``BenchError`` naming ``where``: one list of precisions for
+  every sampler and trainer;
 - ``ddim_sample``: DDIM (eta = 0) from per-sample noise, with optional classifier guidance;
   with ``purpose="sample"`` (the default) it draws exactly the noise of the built-in
   ``sample`` extractor, so a third-party extractor can share noise with it;
@@ -93,7 +96,14 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         train_classifier,
         tweedie_denoiser,
     )
-    from side_bench.sampling.diffusion import ddim_sample, derive_seed, initial_noise, sample_generator, train_denoiser
+    from side_bench.sampling.diffusion import (
+        autocast_dtype,
+        ddim_sample,
+        derive_seed,
+        initial_noise,
+        sample_generator,
+        train_denoiser,
+    )
     from side_bench.sampling.kernel_posterior import KernelPosterior, guidance_diagnostics, kernel_log_prob_gradient
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
     from side_bench.scoring.knn import ExactIndex
@@ -112,7 +122,7 @@ __all__ = [
     # what a metric's compute(scores, band) gets, and what it returns
     "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap",
     # per-sample randomness and sampling
-    "derive_seed", "sample_generator", "initial_noise", "ddim_sample",
+    "derive_seed", "sample_generator", "initial_noise", "ddim_sample", "autocast_dtype",
     # errors, hashes and files
     "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
     "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
@@ -141,6 +151,7 @@ _LAZY = {
     "sample_generator": "side_bench.sampling.diffusion",
     "initial_noise": "side_bench.sampling.diffusion",
     "ddim_sample": "side_bench.sampling.diffusion",
+    "autocast_dtype": "side_bench.sampling.diffusion",
     "canonical_hash": "side_bench.run.suite",
     "train_denoiser": "side_bench.sampling.diffusion",
     **{name: "side_bench.sampling.classifier" for name in (

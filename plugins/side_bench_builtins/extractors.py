@@ -14,6 +14,7 @@ from side_bench.plugin_api import (
     accuracy_by_noise,
     added_setting,
     aligned_training,
+    autocast_dtype,
     canonical_hash,
     check_classifier_options,
     ddim_sample,
@@ -28,8 +29,6 @@ from side_bench.plugin_api import (
     tweedie_denoiser,
 )
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 @dataclass
 class SamplingSettings:
@@ -40,8 +39,7 @@ class SamplingSettings:
     def validate(self, where: str) -> None:
         if self.ddim_steps < 1 or self.batch_size < 1:
             raise BenchError(f"{where}: ddim_steps and batch_size: expected positive integers")
-        if self.precision not in PRECISIONS:
-            raise BenchError(f"{where}: precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        autocast_dtype(self.precision, f"{where}: precision")  # refuses an unknown one
 
 
 class Sample:
@@ -60,7 +58,7 @@ class Sample:
     def extract(self, target, labelled, n, ctx):
         images, drawn = ddim_sample(target, n, seed=ctx.seed, num_steps=self.settings.ddim_steps,
                                     batch_size=self.settings.batch_size, device=ctx.device,
-                                    dtype=PRECISIONS[self.settings.precision], progress=ctx.progress)
+                                    dtype=autocast_dtype(self.settings.precision), progress=ctx.progress)
         if drawn is None:
             return images
         return Candidates(images=images, targets=drawn, diagnostics={"class_draw": "uniform"})
@@ -241,7 +239,7 @@ class ClassifierGuided:
                                 device=ctx.device, class_labels=labels,
                                 guidance=guidance, guidance_scale=s.guidance_scale,
                                 guidance_t_min=s.guidance_t_min, guidance_t_max=s.guidance_t_max,
-                                dtype=PRECISIONS[s.precision], progress=ctx.progress)
+                                dtype=autocast_dtype(s.precision), progress=ctx.progress)
         return Candidates(images=images, targets=labels, diagnostics=diagnostics)
 
 
@@ -400,7 +398,7 @@ class SideExact:
                 images, _ = ddim_sample(target, POOL_STREAM, seed=pool_seed,
                                         purpose=f"side-exact-pool/{drawn // POOL_STREAM}", num_steps=s.ddim_steps,
                                         batch_size=min(s.batch_size, POOL_STREAM), device=ctx.device,
-                                        dtype=PRECISIONS[s.precision], progress=progress)
+                                        dtype=autocast_dtype(s.precision), progress=progress)
                 clusters = nearest_kept(images, ctx.features, ctx.device)
                 for c in range(classes):
                     members = torch.nonzero(clusters == c).flatten()

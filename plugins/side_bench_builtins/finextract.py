@@ -27,9 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from side_bench.plugin_api import BenchError, hookimpl, initial_noise
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from side_bench.plugin_api import BenchError, autocast_dtype, hookimpl, initial_noise
 
 
 class FineXtract:
@@ -49,8 +47,7 @@ class FineXtract:
         def validate(self, where: str) -> None:
             if self.ddim_steps < 1 or self.batch_size < 1:
                 raise BenchError(f"{where}: ddim_steps and batch_size: expected positive integers")
-            if self.precision not in PRECISIONS:
-                raise BenchError(f"{where}: precision: expected one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            autocast_dtype(self.precision, f"{where}: precision")  # refuses an unknown one
 
     def __init__(self, settings: FineXtract.Settings):
         self.settings = settings
@@ -64,7 +61,7 @@ class FineXtract:
         images = finextract_sample(target.unet, target.base_unet, target, n, w=self.settings.guidance_scale,
                                    seed=ctx.seed, num_steps=self.settings.ddim_steps,
                                    batch_size=self.settings.batch_size, device=ctx.device,
-                                   dtype=PRECISIONS[self.settings.precision], progress=ctx.progress)
+                                   dtype=autocast_dtype(self.settings.precision), progress=ctx.progress)
         return images
 
 
