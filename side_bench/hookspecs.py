@@ -301,6 +301,15 @@ class Extractor(Protocol):
     # legend: "black-box" (samples from the target only), "white-box" (the target's denoiser:
     # its noise predictions, gradients or likelihoods) or "white-box + base model" (also the
     # pre-trained model a fine-tuned target came from, ``TargetModel.base_unet``).
+    #
+    # Optional: ``planned_cost(n) -> dict``, what ``run --dry-run`` counts for ``n`` candidates,
+    # since only the extractor knows what it runs: "unet_evals" (the target UNet's image-steps,
+    # a guided step counted at its cost in unguided steps, a rejection pool included), and,
+    # where it trains a classifier, "classifier_images" (training steps x batch, scaled by what
+    # a step costs against a plain one) with "classifier_key" (cells of one scale, seed and
+    # condition whose keys are equal train it once). Without it the dry run counts n x
+    # ``ddim_steps`` (x1.6 where ``guidance_scale`` is set and not 0) and a classifier of
+    # ``classifier_steps`` x ``classifier_batch_size``.
 
 
 @runtime_checkable

@@ -72,3 +72,76 @@ def test_the_shipped_constants_have_dates_and_sources():
     for kind, device in load_throughput()["devices"].items():
         for size, entry in device["image_steps_per_second"].items():
             assert entry["date"] and entry["source"] and "measured" in entry, (kind, size)
+
+
+def test_extractors_count_their_own_cost(tmp_path):
+    """planned_cost: what each built-in extractor runs, counted by hand (N_G 100, 10 DDIM steps,
+    timesteps 0, 100, ..., 900): the dry run's UNet evaluations and classifier passes."""
+    from side_bench.run.dryrun import plan
+
+    suite = tmp_path / "costs.toml"
+    surrogate = 'condition = "surrogate"\ncondition_settings = { clusters = 2, tau = 0.5, n_syn = 20 }'
+    trained = "classifier_steps = 10, classifier_batch_size = 8"
+    suite.write_text(f"""
+name = "costs"
+scales = [32]
+n_generations = 100
+metrics = ["gu-ratio"]
+[dataset]
+name = "digits"
+image_size = 8
+[model]
+name = "bench-unet"
+steps = 10
+batch_size = 8
+[[attacks]]
+name = "plain"
+condition = "none"
+extractor = "sample"
+extractor_settings = {{ ddim_steps = 10 }}
+[[attacks]]
+name = "side-window"
+{surrogate}
+extractor = "side"
+extractor_settings = {{ ddim_steps = 10, guidance_scale = 1.0, guidance_t_min = 500, {trained} }}
+[[attacks]]
+name = "side-pgd"
+{surrogate}
+extractor = "side"
+extractor_settings = {{ ddim_steps = 10, guidance_scale = 1.0, {trained}, classifier_adversarial_eps = 0.1 }}
+[[attacks]]
+name = "side-x0hat"
+{surrogate}
+extractor = "side"
+extractor_settings = {{ ddim_steps = 10, guidance_scale = 1.0, {trained}, classifier_input = "x0_hat" }}
+[[attacks]]
+name = "side-kernel"
+{surrogate}
+extractor = "side"
+extractor_settings = {{ ddim_steps = 10, guidance_scale = 1.0, classifier = "kernel" }}
+[[attacks]]
+name = "side-off"
+{surrogate}
+extractor = "side"
+extractor_settings = {{ ddim_steps = 10, guidance_scale = 0.0, {trained} }}
+[[attacks]]
+name = "side-exact"
+{surrogate}
+extractor = "side-exact"
+extractor_settings = {{ ddim_steps = 10 }}
+""")
+    _, cells, _ = plan(str(suite), results_dir=tmp_path / "r")
+    by_name = {cell.attack: cell for cell in cells}
+    pool = 20 * 50  # the surrogate's pool (n_syn x its 50 DDIM steps), counted with the first cell that needs it
+    assert by_name["plain"].unet_evals == 100 * 10 and by_name["plain"].classifier_images == 0
+    # 5 of the 10 steps (500-900) guided at 1.6 unguided steps each
+    assert by_name["side-window"].unet_evals == 100 * (5 + 5 * 1.6) + pool
+    assert by_name["side-window"].classifier_images == 10 * 8
+    # PGD's 3 steps: 1 + 3 x 0.46 plain steps per training step; guidance on x_t at every step
+    assert by_name["side-pgd"].unet_evals == 100 * 10 * 1.6
+    assert by_name["side-pgd"].classifier_images == int(10 * 8 * (1 + 3 * 0.46))
+    assert by_name["side-x0hat"].unet_evals == 100 * 10 * 3.5
+    assert by_name["side-x0hat"].classifier_images == int(10 * 8 * 1.83)
+    assert (by_name["side-kernel"].unet_evals, by_name["side-kernel"].classifier_images) == (100 * 10, 0)
+    assert (by_name["side-off"].unet_evals, by_name["side-off"].classifier_images) == (100 * 10, 0)
+    assert by_name["side-exact"].unet_evals == 100 * 3 * 10  # the rejection pool: 3 per candidate

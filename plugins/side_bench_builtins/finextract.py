@@ -52,6 +52,11 @@ class FineXtract:
     def __init__(self, settings: FineXtract.Settings):
         self.settings = settings
 
+    def planned_cost(self, n: int) -> dict:
+        # two UNets a step (fine-tuned and base) unless w makes one of them weigh nothing; no classifier
+        unets = 1 if self.settings.guidance_scale in (0.0, 1.0) else 2
+        return {"unet_evals": n * self.settings.ddim_steps * unets}
+
     def extract(self, target, labelled, n, ctx):
         if target.base_unet is None:
             raise BenchError("extractor 'finextract': the target has no base model (TargetModel.base_unet); "

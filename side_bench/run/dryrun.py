@@ -4,7 +4,9 @@ Validates the suite exactly as a run does (``prepare_run``), then lists every ce
 config hash, whether its result is already in the run folder, and a cost estimate in units
 that do not depend on the machine: training steps x batch size for the target model (counted
 once per model that cells share), classifier training passes, and UNet evaluations for
-sampling (N_G x DDIM steps, plus a surrogate condition's own pool). Nothing is run, loaded
+sampling (N_G x DDIM steps, plus a surrogate condition's own pool; an extractor that knows
+better says so with ``planned_cost``, e.g. a rejection sampler's pool or guidance through the
+UNet). Nothing is run, loaded
 beyond the suite's validation, or written.
 
 It also turns the units into a time per device kind from the throughput constants kept in
@@ -88,10 +90,16 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
             train_images, note = model_settings["steps"] * model_settings["batch_size"], "train"
         seen_models.add(key)
         condition_settings, extractor_settings = cell.attack.condition.settings, cell.attack.extractor.settings
-        unet_evals = suite_obj.n_generations[cell.scale] * _positive(extractor_settings, "ddim_steps", 50)
-        guided = "guidance_scale" in extractor_settings and extractor_settings["guidance_scale"] != 0
-        if guided:  # a guided step also runs the classifier forward and backward: ~1.6x (measured)
-            unet_evals = int(unet_evals * GUIDED_COST)
+        n_generations = suite_obj.n_generations[cell.scale]
+        extractor = registry.build("extractors", cell.attack.extractor.name, extractor_settings)
+        cost = _planned_cost(extractor, n_generations, cell.attack.extractor.name)
+        if cost is not None:
+            unet_evals = cost["unet_evals"]
+        else:  # the extractor does not say: N_G x DDIM steps, a guided step ~1.6x (measured)
+            unet_evals = n_generations * _positive(extractor_settings, "ddim_steps", 50)
+            guided = "guidance_scale" in extractor_settings and extractor_settings["guidance_scale"] != 0
+            if guided:
+                unet_evals = int(unet_evals * GUIDED_COST)
         if "clusters" in condition_settings:  # a surrogate samples its pool once per (scale, seed, pool)
             n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
             pool = canonical_hash([cell.scale, cell.seed, n_syn, condition_settings.get("ddim_steps", 50)])
@@ -100,13 +108,17 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                 unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
         # a classifier trains once per (scale, seed, its settings): steps x batch images
         classifier = 0
-        if guided:
-            trained = canonical_hash([cell.scale, cell.seed, cell.attack.condition.settings,
-                                      {k: v for k, v in extractor_settings.items() if k.startswith("classifier_")}])
+        if cost is not None:
+            trains, classifier_key = cost.get("classifier_images", 0), cost.get("classifier_key")
+        else:
+            trains = guided and (_positive(extractor_settings, "classifier_steps", 1000)
+                                 * _positive(extractor_settings, "classifier_batch_size", 128))
+            classifier_key = {k: v for k, v in extractor_settings.items() if k.startswith("classifier_")}
+        if trains:
+            trained = canonical_hash([cell.scale, cell.seed, cell.attack.condition.settings, classifier_key])
             if trained not in seen_classifiers:
                 seen_classifiers.add(trained)
-                classifier = (_positive(extractor_settings, "classifier_steps", 1000)
-                              * _positive(extractor_settings, "classifier_batch_size", 128))
+                classifier = int(trains)
         # k-NN: every candidate against every training image; the null's held-out images once per scale
         knn_pairs = suite_obj.n_generations[cell.scale] * cell.scale
         if cell.scale not in nulls:
@@ -116,6 +128,20 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                                    store.is_done(cell.config_hash), train_images, note, classifier, unet_evals,
                                    knn_pairs))
     return suite_obj, planned, store.run_dir
+
+
+def _planned_cost(extractor, n: int, name: str) -> dict | None:
+    """The extractor's own ``planned_cost(n)`` (hookspecs.Extractor), checked; None without one."""
+    if not hasattr(extractor, "planned_cost"):
+        return None
+    cost = extractor.planned_cost(n)
+    evals = cost.get("unet_evals") if isinstance(cost, dict) else None
+    if not isinstance(evals, (int, float)) or isinstance(evals, bool) or evals < 0:
+        from side_bench.errors import BenchError
+
+        raise BenchError(f"extractor {name!r}: planned_cost({n}) must return a dict with a non-negative "
+                         f"'unet_evals', got {cost!r}")
+    return {**cost, "unet_evals": int(evals)}
 
 
 @contextlib.contextmanager
@@ -236,7 +262,7 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
                                        data_root_given=check_data_root)
     table = Table(title=f"{suite_obj.name}: {len(planned)} cells (dry run: nothing is run or written)",
                   caption="train: steps x batch size (once per shared model); classifier: steps x batch size (once per classifier "
-                          "per scale); UNet evals: sampled images x DDIM steps (guided x1.6)", box=box.SIMPLE_HEAD)
+                          "per scale); UNet evals: sampled images x DDIM steps, as each extractor counts them (planned_cost)", box=box.SIMPLE_HEAD)
     for column in ("scale", "attack", "seed", "config hash", "status", "train", "classifier", "UNet evals"):
         numeric = column not in ("attack", "config hash", "status")
         table.add_column(column, justify="right" if numeric else "left", no_wrap=True)
