@@ -144,4 +144,4 @@ extractor_settings = {{ ddim_steps = 10 }}
     assert by_name["side-x0hat"].classifier_images == int(10 * 8 * 1.83)
     assert (by_name["side-kernel"].unet_evals, by_name["side-kernel"].classifier_images) == (100 * 10, 0)
     assert (by_name["side-off"].unet_evals, by_name["side-off"].classifier_images) == (100 * 10, 0)
-    assert by_name["side-exact"].unet_evals == 100 * 3 * 10  # the rejection pool: 3 per candidate
+    assert by_name["side-exact"].unet_evals == 100 * 4 * 10  # the rejection pool: 4 per candidate
