@@ -40,7 +40,8 @@ NULL_LABEL = "null baseline (held-out real images)"
 REPORTED_BANDS = ("low", "mid", "high")
 MARKS = (
     "Each cell: the value pooled over seeds, [its 95% interval] and (k/N_G) for rates (Wilson interval of the "
-    "pooled count; UMS and p95: seeded bootstrap over candidates), 'sd' across seeds when there are several, "
+    "pooled count; any other metric: the interval it computes, named in each row's 'interval'), 'sd' across "
+    "seeds when there are several, "
     f"#rank at that scale and 'n.s.' when not significantly above the null baseline. Ranks come from pairwise "
     f"tests at the same scale ({stats.RATE_TEST} for rates, {stats.BOOTSTRAP_TEST} otherwise), "
     f"{stats.CORRECTION}-corrected, alpha {stats.ALPHA}: attacks not significantly different share a rank. "
