@@ -365,6 +365,9 @@ def machine() -> dict:
             "load_average": os.getloadavg()}
 
 
+PARTS = ["sampling", "guidance", "knn", "memory", "growth", "hardware", "candidates", "startup"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
@@ -372,7 +375,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quickstart", action="store_true", help="also time the quickstart cold and warm (~10 min)")
     parser.add_argument("--warm-cache", default=None, help="time only a warm quickstart against this cache")
     parser.add_argument("--startup-only", action="store_true", help="only the start-up times (a few seconds)")
+    parser.add_argument("--only", default=None, metavar="PARTS",
+                        help=f"comma-separated, some of: {', '.join(PARTS)} (default: all)")
     args = parser.parse_args(argv)
+    parts = PARTS if args.only is None else [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        parser.error(f"--only: {', '.join(unknown)}: expected some of {', '.join(PARTS)}")
     torch.set_grad_enabled(True)
     if args.startup_only:
         return report(startup(), args, "python benchmarks/perf.py --startup-only")
@@ -384,16 +393,27 @@ def main(argv=None) -> int:
         sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(200_000, 50_000, 512),
                      ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
                      unet=(256, 5.0), candidates=51_200)
-    results = [sampling(*sizes["sample"], sizes["repeats"]), guidance(*sizes["sample"], sizes["repeats"])]
-    results += knn(*sizes["knn"], sizes["repeats"])
-    results.append(knn_memory(*sizes["memory"]))
-    results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
-    results += hardware(*sizes["unet"])
-    results += candidates(sizes["candidates"])
-    results += startup()
+    results = []
+    if "sampling" in parts:
+        results.append(sampling(*sizes["sample"], sizes["repeats"]))
+    if "guidance" in parts:
+        results.append(guidance(*sizes["sample"], sizes["repeats"]))
+    if "knn" in parts:
+        results += knn(*sizes["knn"], sizes["repeats"])
+    if "memory" in parts:
+        results.append(knn_memory(*sizes["memory"]))
+    if "growth" in parts:
+        results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
+    if "hardware" in parts:
+        results += hardware(*sizes["unet"])
+    if "candidates" in parts:
+        results += candidates(sizes["candidates"])
+    if "startup" in parts:
+        results += startup()
     if args.quickstart or args.warm_cache:
         results += quickstart(args.warm_cache)
-    command = "python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
+    command = ("python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
+               + (f" --only {','.join(parts)}" if args.only is not None else ""))
     return report(results, args, command)
 
 
