@@ -56,43 +56,52 @@ def per_band(diagnostics: dict, name: str, digits: int) -> str:
     return " / ".join(f"{values[b]:.{digits}g}" if b in values else "-" for b in BANDS)
 
 
+def counts(row: dict) -> tuple[int, int]:
+    return int(row["count"]), int(row["n"])
+
+
+def holm_column(lines: list[list], column: int) -> None:
+    """Holm-correct one column of p-values over the table, in place (None: no test, left so)."""
+    tested = [line for line in lines if line[column] is not None]
+    for line, p in zip(tested, holm([line[column] for line in tested]), strict=True):
+        line[column] = f"{p:.2g}"
+
+
 def tables(rows: dict, bound: str, reference: str, attacks: list[str]) -> str:
     cells = sorted({(scale, seed) for _, scale, seed in rows})
     bound_lines, attack_lines = [], []
     for scale, seed in cells:
         ref, top = rows.get((reference, scale, seed)), rows.get((bound, scale, seed))
+        if ref is None:
+            continue
         for row in (top, *(rows.get((a, scale, seed)) for a in attacks)):
-            if row is not None and ref is not None and row.get("model_key") != ref.get("model_key"):
+            if row is not None and row.get("model_key") != ref.get("model_key"):
                 raise BenchError(f"{row['attack']} at scale {scale}, seed {seed} attacked another model than "
                                  f"{reference} (model_key differs)")
+        k0, n0 = counts(ref)
         gain = None
-        if ref is not None and top is not None:
-            k0, n0, kb, nb = int(ref["count"]), int(ref["n"]), int(top["count"]), int(top["n"])
-            gain = (kb / nb - k0 / n0, rate_test(kb, nb, k0, n0))
-            bound_lines.append([scale, seed, percent(k0, n0), percent(kb, nb), f"{100 * gain[0]:+.2f}", gain[1],
+        if top is not None:
+            kb, nb = counts(top)
+            gain = kb / nb - k0 / n0
+            bound_lines.append([scale, seed, percent(k0, n0), percent(kb, nb), f"{100 * gain:+.2f}",
+                                rate_test(kb, nb, k0, n0),
                                 f"{int((top.get('diagnostics') or {}).get('query_cost', 0)):,}"])
         for name in attacks:
             row = rows.get((name, scale, seed))
-            if row is None or ref is None:
+            if row is None:
                 continue
-            k, n, k0, n0 = int(row["count"]), int(row["n"]), int(ref["count"]), int(ref["n"])
-            p_ref = rate_test(k, n, k0, n0)
-            p_bound = rate_test(k, n, int(top["count"]), int(top["n"]), "less") if top is not None else None
-            share = ""
-            if gain is not None and gain[0] > 0:
-                share = f"{(k / n - k0 / n0) / gain[0]:+.2f}"
+            k, n = counts(row)
+            p_bound = rate_test(k, n, *counts(top), "less") if top is not None else None
+            share = f"{(k / n - k0 / n0) / gain:+.2f}" if gain is not None and gain > 0 else ""
             diagnostics = row.get("diagnostics") or {}
             hit = (diagnostics.get("target_hit") or {}).get("value")
             attack_lines.append([scale, seed, name, (row.get("extractor_settings") or {}).get("guidance_scale", ""),
-                                 percent(k, n), p_ref, p_bound, share, per_band(diagnostics, "alignment", 2),
-                                 per_band(diagnostics, "strength", 2), "" if hit is None else f"{100 * hit:.1f}%"])
-    for lines, column in ((bound_lines, 5), (attack_lines, 5)):
-        adjusted = holm([line[column] for line in lines])
-        for line, p in zip(lines, adjusted, strict=True):
-            line[column] = f"{p:.2g}"
-    adjusted = holm([line[6] for line in attack_lines if line[6] is not None])
-    for line in (line for line in attack_lines if line[6] is not None):
-        line[6] = f"{adjusted.pop(0):.2g}"
+                                 percent(k, n), rate_test(k, n, k0, n0), p_bound, share,
+                                 per_band(diagnostics, "alignment", 2), per_band(diagnostics, "strength", 2),
+                                 "" if hit is None else f"{100 * hit:.1f}%"])
+    holm_column(bound_lines, 5)
+    holm_column(attack_lines, 5)
+    holm_column(attack_lines, 6)
     out = ["| scale | seed | UnCond | bound (side-exact) | gain (points) | p (Fisher, Holm) | query cost |",
            "|---:|---:|---|---|---:|---:|---:|"]
     out += ["| " + " | ".join(str(v) for v in line) + " |" for line in bound_lines]

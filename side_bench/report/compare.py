@@ -104,15 +104,14 @@ def compare_attacks(run_dir: str | Path | list[str | Path], attack_a: str, attac
         if first["_run_dir"] != row["_run_dir"] and row["attack"] in (attack_a, attack_b):
             raise BenchError(f"{row['attack']!r} at scale {row['scale']}, seed {row['seed']} is in two runs "
                              f"({first['_run_dir']} and {row['_run_dir']}): name only the run folders to compare")
-    run_dir = where
     attacks = {a for a, _, _ in cells}
     for name in (attack_a, attack_b):
         if name not in attacks:
-            raise BenchError(f"{run_dir}: no attack {name!r} (found: {', '.join(sorted(attacks))})")
+            raise BenchError(f"{where}: no attack {name!r} (found: {', '.join(sorted(attacks))})")
     pairs = sorted({(s, d) for a, s, d in cells if a == attack_a and (attack_b, s, d) in cells
                     and (scale is None or s == scale) and (seed is None or d == seed)})
     if not pairs:
-        raise BenchError(f"{run_dir}: {attack_a!r} and {attack_b!r} never ran at the same scale and seed"
+        raise BenchError(f"{where}: {attack_a!r} and {attack_b!r} never ran at the same scale and seed"
                          + (f" (scale {scale})" if scale is not None else ""))
     rule = copy_rule(by, band, rows)
     lines = []

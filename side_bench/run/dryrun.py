@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from side_bench.errors import BenchError
 from side_bench.registry import Registry, load_registry
 from side_bench.run.suite import canonical_hash, cell_model, check_data_root
 
@@ -92,14 +93,9 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
         condition_settings, extractor_settings = cell.attack.condition.settings, cell.attack.extractor.settings
         n_generations = suite_obj.n_generations[cell.scale]
         extractor = registry.build("extractors", cell.attack.extractor.name, extractor_settings)
-        cost = _planned_cost(extractor, n_generations, cell.attack.extractor.name)
-        if cost is not None:
-            unet_evals = cost["unet_evals"]
-        else:  # the extractor does not say: N_G x DDIM steps, a guided step ~1.6x (measured)
-            unet_evals = n_generations * _positive(extractor_settings, "ddim_steps", 50)
-            guided = "guidance_scale" in extractor_settings and extractor_settings["guidance_scale"] != 0
-            if guided:
-                unet_evals = int(unet_evals * GUIDED_COST)
+        cost = (_planned_cost(extractor, n_generations, cell.attack.extractor.name)
+                or _guessed_cost(extractor_settings, n_generations))
+        unet_evals = cost["unet_evals"]
         if "clusters" in condition_settings:  # a surrogate samples its pool once per (scale, seed, pool)
             n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
             pool = canonical_hash([cell.scale, cell.seed, n_syn, condition_settings.get("ddim_steps", 50)])
@@ -108,17 +104,11 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                 unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
         # a classifier trains once per (scale, seed, its settings): steps x batch images
         classifier = 0
-        if cost is not None:
-            trains, classifier_key = cost.get("classifier_images", 0), cost.get("classifier_key")
-        else:
-            trains = guided and (_positive(extractor_settings, "classifier_steps", 1000)
-                                 * _positive(extractor_settings, "classifier_batch_size", 128))
-            classifier_key = {k: v for k, v in extractor_settings.items() if k.startswith("classifier_")}
-        if trains:
-            trained = canonical_hash([cell.scale, cell.seed, cell.attack.condition.settings, classifier_key])
+        if cost.get("classifier_images"):
+            trained = canonical_hash([cell.scale, cell.seed, cell.attack.condition.settings, cost.get("classifier_key")])
             if trained not in seen_classifiers:
                 seen_classifiers.add(trained)
-                classifier = int(trains)
+                classifier = int(cost["classifier_images"])
         # k-NN: every candidate against every training image; the null's held-out images once per scale
         knn_pairs = suite_obj.n_generations[cell.scale] * cell.scale
         if cell.scale not in nulls:
@@ -130,6 +120,18 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
     return suite_obj, planned, store.run_dir
 
 
+def _guessed_cost(extractor_settings: dict, n: int) -> dict:
+    """For an extractor without ``planned_cost``: N_G x DDIM steps, a guided step ~1.6x
+    (measured), and a classifier of classifier_steps x classifier_batch_size where it guides."""
+    evals = n * _positive(extractor_settings, "ddim_steps", 50)
+    if extractor_settings.get("guidance_scale", 0) == 0:
+        return {"unet_evals": evals}
+    return {"unet_evals": int(evals * GUIDED_COST),
+            "classifier_images": (_positive(extractor_settings, "classifier_steps", 1000)
+                                  * _positive(extractor_settings, "classifier_batch_size", 128)),
+            "classifier_key": {k: v for k, v in extractor_settings.items() if k.startswith("classifier_")}}
+
+
 def _planned_cost(extractor, n: int, name: str) -> dict | None:
     """The extractor's own ``planned_cost(n)`` (hookspecs.Extractor), checked; None without one."""
     if not hasattr(extractor, "planned_cost"):
@@ -137,8 +139,6 @@ def _planned_cost(extractor, n: int, name: str) -> dict | None:
     cost = extractor.planned_cost(n)
     evals = cost.get("unet_evals") if isinstance(cost, dict) else None
     if not isinstance(evals, (int, float)) or isinstance(evals, bool) or evals < 0:
-        from side_bench.errors import BenchError
-
         raise BenchError(f"extractor {name!r}: planned_cost({n}) must return a dict with a non-negative "
                          f"'unet_evals', got {cost!r}")
     return {**cost, "unet_evals": int(evals)}
