@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from side_bench.plugin_api import BenchError, autocast_dtype, hookimpl, initial_noise
+from side_bench_builtins.extractors import SamplingSettings
 
 
 class FineXtract:
@@ -38,16 +39,8 @@ class FineXtract:
     threat_model = "white-box + base model"
 
     @dataclass
-    class Settings:
+    class Settings(SamplingSettings):  # ddim_steps, batch_size, precision and their checks: the sampler's
         guidance_scale: float = 3.0  # w; 1 = plain sampling of the fine-tuned model, 0 = of the base
-        ddim_steps: int = 50
-        batch_size: int = 256
-        precision: str = "fp32"  # UNet forward in fp32, bf16 or fp16 (autocast)
-
-        def validate(self, where: str) -> None:
-            if self.ddim_steps < 1 or self.batch_size < 1:
-                raise BenchError(f"{where}: ddim_steps and batch_size: expected positive integers")
-            autocast_dtype(self.precision, f"{where}: precision")  # refuses an unknown one
 
     def __init__(self, settings: FineXtract.Settings):
         self.settings = settings
