@@ -212,12 +212,14 @@ def unet_flops(unet, batch=1) -> float:
 
 def unet_rate(batch: int, seconds: float, precision: str = "fp32") -> float:
     """Image-steps per second of the quickstart UNet forward at ``batch`` (one thread)."""
+    from side_bench.sampling.diffusion import autocast_dtype
+
     unet = bench_unet()
     x, t = torch.randn(batch, 1, 8, 8), torch.tensor([500])
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = autocast_dtype(precision)
 
     def forward():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=precision != "fp32"):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             unet(x, t)
 
     forward()
@@ -271,7 +273,7 @@ def candidates_child(n: int, guided: bool, seed: int, precision: str = "fp32") -
     torch.set_num_threads(1)
     from side_bench.registry import load_registry
     from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
-    from side_bench.sampling.diffusion import ddim_sample
+    from side_bench.sampling.diffusion import autocast_dtype, ddim_sample
     from side_bench.scoring.rows import metric_rows
     from side_bench.scoring.scores import Band, Reference, to_unit
 
@@ -285,9 +287,8 @@ def candidates_child(n: int, guided: bool, seed: int, precision: str = "fp32") -
         classifier = TimeConditionedResNet(in_channels=1, num_classes=10, width=32, stages=3).eval()
         options = dict(guidance=log_prob_gradient(classifier), guidance_scale=0.3, class_labels=torch.arange(n) % 10)
     start = time.perf_counter()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     images, _ = ddim_sample(target, n, seed=seed, num_steps=50, batch_size=256, device=torch.device("cpu"),
-                            dtype=dtype, **options)
+                            dtype=autocast_dtype(precision), **options)
     sampled = time.perf_counter() - start
     bands = [Band(f"b{i}", *b) for i, b in enumerate(BANDS)]
     metric_rows(Reference(to_unit(train), features).score(to_unit(images), bands), metrics, bands)
@@ -393,23 +394,18 @@ def main(argv=None) -> int:
         sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(200_000, 50_000, 512),
                      ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
                      unet=(256, 5.0), candidates=51_200)
-    results = []
-    if "sampling" in parts:
-        results.append(sampling(*sizes["sample"], sizes["repeats"]))
-    if "guidance" in parts:
-        results.append(guidance(*sizes["sample"], sizes["repeats"]))
-    if "knn" in parts:
-        results += knn(*sizes["knn"], sizes["repeats"])
-    if "memory" in parts:
-        results.append(knn_memory(*sizes["memory"]))
-    if "growth" in parts:
-        results += growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3)
-    if "hardware" in parts:
-        results += hardware(*sizes["unet"])
-    if "candidates" in parts:
-        results += candidates(sizes["candidates"])
-    if "startup" in parts:
-        results += startup()
+    benchmarks = {
+        "sampling": lambda: [sampling(*sizes["sample"], sizes["repeats"])],
+        "guidance": lambda: [guidance(*sizes["sample"], sizes["repeats"])],
+        "knn": lambda: knn(*sizes["knn"], sizes["repeats"]),
+        "memory": lambda: [knn_memory(*sizes["memory"])],
+        "growth": lambda: growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3),
+        "hardware": lambda: hardware(*sizes["unet"]),
+        "candidates": lambda: candidates(sizes["candidates"]),
+        "startup": startup,
+    }
+    assert list(benchmarks) == PARTS
+    results = [row for part in PARTS if part in parts for row in benchmarks[part]()]
     if args.quickstart or args.warm_cache:
         results += quickstart(args.warm_cache)
     command = ("python benchmarks/perf.py" + (" --quick" if args.quick else "") + (" --quickstart" if args.quickstart else "")
