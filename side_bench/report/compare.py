@@ -7,7 +7,7 @@ The default, ``ams``, counts a candidate whose best similarity lies in the chose
 image a copy copied is its nearest one. For attacks A and B on one model (equal ``model_key``, same scale and seed):
 the distinct training images each copied, those both copied, and those only one did.
 
-Tests (method.md section 7): the share of candidates that are copies, A against B, with
+Tests (docs/method.md section 7): the share of candidates that are copies, A against B, with
 Fisher's exact test; the number of distinct images copied with a z-test on their
 occupancy standard errors (``stats.distinct_variance``). With several scales or
 seeds, the p-values are Holm-corrected across them.

@@ -1,4 +1,4 @@
-"""The memorization divergence M = KL(q_eps || p_theta) (SIDE paper, Def. 1; method.md section 3).
+"""The memorization divergence M = KL(q_eps || p_theta) (SIDE paper, Def. 1; docs/method.md section 3.5).
 
 q_eps = (1/N) sum_i Normal(x_i, eps^2 I) is the training set blurred by eps. The estimate is
 Monte Carlo over draws x ~ q_eps (one seeded generator per draw, so it does not depend on

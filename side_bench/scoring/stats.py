@@ -1,4 +1,4 @@
-"""Intervals and tests behind every number (method.md section 7), all from scipy.stats.
+"""Intervals and tests behind every number (docs/method.md section 7), all from scipy.stats.
 
 - A rate k of n gets a Wilson 95% interval (``binomtest(k, n).proportion_ci``).
 - A count of distinct training images (UMS's numerator, compare's distinct copies) gets the
