@@ -1,6 +1,17 @@
-"""The README and docs/ stay true: every relative link resolves (files and #anchors), every
-documented ``side-bench`` command and option exists in the click tree of side_bench/cli.py
-(and every ``--suite NAME`` in benchmarks/), and the README's fresh-machine test command is the one CI runs.
+"""The README and docs/ stay true: no link leaves the repository and every link resolves (files
+and #anchors), every documented ``side-bench`` command and option exists in the click tree of
+side_bench/cli.py (and every ``--suite NAME`` in benchmarks/), and the README's fresh-machine test
+command is the one CI runs.
+
+The pages checked: README.md, docs/ (recursively), side_bench/ARCHITECTURE.md and the READMEs of
+plugins/ and results/. A link leaves the repository when it has a scheme (``https:``,
+``mailto:``...), starts with ``//`` or ``/``, or its relative path resolves outside the repository
+root; a bare URL or an autolink (``<https://...>``) in the prose counts too, and so does a code span
+that is a ``../`` path (how the README once sent readers to notes outside a clone). A link that
+stays inside must name a file of the repository: one git lists (tracked, or new and not ignored)
+where the checkout is a git work tree, else one that exists; a git-ignored file (a local run
+folder, .venv) is not in a clone. Inline links and images, reference definitions and HTML
+``href``/``src`` are all read.
 
 Commands are checked against the click objects, never run, so this file takes well under a
 second. A command is found in a fenced code block (a line starting a ``side-bench`` call,
@@ -11,8 +22,12 @@ the same page runs (``python benchmarks/perf.py --quick``, whose options are che
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
+import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import click
 import pytest
@@ -20,11 +35,18 @@ import pytest
 from side_bench.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "side_bench" / "ARCHITECTURE.md",
+        *sorted((ROOT / "plugins").glob("*/README.md")), ROOT / "results" / "README.md"]
 
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 INLINE = re.compile(r"(`+)(.+?)\1", re.DOTALL)
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+REFERENCE = re.compile(r"^[ ]{0,3}\[[^\]]+\]:[ \t]*<?([^\s>]+)>?", re.MULTILINE)  # [name]: target
+HTML_LINK = re.compile(r"<(?:a|img|source|link|script|iframe)\b[^>]*?\b(?:href|src)\s*=\s*[\"']([^\"']*)[\"']", re.I)
+AUTOLINK = re.compile(r"<([a-zA-Z][a-zA-Z0-9+.-]*:[^\s<>]*)>")
+BARE_URL = re.compile(r"(?<![\w/:.-])(?:(?:https?|ftp)://|www\.)[^\s<>()]+", re.I)
+SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+PATH_SPAN = re.compile(r"\.\./[^\s`]*")  # a code span that is a path up and out of the page's folder
 CALL = re.compile(r"(?<![\w/.\-\[])side-bench(?=\s|$)")
 SCRIPT = re.compile(r"(?<![\w/.-])python3? (benchmarks/[\w-]+\.py)(?=\s|$)")
 OPTION = re.compile(r"(?<![\w-])--[a-zA-Z][\w-]*")
@@ -54,18 +76,66 @@ def anchors(path: Path) -> set[str]:
     return found
 
 
+def link_targets(text: str) -> list[str]:
+    """Every link target of a page's prose: inline links and images, reference definitions, HTML
+    href/src, autolinks and bare URLs (GitHub makes links of both), and ``../`` code spans."""
+    text = prose(text)
+    spans = [span.strip() for _, span in INLINE.findall(text)]
+    text = INLINE.sub(lambda m: " " * len(m.group(0)), text)  # `[x](y)` is code, not a link
+    targets = LINK.findall(text) + REFERENCE.findall(text) + HTML_LINK.findall(text) + AUTOLINK.findall(text)
+    bare = AUTOLINK.sub(" ", LINK.sub(" ", REFERENCE.sub(" ", HTML_LINK.sub(" ", text))))
+    targets += BARE_URL.findall(bare)
+    targets += [span for span in spans if PATH_SPAN.fullmatch(span)]
+    return targets
+
+
+@functools.lru_cache(maxsize=8)
+def repository_files(root: Path) -> frozenset[Path] | None:
+    """The files of the repository at ``root`` as git lists them (tracked, or new and not ignored);
+    None when ``root`` is not the top of a git work tree (or git is missing): then a file that
+    exists counts."""
+    if shutil.which("git") is None:
+        return None
+    try:
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        if Path(top).resolve() != root.resolve():
+            return None
+        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return frozenset((root / name).resolve() for name in listed.decode().split("\0") if name)
+
+
+def in_repository(resolved: Path) -> bool:
+    files = repository_files(ROOT)
+    if files is None:
+        return resolved.exists()
+    return resolved in files or (resolved.is_dir() and any(f.is_relative_to(resolved) for f in files))
+
+
 def broken_links(path: Path) -> list[str]:
-    text = INLINE.sub(lambda m: " " * len(m.group(0)), prose(path.read_text()))  # `[x](y)` is code, not a link
+    page = path.relative_to(ROOT)
     broken = []
-    for target in LINK.findall(text):
-        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ... are not checked here
+    for target in link_targets(path.read_text()):
+        if SCHEME.match(target) or target.startswith(("//", "www.", "WWW.")):
+            broken.append(f"{page}: {target}: leaves the repository (docs link only to its own files)")
             continue
         file_part, _, anchor = target.partition("#")
-        resolved = (path.parent / file_part).resolve() if file_part else path
-        if not resolved.exists():
-            broken.append(f"{path.relative_to(ROOT)}: {target}: no such file")
+        file_part = unquote(file_part)
+        if file_part.startswith("/"):
+            broken.append(f"{page}: {target}: an absolute path (link relative to the page)")
+            continue
+        resolved = (path.parent / file_part).resolve() if file_part else path.resolve()
+        if not resolved.is_relative_to(ROOT.resolve()):
+            broken.append(f"{page}: {target}: leaves the repository (docs link only to its own files)")
+        elif not resolved.exists():
+            broken.append(f"{page}: {target}: no such file")
+        elif not in_repository(resolved):
+            broken.append(f"{page}: {target}: not in the repository (git ignores it, so a clone lacks it)")
         elif anchor and resolved.suffix == ".md" and anchor not in anchors(resolved):
-            broken.append(f"{path.relative_to(ROOT)}: {target}: no heading #{anchor} in {resolved.name}")
+            broken.append(f"{page}: {target}: no heading #{anchor} in {resolved.name}")
     return broken
 
 
@@ -177,8 +247,15 @@ def check_text(text: str, where: str) -> tuple[list[str], set[str]]:
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_relative_links_resolve(path):
+def test_links_stay_in_the_repository_and_resolve(path):
     assert not broken_links(path)
+
+
+def test_the_pages_have_links_to_check():
+    # an empty parse would pass everything: the pages link to each other, across folders
+    found = {p.relative_to(ROOT).as_posix(): link_targets(p.read_text()) for p in DOCS}
+    assert "docs/method.md" in found["README.md"] and "../docs/design.md" in found["side_bench/ARCHITECTURE.md"]
+    assert sum(map(len, found.values())) > 100
 
 
 def test_documented_commands_and_options_exist():
@@ -214,6 +291,58 @@ def test_the_checkers_catch_what_they_are_for(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "ROOT", tmp_path)  # broken_links names pages relative to ROOT
     assert broken_links(page) == ["page.md: missing.md: no such file",
                                   "page.md: other.md#not-a-heading: no heading #not-a-heading in other.md"]
+
+
+def test_links_that_leave_the_repository_are_caught(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "docs").mkdir(parents=True)
+    (tmp_path / "notes.md").write_text("# Outside\n")  # exists, but beside the repository, not in it
+    (repo / "docs" / "guide.md").write_text("# Guide\n")
+    page = repo / "docs" / "page.md"
+    page.write_text(
+        "[ok](guide.md#guide) [ok](../docs/) `../docs/guide.md` `a code span, not a path: ../`\n"
+        "[web](https://example.org/x) ![badge](http://example.org/b.svg) [mail](mailto:a@example.org)\n"
+        "[up](../../notes.md) [root](/etc/hosts) [host](//example.org/y) `../../notes.md`\n"
+        "See <https://example.org/auto> or https://example.org/bare, www.example.org.\n"
+        '<a href="https://example.org/html">html</a> <img src="../guide.md">\n'
+        "[ref]: https://example.org/ref\n"
+        "```\nhttps://example.org/in-a-fence is code\n```\n")
+    monkeypatch.setitem(globals(), "ROOT", repo)
+    leaves = "leaves the repository (docs link only to its own files)"
+    assert sorted(broken_links(page)) == sorted([
+        f"docs/page.md: https://example.org/x: {leaves}",
+        f"docs/page.md: http://example.org/b.svg: {leaves}",
+        f"docs/page.md: mailto:a@example.org: {leaves}",
+        f"docs/page.md: ../../notes.md: {leaves}",
+        "docs/page.md: /etc/hosts: an absolute path (link relative to the page)",
+        f"docs/page.md: //example.org/y: {leaves}",
+        f"docs/page.md: ../../notes.md: {leaves}",  # the code span
+        f"docs/page.md: https://example.org/auto: {leaves}",
+        f"docs/page.md: https://example.org/bare,: {leaves}",
+        f"docs/page.md: www.example.org.: {leaves}",
+        f"docs/page.md: https://example.org/html: {leaves}",
+        "docs/page.md: ../guide.md: no such file",
+        f"docs/page.md: https://example.org/ref: {leaves}",
+    ])
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_link_to_a_file_git_ignores_is_caught(tmp_path, monkeypatch):
+    # A local run folder exists here but not in a clone: in a git work tree, links must name listed files.
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/results/*\n!/results/published/\n")
+    for name in ("results/run-1/rows.jsonl", "results/published/index.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    page = tmp_path / "README.md"
+    page.write_text("[published](results/published/index.md) [folder](results/published/) "
+                    "[local run](results/run-1/rows.jsonl) [its folder](results/run-1/)\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    repository_files.cache_clear()
+    not_in = "not in the repository (git ignores it, so a clone lacks it)"
+    assert broken_links(page) == [f"README.md: results/run-1/rows.jsonl: {not_in}",
+                                  f"README.md: results/run-1/: {not_in}"]
+    repository_files.cache_clear()
 
 
 def test_the_readme_is_a_front_door_and_its_test_command_is_what_ci_runs():
