@@ -110,3 +110,14 @@ def test_gu_ratio_counts_a_clear_nearest_neighbour():
 def test_bad_bands_are_refused(bands, message):
     with pytest.raises(BenchError, match=message):
         score_arrays(CANDIDATES, TRAIN, bands=bands)
+
+
+def test_ums_interval_counts_distinct_training_images_only():
+    # the same three images twice: every distinct image is hit in mid (3 of 3), so nothing is
+    # left unseen and the interval is the value itself, as without the duplicates; counted
+    # against 6 training images it spread to [0.26, 1.24], past the 3 / 4 any run could reach
+    doubled = np.concatenate([TRAIN, TRAIN])
+    for train in (TRAIN, doubled):
+        row = score_arrays(CANDIDATES, train, features="pixel", bands={"mid": [0.75, 0.875]}, knn="torch",
+                           metrics=("ums",)).iloc[0]
+        assert (row["value"], row["ci_low"], row["ci_high"]) == (0.75, 0.75, 0.75)

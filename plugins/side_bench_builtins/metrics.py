@@ -46,7 +46,9 @@ class UMS:
 
     def compute(self, scores, band) -> MetricValue:
         hit_rows, hit_index = scores.band_pairs(band)
-        return distinct(hit_rows, hit_index, scores.n_candidates, scores.n_train)
+        # the candidates were scored against the distinct images: with duplicates, a copy of an
+        # image already hit is not an unseen image (n_train would widen the interval past n_distinct)
+        return distinct(hit_rows, hit_index, scores.n_candidates, scores.n_distinct)
 
 
 class P95:

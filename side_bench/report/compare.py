@@ -140,10 +140,10 @@ def _compare_cell(row_a: dict, row_b: dict, rule: CopyRule) -> dict:
         mask = rule.copies(scores)
         copied = scores.nearest_index[mask]
         found.append((scores.n_candidates, int(mask.sum()), set(copied.tolist()), mask, scores.nearest_index,
-                      scores.n_train))
-    (n_a, k_a, set_a, mask_a, near_a, n_train_a), (n_b, k_b, set_b, mask_b, near_b, n_train_b) = found
-    se_a = _distinct_se(mask_a, near_a, n_train_a)
-    se_b = _distinct_se(mask_b, near_b, n_train_b)
+                      scores.n_distinct))  # what can be copied: the distinct images
+    (n_a, k_a, set_a, mask_a, near_a, n_distinct_a), (n_b, k_b, set_b, mask_b, near_b, n_distinct_b) = found
+    se_a = _distinct_se(mask_a, near_a, n_distinct_a)
+    se_b = _distinct_se(mask_b, near_b, n_distinct_b)
     return {
         "n_a": n_a, "n_b": n_b, "copies_a": k_a, "copies_b": k_b,
         "distinct_a": len(set_a), "distinct_b": len(set_b), "both": len(set_a & set_b),
@@ -153,9 +153,9 @@ def _compare_cell(row_a: dict, row_b: dict, rule: CopyRule) -> dict:
     }
 
 
-def _distinct_se(mask: np.ndarray, nearest: np.ndarray, n_train: int) -> float:
+def _distinct_se(mask: np.ndarray, nearest: np.ndarray, n_distinct: int) -> float:
     """Standard error of the number of distinct training images copied: the occupancy variance
     of ``stats.distinct_variance`` (a bootstrap's would be too small: a resample of the
     candidates holds ~63% of them)."""
     rows = np.flatnonzero(mask)
-    return math.sqrt(stats.distinct_variance(rows, nearest[rows], len(mask), n_train))
+    return math.sqrt(stats.distinct_variance(rows, nearest[rows], len(mask), n_distinct))
