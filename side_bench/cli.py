@@ -30,6 +30,8 @@ class _LazyConsole:
             from rich.console import Console
 
             self._console = Console(**self._options)
+            if not self._console.is_terminal:  # a log, CI, nohup: every line whole, not wrapped at 80 columns
+                self._console.soft_wrap = True
         return self._console
 
     def __getattr__(self, name):
@@ -164,9 +166,13 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         console.print(escape(recomputed))
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from side_bench.progress import LogProgress
+
     started = time.perf_counter()
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console.real(), transient=False) as bars:
+    # not a terminal: a line per stage at most every 30 s instead of bars a log would only get at the end
+    bars_class = Progress if console.is_terminal else LogProgress
+    with bars_class(*columns, console=console.real(), transient=False) as bars:
         overall = bars.add_task("cells", total=len(cells), completed=done_before)
         stage_tasks: dict[str, int] = {}
 
@@ -209,6 +215,12 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     _print_profile(finished_here)
     if failures:
         console.print(f"[red]{len(failures)} cell(s) failed[/]; tracebacks in {store.cells_dir}")
+    if not rows.empty:  # the next step, ready to paste
+        import shlex
+
+        console.print(f"leaderboard: side-bench leaderboard {shlex.quote(str(store.run_dir))}", markup=False,
+                      highlight=False, soft_wrap=True)
+    if failures:
         sys.exit(1)
 
 
@@ -454,7 +466,8 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
               help="Reported figures (JSON file or folder) shown in their own section "
                    "[default: results/reported if it exists].")
 @click.option("--headline", default=None, metavar="METRIC[:BAND]",
-              help="The table the page opens with (default: the suite's 'headline' key, else its first metric).")
+              help="The table the page opens with (default: the suite's 'headline' key, else the table where an "
+                   "attack stands most significantly above the null; the page states the rule).")
 @click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
               help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
                    "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")

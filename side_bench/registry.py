@@ -10,6 +10,11 @@ distribution without a RECORD), a sha256 over the source files of the packages i
 points live in, so that a changed file counts as a change even without a version bump.
 Suites put the provenance of every component a cell uses into the cell's config, hence into
 its hash: a rerun after a plugin changed recomputes exactly the cells that use it.
+
+A third-party plugin that fails to import is skipped with one warning on stderr (naming its
+distribution, the error and ``SIDE_BENCH_PLUGINS``), so every other command still works;
+a name it would have registered is then "unknown", with the skipped plugin named. Only
+side-bench's own plugins are required: without them nothing works, so their failure is an error.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from typing import Any
 
 import pluggy
 
-from side_bench.errors import BenchError
+from side_bench.errors import BenchError, one_line
 from side_bench.hookspecs import ADDED_SETTING, KINDS
 
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "side_bench"
+CORE_DISTRIBUTION = "side-bench"  # its built-in plugins are required, never skipped
 
 
 
@@ -98,6 +104,7 @@ class Registry:
 
     by_kind: dict[str, dict[str, Registration]] = field(default_factory=lambda: {kind: {} for kind in _kinds()})
     aliases: dict[str, dict[str, str]] = field(default_factory=lambda: {kind: {} for kind in _kinds()})
+    skipped: dict[str, str] = field(default_factory=dict)  # plugin -> why it did not load (``BrokenPlugin``)
 
     def add(self, kind: str, plugin: str, name: str, component: Any, aliases=(),
             provenance: Provenance | None = None) -> None:
@@ -122,6 +129,8 @@ class Registry:
         known = self.names(kind) + sorted(self.aliases[kind])
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        if self.skipped:  # the name may be one a broken plugin would have registered
+            hint += "; skipped, failed to import: " + "; ".join(self.skipped.values())
         prefix = f"{where}: " if where else ""
         raise BenchError(
             f"{prefix}unknown {KINDS[kind]} {name!r} "
@@ -234,7 +243,59 @@ def entry_point_provenance(entry_points) -> dict[str, Provenance]:
     return found
 
 
-def plugin_manager(entry_points: list | None = None) -> pluggy.PluginManager:
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """An entry point whose module raised on import: skipped, with one warning per process."""
+
+    name: str  # the entry point's name
+    value: str  # its module (and object)
+    distribution: str  # its distribution's name ('' when it has none)
+    version: str
+    error: str  # "ImportError: ..."
+
+    def label(self) -> str:
+        """"plugin 'name' (distribution 'dist' 0.1, module mod)"."""
+        where = f"distribution {self.distribution!r} {self.version}, " if self.distribution else ""
+        return f"plugin {self.name!r} ({where}module {self.value})"
+
+    def warning(self) -> str:
+        """One line: what failed, why, and the two ways to stop loading it."""
+        keep = f"{PLUGINS_ENV}={CORE_DISTRIBUTION}"
+        remove = f"; or uninstall it: pip uninstall {self.distribution}" if self.distribution else ""
+        return (f"warning: {self.label()} failed to import and is skipped ({self.error}); to load only the plugins "
+                f"you name, set {PLUGINS_ENV} (e.g. {keep}){remove}")
+
+
+_warned: set[tuple[str, str, str]] = set()  # (distribution, entry point, error) warned in this process
+
+
+def _warn_broken(broken: BrokenPlugin) -> None:
+    import sys
+
+    key = (broken.distribution, broken.name, broken.error)
+    if key not in _warned:
+        _warned.add(key)
+        print(broken.warning(), file=sys.stderr)
+
+
+def _load_entry_point(entry_point):
+    """The plugin object, or a ``BrokenPlugin`` when its module raises on import (anything but
+    side-bench's own plugins, whose failure is a ``BenchError``)."""
+    try:
+        return entry_point.load()
+    except Exception as error:  # noqa: BLE001 - any error of a third party's import is its own
+        dist = entry_point.dist
+        name = (dist.metadata["Name"] or dist.name) if dist is not None else ""
+        text = f"{type(error).__name__}: {one_line(error)}"
+        if _normalized(name) == CORE_DISTRIBUTION:
+            raise BenchError(f"plugin {entry_point.name!r} ({entry_point.value}) failed to import: {text}") from error
+        return BrokenPlugin(entry_point.name, entry_point.value, name, dist.version if dist is not None else "", text)
+
+
+def plugin_manager(entry_points: list | None = None,
+                   skipped: dict[str, str] | None = None) -> pluggy.PluginManager:
+    """A plugin manager with every entry point that imports; ``skipped`` (when given) receives
+    plugin name -> label of each that did not (each warned about once on stderr)."""
     from side_bench import hookspecs
 
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
@@ -242,12 +303,12 @@ def plugin_manager(entry_points: list | None = None) -> pluggy.PluginManager:
     for entry_point in selected_entry_points() if entry_points is None else entry_points:
         if manager.has_plugin(entry_point.name):
             continue
-        try:
-            plugin = entry_point.load()
-        except Exception as error:  # a broken third-party plugin must name itself
-            raise BenchError(
-                f"plugin {entry_point.name!r} ({entry_point.value}) failed to import: {error}"
-            ) from error
+        plugin = _load_entry_point(entry_point)
+        if isinstance(plugin, BrokenPlugin):
+            _warn_broken(plugin)
+            if skipped is not None:
+                skipped[plugin.name] = f"{plugin.label()}: {plugin.error}"
+            continue
         manager.register(plugin, name=entry_point.name)
     return manager
 
@@ -262,21 +323,46 @@ def listing_cache_dir() -> Path:
     return default_cache_dir() / "registry"
 
 
+def install_locations(entry_points) -> list[str]:
+    """Where side-bench's core and each entry point's distribution and modules are installed
+    (absolute paths, found without importing anything): two checkouts with the same sources
+    differ here, and so do their suites' files."""
+    found = [str(Path(__file__).resolve().parent)]
+    for entry_point in entry_points:
+        if entry_point.dist is not None:
+            found.append(str(Path(entry_point.dist.locate_file("")).resolve()))
+        top_level = entry_point.value.split(":")[0].strip().split(".")[0]
+        try:
+            spec = importlib.util.find_spec(top_level)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            found += [str(Path(p).resolve()) for p in spec.submodule_search_locations or []]
+            if spec.origin and spec.origin not in ("built-in", "frozen"):
+                found.append(str(Path(spec.origin).resolve()))
+    return list(dict.fromkeys(found))
+
+
+def listing_key(entry_points) -> str:
+    """The listing cache's key: the listing's format, the core's source hash, each entry point
+    with its provenance, and every install location (``install_locations``)."""
+    provenance = entry_point_provenance(entry_points)
+    key_parts = [LISTING_FORMAT, source_hash(["side_bench"]), install_locations(entry_points)]
+    key_parts += [[ep.name, ep.value, provenance[ep.name].as_dict()] for ep in entry_points]
+    return hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:
     """Every registration as a plain dict (kind, name, aliases, plugin, distribution, version,
     source_hash; for suites also ``path``), for ``side-bench plugins`` and ``suites``.
 
     Importing the plugins imports torch (seconds); the listing only depends on which entry
-    points load and on their provenance (version, source hash), so it is cached under a key
-    made of those, plus the source of side-bench's core: an upgraded, edited, added or
-    removed plugin gives a new key, and the listing is made again by importing everything.
+    points load, on their provenance (version, source hash) and on where they are installed
+    (a suite's ``path`` is a file of the install), so it is cached under ``listing_key``: an
+    upgraded, edited, added, removed or moved plugin, or another checkout, gives a new key,
+    and the listing is made again by importing everything.
     """
-    entry_points = selected_entry_points()
-    provenance = entry_point_provenance(entry_points)
-    key_parts = [LISTING_FORMAT, source_hash(["side_bench"])]
-    key_parts += [[ep.name, ep.value, provenance[ep.name].as_dict()] for ep in entry_points]
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
-    path = listing_cache_dir() / f"listing-{key}.json"
+    path = listing_cache_dir() / f"listing-{listing_key(selected_entry_points())}.json"
     if use_cache:
         try:
             return json.loads(path.read_text())
@@ -292,6 +378,8 @@ def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:
             if kind == "suites":
                 item["path"] = str(entry.component)
             listing.append(item)
+    if registry.skipped:  # not cached: the next listing imports again, and warns again
+        return listing
     try:
         from side_bench.results.store import atomic_write
 
@@ -303,9 +391,10 @@ def registry_listing(use_cache: bool = True) -> list[dict[str, Any]]:
 
 def load_registry() -> Registry:
     entry_points = selected_entry_points()
-    manager = plugin_manager(entry_points)
+    skipped: dict[str, str] = {}
+    manager = plugin_manager(entry_points, skipped)
     provenance = entry_point_provenance(entry_points)
-    registry = Registry()
+    registry = Registry(skipped=skipped)
     for kind in _kinds():
         hook = getattr(manager.hook, f"register_{kind}")
         for impl in hook.get_hookimpls():

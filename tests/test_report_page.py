@@ -52,10 +52,11 @@ def titles(page) -> tuple[str, list[str]]:
     return setup.headline.title, [t.title for t in setup.details]
 
 
-def test_the_headline_is_the_option_else_the_suite_key_else_the_first_metric(tmp_path):
-    # no key: the suite's first metric (ams), its highest band first
+def test_the_headline_is_the_option_else_the_suite_key_else_the_rule(tmp_path):
+    # no key: the table where an attack stands most significantly above the null (page.HEADLINE_RULE):
+    # uncond's gu-ratio, 30/100 against 0/100, beats its ams, 20/100 against 0/100 in every band
     assert titles(page_of(run_with(tmp_path / "a", bands_rows()))) == (
-        "ams high [0.95, 1]", ["ams mid [0.9, 0.95)", "ams low [0.85, 0.9)", "gu-ratio"])
+        "gu-ratio", ["ams high [0.95, 1]", "ams mid [0.9, 0.95)", "ams low [0.85, 0.9)"])
     # the suite's key (read from the run's manifest)
     keyed = run_with(tmp_path / "b", bands_rows(), headline="gu-ratio")
     assert titles(page_of(keyed)) == (

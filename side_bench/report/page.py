@@ -1,7 +1,9 @@
 """The leaderboard page as data: one model that the Markdown and HTML templates both render.
 
 Per setup, the page opens with the headline table (the suite's headline metric, attack x
-scale, with the null baseline row) and a few sentences generated from its numbers; then a
+scale, with the null baseline row; a suite that names none gets the table that ``HEADLINE_RULE``
+picks from the evidence, and a note wherever another table disagrees with its sentences) and
+a few sentences generated from its numbers; then a
 legend of the attacks and metrics, taken from the plugins' own descriptions; then every
 other metric and band, one collapsible section each, in a stable order (the headline
 metric's other bands first, then the suite's metrics in order; within a metric the high
@@ -56,6 +58,15 @@ MODEL_NOTE = ("A property of the target model, not of the attack: every attack o
 MODEL_TARGETS = ("A condition that trains its own target (e.g. on other labels) has its own row: those rows are "
                  "different models, not different attacks on one.")
 MODEL_LEGEND = "a property of the target model: the same for every attack on it"
+HEADLINE_RULE = (
+    "The suite names no headline, so the page opens with the table where an attack stands most significantly "
+    f"above the null baseline: of every metric and band, the one with the smallest {stats.CORRECTION}-adjusted "
+    f"p-value against the null (over its attacks and scales, counting only values above the null at alpha "
+    f"{stats.ALPHA}); ties go to the metric listed first in the suite, then to the higher band. When no attack is "
+    "significantly above the null in any table, it is the suite's first metric at its highest band. Where "
+    "another table has an attack above the null at a scale at which the headline has none, a note under the "
+    "headline's sentences names it."
+)
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,6 +119,10 @@ class SetupPage:
     sentences: list[str]
     details: list[Table]
     diagnostics: list[str]
+    # set only when HEADLINE_RULE chose the headline (the suite names none): why this table, and
+    # the other tables above the null where the headline's sentences say no attack is
+    chosen: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +164,7 @@ class Page:
     metrics: list[MetricEntry]
     galleries: list[Gallery] = field(default_factory=list)
     reported: list[ReportedTable] = field(default_factory=list)
+    headline_rule: str = ""  # HEADLINE_RULE when it chose a setup's headline, for the legend
 
     @property
     def has_details(self) -> bool:
@@ -277,6 +293,72 @@ def _choose_headline(candidates: list[tuple], spec: tuple[str, str | None] | Non
             return max(matching, key=lambda c: _band_order(c[3]))
     first = min(candidates, key=lambda c: c[5])
     return max([c for c in candidates if c[1] == first[1]], key=lambda c: _band_order(c[3]))
+
+
+def _strongest(part: pd.DataFrame):
+    """The line of a table that stands most significantly above the null baseline (the smallest
+    Holm-adjusted ``p_null`` among the lines above it), or None when no line is above it."""
+    if is_model_level(part) or "p_null" not in part or "above_null" not in part:
+        return None
+    above = part[part["above_null"].fillna(False).astype(bool)].copy()
+    above["p_null"] = pd.to_numeric(above["p_null"], errors="coerce")
+    above = above[above["p_null"].notna()]
+    if above.empty:
+        return None
+    return above.sort_values(["p_null", "scale"], kind="stable").iloc[0]
+
+
+def _rule_headline(candidates: list[tuple]) -> tuple[tuple, str]:
+    """The (metric, band) group that ``HEADLINE_RULE`` puts first, and the sentence saying why.
+
+    ``candidates``: (setup, metric, band label, part, band, (metric rank in the suite, first seen)).
+    """
+    scored = [(line, c) for c in candidates if (line := _strongest(c[3])) is not None]
+    if not scored:
+        first = min(candidates, key=lambda c: c[5])
+        chosen = max([c for c in candidates if c[1] == first[1]], key=lambda c: _band_order(c[3]))
+        return chosen, ("Headline chosen by the rule in the legend: no attack is significantly above the null "
+                        "baseline in any table, so this is the suite's first metric.")
+    line, chosen = min(scored, key=lambda lc: (float(lc[0]["p_null"]), lc[1][5], -_band_order(lc[1][3])))
+    p = float(line["p_null"])
+    return chosen, (f"Headline chosen by the rule in the legend: of every table, {cap(line['attack'], 40)} "
+                    f"stands most significantly above the null baseline here ({stats.CORRECTION}-adjusted "
+                    f"p {f'= {p:.2g}' if p > 0 else '< 1e-300'} at scale {line['scale']}).")
+
+
+def _null_scales(part: pd.DataFrame) -> list:
+    """The scales at which a table has values but no attack above the null: where ``sentences``
+    says 'no attack is significantly above the null baseline'."""
+    if is_model_level(part):
+        return []
+    return [scale for scale, lines in part.groupby("scale", sort=True)
+            if lines["value"].notna().any() and not lines.loc[lines["value"].notna(), "above_null"].astype(bool).any()]
+
+
+def disagreements(chosen: tuple, others: list[tuple], limit: int = 4) -> list[str]:
+    """A note when other tables have an attack significantly above the null at a scale where the
+    headline table has none, naming them (their leader, starred when it is alone at rank 1)."""
+    scales = _null_scales(chosen[3])
+    found = []
+    for _, metric, band, part, _, _ in others:
+        if is_model_level(part):
+            continue
+        for scale in scales:
+            lines = part[(part["scale"] == scale) & part["above_null"].fillna(False).astype(bool)]
+            if lines.empty:
+                continue
+            starred = lines[lines["best"].fillna(False).astype(bool)]
+            line = (starred if len(starred) else lines.sort_values("p_null", kind="stable")).iloc[0]
+            unit = line["unit"] if isinstance(line["unit"], str) else None
+            title = cap(f"{metric} {band}".strip(), 80)
+            found.append(f"{title} at scale {scale} ({cap(line['attack'], 40)} {format_value(unit, line['value'])}"
+                         f"{' ★' if len(starred) else ''})")
+    if not found:
+        return []
+    named = found if len(found) <= limit else [*found[:limit], f"{len(found) - limit} more"]
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return [f"Other tables disagree where the headline shows no attack above the null baseline: {listed} "
+            f"{'is' if len(found) == 1 else 'are'} significantly above it (see 'Every metric and band')."]
 
 
 def _names(attacks: list[str], limit: int = 4) -> str:
@@ -593,7 +675,8 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     """The page model of an aggregated leaderboard ``table`` (and the ``rows`` it came from).
 
     ``headline`` is ``METRIC`` or ``METRIC:BAND``; without it each setup's headline is the
-    suite's ``headline`` key (from the run's manifest or rows), else its first metric.
+    suite's ``headline`` key (from the run's manifest or rows), else the table ``HEADLINE_RULE``
+    picks from the evidence (``_rule_headline``), with a note where other tables disagree.
     """
     spec = parse_headline(headline)
     if spec is not None and spec[0] not in set(table["metric"]):
@@ -624,7 +707,11 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
         if "headline" in rows:
             named = rows.loc[rows["setup"] == setup, "headline"].dropna()
             suite_spec = str(named.iloc[0]) if len(named) else None
-        chosen = _choose_headline(candidates, spec, suite_spec)
+        by_rule = spec is None and suite_spec is None  # a suite's key renders as it always has
+        if by_rule:
+            chosen, why = _rule_headline(candidates)
+        else:
+            chosen, why = _choose_headline(candidates, spec, suite_spec), ""
         head_metric = chosen[1]
         rest = [c for c in candidates if c is not chosen]
         rest.sort(key=lambda c: (c[1] != head_metric, c[5], -_band_order(c[3])))
@@ -632,14 +719,16 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
         setups.append(SetupPage(setup=cap(setup, 160), headline=headline_table,
                                 sentences=sentences(chosen[3], chosen[1]),
                                 details=[make_table(c[0], c[1], c[2], c[3], styles) for c in rest],
-                                diagnostics=diagnostics_lines(rows, setup)))
+                                diagnostics=diagnostics_lines(rows, setup), chosen=why,
+                                notes=disagreements(chosen, rest) if by_rule else []))
     metric_order = sorted(dict.fromkeys(table["metric"]), key=lambda m: (metric_rank.get(m, 0), first_seen.get(m, 0)))
     heads = list(dict.fromkeys(s.headline.part["metric"].iloc[0] for s in setups))
     metric_order = heads + [m for m in metric_order if m not in heads]
     return Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
                 attacks=attack_entries(rows, styles),
                 metrics=metric_entries(table, metric_order, frozenset(m for _, m, _ in models)),
-                reported=[reported_table(path, document) for path, document in reported])
+                reported=[reported_table(path, document) for path, document in reported],
+                headline_rule=HEADLINE_RULE if any(s.chosen for s in setups) else "")
 
 
 # ------------------------------------------------------------------------------------------
@@ -684,7 +773,8 @@ def page_summary(page: Page, files: dict[str, str]) -> dict:
     folder and shows exactly the numbers of the published page.
     """
     return {"kind": SUMMARY_KIND, "version": 1, "title": page.title, "files": files, "sources": page.sources,
-            "setups": [{"setup": s.setup, "sentences": s.sentences, "headline": _table_data(s.headline)}
+            "setups": [{"setup": s.setup, "sentences": s.sentences, "headline": _table_data(s.headline),
+                        **({"chosen": s.chosen} if s.chosen else {}), **({"notes": s.notes} if s.notes else {})}
                        for s in page.setups]}
 
 
@@ -708,7 +798,9 @@ def index_entry(folder: str, data: dict, where: str) -> IndexEntry:
     try:
         files = data["files"]
         setups = [SetupPage(setup=cap(str(s["setup"]), 160), headline=_table_from(s["headline"], prefix),
-                            sentences=[cap(str(t), 600) for t in s["sentences"]], details=[], diagnostics=[])
+                            sentences=[cap(str(t), 600) for t in s["sentences"]], details=[], diagnostics=[],
+                            chosen=cap(str(s.get("chosen", "")), 600),
+                            notes=[cap(str(t), 1000) for t in s.get("notes", [])])
                   for s in data["setups"]]
         return IndexEntry(folder=cap(folder, 120), title=cap(str(data["title"]), 120),
                           html=prefix + files["html"] if files.get("html") else "",
