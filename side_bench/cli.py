@@ -118,9 +118,12 @@ def main():
               help="--executor local: processes running cells side by side, each with --threads threads "
                    "(0: one per core); rows are bit-identical to one worker's. Each holds its own copy of "
                    "a scale's data.")
+@click.option("--targets", "targets", default=None, type=click.Path(file_okay=False),
+              help="A shared-targets pack (side-bench targets export): attack its models, never train; "
+                   "checked before any cell runs.")
 @user_errors
 def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_fast, data_root, dry_run, threads,
-        workers):
+        workers, targets):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.results.store import check_writable
     from side_bench.run.suite import check_data_root, safe_name
@@ -133,6 +136,8 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         "data_root") == click.core.ParameterSource.COMMANDLINE
     if data_root:  # datasets read their root from the environment (their 'root' setting's default)
         os.environ["SIDE_BENCH_DATA_ROOT"] = str(Path(data_root).expanduser())
+    if dry_run and targets:
+        raise BenchError("--targets: not with --dry-run (the plan counts the trainings a pack saves)")
     if dry_run:
         from side_bench.run.dryrun import print_plan
 
@@ -148,7 +153,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     check_writable(cache_dir or default_cache_dir(), "--cache-dir")
     registry = load_registry()
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
-                                          registry=registry)
+                                          registry=registry, targets=targets)
     if data_root_given:
         check_data_root(suite_obj, registry)
     check_writable(store.run_dir, "--results")
@@ -200,7 +205,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
             rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
                              executor=executor, run_id=run_id, fail_fast=fail_fast,
                              executor_settings=executor_settings, threads=threads, workers=workers,
-                             progress=progress, on_cell=on_cell)
+                             progress=progress, on_cell=on_cell, targets=targets)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)
             sys.exit(1)
@@ -588,3 +593,31 @@ def cache_verify(folder, fix):
     click.echo(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or f"{root}: empty", err=True)
     if counts.get("bad"):
         sys.exit(1)
+
+
+@main.group()
+def targets():
+    """Shared targets: a run's trained target models as a pack that others attack as they are."""
+
+
+@targets.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(), help="The pack's folder (must not exist).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="The cache the run trained into (default: $SIDE_BENCH_CACHE or ~/.cache/side-bench).")
+@user_errors
+def targets_export(run_dir, out, cache_dir):
+    """Write the target models RUN_DIR's finished cells attacked, their manifests and exact
+    training subsets (indices into packaged data, content hashes of a user's images; never
+    the images) into a new folder; `side-bench run --suite S --targets OUT` attacks them."""
+    from side_bench.results.store import check_writable
+    from side_bench.run.targets import export_targets
+
+    check_writable(Path(out).parent, "--out")
+    models = export_targets(run_dir, out, cache_dir=cache_dir)
+    print_listing(f"target pack {out}", ["scale", "seed", "dataset", "labels", "images", "MB", "model key"],
+                  [[str(m["scale"]), str(m["seed"]), m["dataset"], m["label_kind"], str(m["images"]),
+                    f"{m['bytes'] / 1e6:.2f}", m["model_key"][:12]] for m in models.to_dict("records")],
+                  right=("scale", "seed", "images", "MB"))
+    click.echo(f"pack sha256 {models.attrs['pack_sha256']}; attack it with: "
+               f"side-bench run --suite SUITE --targets {out}", err=True)

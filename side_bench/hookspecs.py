@@ -112,6 +112,12 @@ class DataSplit:
     # ``identity`` (which names no scale); ``heldout`` empty. A fine-tuned target pre-trains
     # its base on them (``bench-unet``'s ``finetune``). None when the data set offers none.
     reserve: Callable[[int], DataSplit] | None = field(default=None, repr=False, compare=False)
+    # Optional: for data that ships inside a package (``digits``: scikit-learn's ``load_digits``),
+    # where ``train`` comes from: ``{"package", "version", "data", "indices"}``, ``indices`` the
+    # position of each training image in that data, in order. A shared-targets pack records it
+    # (``side-bench targets export``, run/targets.py); None for a user's files, which a pack
+    # records by content hashes only. Planting canaries drops it (the copies are no such index).
+    train_source: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -255,6 +261,12 @@ class Model(Protocol):
     # Optional: ``declared_target() -> TargetDeclaration | None``. A model loaded from disk
     # knows what it was trained with before any work; declaring it lets a suite that pairs it
     # with the wrong condition fail at validation (exit code 2) instead of in every cell.
+    # Optional: ``load_cached(folder, data, labels, cache_key, ctx) -> TargetModel``: the target
+    # from the cache entry ``prepare`` wrote as ``<ctx.cache_dir>/models/<cache_key>`` (its files
+    # already checked against their sha256), or from a copy of it in a shared-targets pack
+    # (``side-bench targets export``; ``run --targets``); ``cache_key`` is the key it was trained
+    # under. It never trains: raise ``BenchError`` when the files cannot be that target. Only a
+    # model with it can be exported to a pack and run from one.
 
 
 @runtime_checkable

@@ -31,6 +31,15 @@ def split_by_seed(n_total: int, heldout: int, scale: int, seed: int, name: str):
     return order[heldout : heldout + scale], order[:heldout]
 
 
+def package_source(indices: torch.Tensor) -> dict:
+    """Where digits' training images come from: their rows of ``load_digits()`` (a shared
+    target pack records these indices, not the images)."""
+    import importlib.metadata
+
+    return {"package": "scikit-learn", "version": importlib.metadata.version("scikit-learn"),
+            "data": "sklearn.datasets.load_digits", "indices": [int(i) for i in indices.tolist()]}
+
+
 class Digits:
     """scikit-learn's digits (8x8, 16 grey levels, 10 classes), resized, in [-1, 1]."""
 
@@ -66,6 +75,7 @@ class Digits:
             identity={"dataset": "digits", "image_size": self.settings.image_size,
                       "heldout": self.settings.heldout, "scale": scale, "seed": seed},
             reserve=functools.partial(self.reserve, scale=scale, seed=seed),
+            train_source=package_source(train),
         )
 
     def reserve(self, n: int, *, scale: int, seed: int) -> DataSplit:

@@ -129,6 +129,31 @@ class BenchUNet:
                            trained_with=trained_with, image_shape=image_shape,
                            identity={"cache_key": cache_key, "model": "bench-unet"})
 
+    def load_cached(self, folder: Path, data: DataSplit, labels: Labels | None, cache_key: str,
+                    ctx: RunContext) -> TargetModel:
+        """The target saved in ``folder`` (a cache entry, or its copy in a shared-targets pack,
+        its files already checked against their sha256), never trained here (hookspecs.Model)."""
+        where = f"model 'bench-unet' ({folder})"
+        if self.settings.finetune:  # its base and reserve images live in other entries
+            raise BenchError(f"{where}: a fine-tuned target cannot be loaded from one entry (not in packs yet)")
+        try:
+            unet, record = self._load(Path(folder))
+        except (OSError, ValueError, KeyError, RuntimeError) as error:
+            raise BenchError(f"{where}: cannot load the saved UNet ({' '.join(str(error).split())[:200]})") from error
+        image_shape = tuple(data.train.shape[1:])
+        made = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+        if made != image_shape:
+            raise BenchError(f"{where}: the UNet makes images of shape {made}, the data set gives {image_shape}")
+        num_classes = labels.num_classes if labels is not None else 0
+        if int(record.get("num_classes", 0)) != num_classes:
+            raise BenchError(f"{where}: trained with {record.get('num_classes')} classes, the condition "
+                             f"gives {num_classes}")
+        scheduler = DDPMScheduler(num_train_timesteps=self.settings.num_train_timesteps,
+                                  beta_schedule=self.settings.beta_schedule)
+        return TargetModel(unet=unet.to(ctx.device).eval(), scheduler_config=dict(scheduler.config),
+                           num_classes=num_classes, trained_with=record["trained_with"], image_shape=image_shape,
+                           identity={"cache_key": cache_key, "model": "bench-unet"})
+
     def _prepare_finetuned(self, data: DataSplit, labels: Labels | None, cache_key: str,
                            ctx: RunContext) -> TargetModel:
         """The base (pre-trained on the reserve, cached by a key without the scale, so once per

@@ -177,4 +177,5 @@ def plant(dataset, split: DataSplit, spec: CanarySpec, scale: int, seed: int, na
     return dataclasses.replace(
         split, train=torch.cat([split.train, images[copies].float()]), train_labels=train_labels,
         identity={**split.identity, "canaries": planted.identity(spec)},
+        train_source=None,  # the planted copies are no index into the package's data
     ), planted

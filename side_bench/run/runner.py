@@ -84,6 +84,7 @@ class CellRunner:
     cache_dir: str
     run_dir: str
     progress: Callable[[str, int, int], None] = field(default=_quiet, repr=False)
+    targets: str | None = None  # a shared-targets pack (run/targets.py): load every target from it, never train
     _registry: Registry | None = field(default=None, repr=False)
     _splits: dict = field(default_factory=dict, repr=False)
     _references: dict = field(default_factory=dict, repr=False)
@@ -152,7 +153,7 @@ class CellRunner:
         with timer("data"):
             data, planted = self._split(config)
         with timer("target"):
-            target, model_key = self._target(cell, data, condition, ctx)
+            target, model_key, target_model = self._target(cell, data, condition, ctx)
         with timer("condition"):
             labelled = condition.attack_labels(target, data, ctx)
         with timer("extraction"):
@@ -209,6 +210,7 @@ class CellRunner:
             "extractor_settings": cell.attack.extractor.settings,
             "features": config["features"]["name"], "features_identity": features.identity,
             "dataset": config["dataset"], "model": config["model"], "model_key": model_key,
+            "target_model": target_model,
             "n_generations": scores.n_candidates, "n_null": len(data.heldout), "n_train": len(data.train),
             "config_hash": cell.config_hash, "seconds": round(time.perf_counter() - started, 3),
             "stage_seconds": timer.seconds, "device": self.device, "versions": config["versions"],
@@ -219,20 +221,25 @@ class CellRunner:
         return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
 
     def _target(self, cell: Cell, data, condition, ctx: RunContext):
-        """The trained (or cached, or loaded) target model and its cache key."""
+        """The trained (or cached, or loaded) target model, its cache key and its identity for
+        the rows (its files' sha256; and the pack's, from a shared-targets pack)."""
+        from side_bench.run import targets
         config = cell.config
         spec = cell_model(config)  # [model] per_scale: this scale's settings
         model = self.registry.build("models", spec["name"], spec["settings"])
         labels = condition.training_labels(data, cell.seed)
-        model_key = canonical_hash({
-            "data": data.identity, "labels": condition.training_key(), "model": spec,
-            "device": ctx.device.type, "versions": {k: config["versions"].get(k) for k in ("torch", "diffusers")},
-        })
-        target = model.prepare(data, labels, model_key, ctx)
+        model_key = targets.model_key(data.identity, condition.training_key(), spec, ctx.device.type,
+                                      config["versions"])
+        if self.targets is not None:  # the pack's model: its key names the weights, not this machine's
+            target, model_key, target_model = targets.load_target(
+                self.targets, self.registry, spec, data, labels, condition.training_key(), config, ctx)
+        else:
+            target = model.prepare(data, labels, model_key, ctx)
+            target_model = targets.cache_identity(ctx.cache_dir, target, model_key)
         condition.check_target(target)
         # model-level metrics need the labels the target was trained with (random ones for 'random')
         self._target_labels[model_key] = labels.labels if labels is not None else None
-        return target, model_key
+        return target, model_key, target_model
 
     def _features(self, config: dict):
         """The feature extractor, built once per run (SSCD loads and hashes its weights once)."""
@@ -351,8 +358,11 @@ class ModelContext:
 
 
 def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,
-                registry: Registry | None = None) -> tuple[Suite, list[Cell], RunStore]:
-    """Validate everything and lay out the run; nothing is written here."""
+                registry: Registry | None = None, targets: str | Path | None = None,
+                ) -> tuple[Suite, list[Cell], RunStore]:
+    """Validate everything and lay out the run; nothing is written here. With ``targets`` (a
+    shared-targets pack) every cell's model, file hashes and training subset are checked
+    against it, and the pack enters the cells' configs (run/targets.py)."""
     registry = registry or load_registry()
     suite = load_suite(suite_name, registry)
     resolve_device(device)
@@ -360,6 +370,10 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
     features = registry.build("features", suite.features.name, suite.features.settings)
     cells = expand_cells(suite, versions=executor_versions, device=torch.device(device).type,
                          features_identity=features.identity)
+    if targets is not None:
+        from side_bench.run.targets import cells_for_pack
+
+        cells = cells_for_pack(targets, cells, registry)
     if run_id is not None:
         safe_name(run_id, "--run-id")
     # The default id leaves plugin provenance out, so that after a plugin changes a rerun lands in
@@ -373,7 +387,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
               fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
               on_cell: Callable[[Cell, dict], None] | None = None,
               executor_settings: dict | None = None, poll_seconds: float = 0.5,
-              threads: int | None = 1, workers: int = 1) -> pd.DataFrame:
+              threads: int | None = 1, workers: int = 1, targets: str | Path | None = None) -> pd.DataFrame:
     """Run a suite (a registered name or a TOML path); return all its rows as a DataFrame.
 
     Cells already done in the run folder are skipped. ``progress(stage, done, total)`` gets
@@ -383,6 +397,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     measured 15-40x faster than two at sampling; 0 or None: leave torch's setting).
     ``workers``: processes of the local executor, each computing whole cells with ``threads``
     threads (the rows are bit-identical to one worker's); 0: one per CPU core.
+    ``targets``: a shared-targets pack (``export_targets``): every cell attacks the pack's model
+    for its data, labels and model settings, never training one; checked before any cell runs.
 
     Several processes may run the same suite into the same folder: each claims a cell (a lock
     file) before computing it, so every cell is computed once, and a process waits for the
@@ -390,7 +406,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     """
     registry = load_registry()
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
-                                          run_id=run_id, registry=registry)
+                                          run_id=run_id, registry=registry, targets=targets)
     executor_obj = registry.build("executors", executor, executor_settings or {}, where=f"--executor {executor}")
     set_workers(executor_obj, executor, workers)
     if threads and torch.device(device).type == "cpu":
@@ -407,7 +423,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     }
     store.write_manifest(manifest)
     runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
-                        run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry)
+                        run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry,
+                        targets=str(targets) if targets is not None else None)
     by_hash = {c.config_hash: c for c in cells}
     attempted: set[str] = set()  # a cell that fails here is not retried in this run
 
