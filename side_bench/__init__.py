@@ -19,6 +19,7 @@ _LAZY = {
     "load_candidates": "side_bench.results.candidates",
     "rescore_run": "side_bench.scoring.rescore",
     "compare_attacks": "side_bench.report.compare",
+    "export_targets": "side_bench.run.targets",
 }
 
 __all__ = ["BenchError", *sorted(_LAZY)]

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
-
 from cli_helpers import assert_refused
+from click.testing import CliRunner
 from conftest import TINY_SUITE
+
 from side_bench import run_suite
 from side_bench.cli import main
 from side_bench.run.targets import PACK_FILE, TARGET_FILE, export_targets, read_pack

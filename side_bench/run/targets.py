@@ -104,7 +104,7 @@ def subset_difference(recorded: dict, drawn: dict) -> str | None:
     recorded_source, drawn_source = recorded.get("source"), drawn.get("source")
     if recorded_source is not None and drawn_source is not None and recorded_source.get("indices") != drawn_source.get("indices"):
         return f"other indices into {drawn_source.get('data')}"
-    for number, (a, b) in enumerate(zip(recorded.get("image_sha256") or [], drawn["image_sha256"])):
+    for number, (a, b) in enumerate(zip(recorded.get("image_sha256") or [], drawn["image_sha256"], strict=False)):
         if a != b:
             return f"training image {number} has other content (sha256 {b[:12]}, recorded {str(a)[:12]})"
     if recorded.get("sha256") != drawn["sha256"]:
