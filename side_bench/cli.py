@@ -165,7 +165,8 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
                           executor, workers)
     done_before = sum(store.is_done(c.config_hash) for c in cells)
     console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
-                  + (f" ({workers} workers)" if workers > 1 else ""))
+                  + (f" ({workers} workers)" if workers > 1 else "")
+                  + (f"; targets from the pack {escape(str(targets))}, none trained" if targets else ""))
     recomputed = _recomputed(store, cells)
     if recomputed:
         console.print(escape(recomputed))

@@ -424,7 +424,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     store.write_manifest(manifest)
     runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
                         run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry,
-                        targets=str(targets) if targets is not None else None)
+                        targets=str(Path(targets).resolve()) if targets is not None else None)
     by_hash = {c.config_hash: c for c in cells}
     attempted: set[str] = set()  # a cell that fails here is not retried in this run
 

@@ -260,7 +260,7 @@ def export_targets(run_dir: str | Path, out: str | Path, *, cache_dir: str | Pat
                 "models": listed}
         atomic_write(temporary / PACK_FILE, json.dumps(pack, indent=1, sort_keys=True) + "\n")
         _share(temporary)
-    frame = pd.DataFrame(lines)
+    frame = pd.DataFrame(sorted(lines, key=lambda line: (line["scale"], line["seed"], line["model_key"])))
     frame.attrs["pack_sha256"] = sha256_file(out / PACK_FILE)
     return frame
 
