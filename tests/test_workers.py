@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from side_bench import run_suite
+from side_bench import machine, run_suite
 from side_bench.cli import main
 from side_bench.run.runner import stage_profile
 from tests.cli_helpers import SECOND_ATTACK, TIMING, assert_refused
@@ -35,6 +35,10 @@ def test_two_workers_give_the_rows_of_one(write_suite, tmp_path):
     one, two = (rows(next((tmp_path / name).glob("tiny/*/rows.jsonl"))) for name in ("one", "two"))
     assert len(one) == len(two) == 32  # 4 cells x 8 rows
     assert values(one) == values(two)
+    # every row says which CPU computed it and what it can do (side_bench/machine.py)
+    assert all(row["device"] == {**machine.describe("cpu"), "threads": 1} for row in one + two)
+    manifest = json.loads(next((tmp_path / "two").glob("tiny/*/manifest.json")).read_text())
+    assert manifest["hardware"]["model"] == machine.cpu()["model"]
     # the per-candidate records agree too (neighbours and distances, float64)
     for path in next((tmp_path / "one").glob("tiny/*")).glob("candidates/*.parquet"):
         twin = rows_file.parent / "candidates" / path.name

@@ -22,6 +22,7 @@ from side_bench.contracts import check_candidates, check_diagnostics, check_rank
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
 from side_bench.hookspecs import RunContext
+from side_bench.machine import describe as describe_device
 from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
@@ -211,7 +212,7 @@ class CellRunner:
             "dataset": config["dataset"], "model": config["model"], "model_key": model_key,
             "n_generations": scores.n_candidates, "n_null": len(data.heldout), "n_train": len(data.train),
             "config_hash": cell.config_hash, "seconds": round(time.perf_counter() - started, 3),
-            "stage_seconds": timer.seconds, "device": self.device, "versions": config["versions"],
+            "stage_seconds": timer.seconds, "device": describe_device(self.device), "versions": config["versions"],
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated,
@@ -400,7 +401,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
         "suite": suite_obj.name, "suite_path": suite_obj.path, "config": suite_obj.raw,
         "run_id": store.run_dir.name, "device": device, "executor": executor,
         "versions": versions(), "git_commit": git_commit(), "machine": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
+        "hardware": describe_device(device), "torch_threads": torch.get_num_threads(),
         "started": previous.get("started", now()), "finished": None,
         "cells": [{"config_hash": c.config_hash, "scale": c.scale, "attack": c.attack.name,
                    "seed": c.seed} for c in cells],
