@@ -68,8 +68,16 @@ def compiled_unet(unet: torch.nn.Module, mode: str) -> torch.nn.Module:
         if mode == "graphs":
             from torch._inductor import list_mode_options
 
-            options = {**list_mode_options("lite"), "triton.cudagraphs": True}
-            modes[mode] = torch.compile(unet, options=options, dynamic=False)
+            if "lite" in list_mode_options():
+                options = {**list_mode_options("lite"), "triton.cudagraphs": True}
+                modes[mode] = torch.compile(unet, options=options, dynamic=False)
+            elif next(unet.parameters()).is_cuda:  # an older torch: dynamo's CUDA graphs of eager kernels
+                modes[mode] = torch.compile(unet, backend="cudagraphs", dynamic=False)
+            else:
+                from side_bench.errors import BenchError
+
+                raise BenchError(f"compile 'graphs': torch {torch.__version__} has no inductor lite mode; "
+                                 "on a CPU use compile = 'none' (graphs gain nothing there)")
         else:
             modes[mode] = torch.compile(unet, mode="reduce-overhead", dynamic=False)
     return modes[mode]
