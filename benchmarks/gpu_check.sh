@@ -1,76 +1,78 @@
 #!/usr/bin/env bash
-# Issue 21's GPU targets, in one run (about 6-8 minutes on one H200; nothing here runs in CI):
-#   1. the quickstart cold (fresh cache), target 20 s;
-#   2. benchmarks/gpu_determinism.sh: identical rows run to run;
-#   3. celeba-scales' UNet ([128, 256, 256, 256], 2 layers, attention) at 64 and 128 px:
-#      training images/s (batch 64, fp32 and bf16 autocast), unguided and guided (SIDE's
-#      classifier, lambda 1) DDIM sampling images/s (50 steps);
-#   4. the k-NN of celeba-scales' full scale: 5,120 candidates x 182,637 x 12,288 (benchmarks/knn_celeba.py).
-# Usage: bash benchmarks/gpu_check.sh [DEVICE]   (default cuda); numbers go to stdout and
-# $OUT/gpu_check.json when OUT is set. Paste them into docs/user-guide.md, "On a GPU", and
-# benchmarks/throughput.json (devices.cuda).
+# The GPU measurements of issues 21 and 32, in one run (benchmarks/gpu/run.sh runs it after
+# installing the wheels a GPU machine lacks, then writes throughput.json from its results):
+#   1. the quickstart cold (fresh cache, one process), target 20 s;
+#   2. benchmarks/gpu_determinism.sh: the gpu-determinism suite twice, identical rows;
+#   3. the k-NN of celeba-scales' full scale: 5,120 candidates x 182,637 x 12,288
+#      (benchmarks/knn_celeba.py; faiss-gpu where installed, the torch search otherwise);
+#   4. benchmarks/gpu/unet_throughput.py: training and sampling image-steps/s of the quickstart
+#      UNet (8 px; eager, CUDA graphs, inductor) and celeba-scales' UNet at 64 and 128 px (fp32,
+#      bf16, inductor-compiled bf16), each with its fraction of the card's matmul peak.
+# Usage: bash benchmarks/gpu_check.sh [DEVICE] [--tiny]     (DEVICE: cuda, the default, or cpu)
+#   --tiny: toy sizes (benchmarks/gpu/tiny.toml for 1 and 2, a small k-NN and UNets): the dry
+#   mode that runs every step on a CPU in seconds (CI runs it through run.sh).
+# Results go to $OUT (default: a temporary folder): quickstart.json, determinism.log and .json,
+# knn.json, unet.json. Each step has a time limit, all together $BUDGET seconds (default 450:
+# with the install, under 8 minutes); a step past its limit is stopped and said so, the next
+# one runs. Python: $PYTHON (default python3).
 set -uo pipefail
-device="${1:-cuda}"
+device=cuda
+tiny=""
+for argument in "$@"; do
+  case "$argument" in
+    --tiny) tiny=1 ;;
+    -*) echo "gpu_check.sh: unknown option $argument (expected --tiny)" >&2; exit 2 ;;
+    *) device="$argument" ;;
+  esac
+done
 here="$(cd "$(dirname "$0")" && pwd)"
+python="${PYTHON:-python3}"
 work=$(mktemp -d)
 out="${OUT:-$work}"
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+mkdir -p "$out"
+budget="${BUDGET:-450}"
+started=$(date +%s.%N)
+elapsed() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
+left() { awk -v b="$budget" -v u="$(elapsed "$started")" -v c="$1" 'BEGIN { l = b - u; printf "%d", (l < c ? l : c) }'; }
+if [ -n "$tiny" ]; then
+  quickstart="$here/gpu/tiny.toml"; determinism="$here/gpu/tiny.toml"; knn_options=(--fraction 0.005); unet_options=(--tiny)
+else
+  quickstart=quickstart; determinism=gpu-determinism; knn_options=(); unet_options=()
+fi
+"$python" -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
 
 echo "== 1. quickstart cold (target 20 s)"
+limit=$(left 100)
 start=$(date +%s.%N)
-timeout 300 side-bench run --device "$device" --results "$work/quickstart" --cache-dir "$work/cache-quickstart" >/dev/null \
-  && echo "quickstart cold: $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s" || echo "quickstart: FAILED or over 300 s"
+SIDE_BENCH_WORKERS=1 timeout "$limit" "$python" -m side_bench run --suite "$quickstart" --device "$device" \
+  --results "$work/quickstart" --cache-dir "$work/cache-quickstart" >"$out/quickstart.log" 2>&1
+status=$?
+seconds=$(elapsed "$start")
+printf '{"suite": "%s", "seconds": %s, "exit": %d, "limit": %d}\n' "$(basename "$quickstart" .toml)" "$seconds" \
+  "$status" "$limit" >"$out/quickstart.json"
+[ $status -eq 0 ] && echo "quickstart cold: $seconds s" || echo "quickstart: FAILED or over $limit s (exit $status; $out/quickstart.log)"
 
 echo "== 2. determinism (benchmarks/gpu_determinism.sh)"
-timeout 240 bash "$here/gpu_determinism.sh" "$device" || echo "gpu_determinism: FAILED (or over 240 s)"
+limit=$(left 90)
+PYTHON="$python" timeout "$limit" bash "$here/gpu_determinism.sh" "$device" "$determinism" >"$out/determinism.log" 2>&1
+status=$?
+cat "$out/determinism.log"
+printf '{"suite": "%s", "exit": %d, "limit": %d}\n' "$(basename "$determinism" .toml)" "$status" "$limit" \
+  >"$out/determinism.json"
+[ $status -eq 0 ] || echo "determinism: FAILED, rows differ, or over $limit s (exit $status)"
 
-echo "== 3. celeba-scales UNet throughput"
-timeout 240 python3 - "$device" "$out/gpu_check_unet.json" <<'PY'
-import json, sys, time
-import torch
-from diffusers import DDPMScheduler
-from side_bench.hookspecs import TargetModel
-from side_bench.sampling.classifier import TimeConditionedResNet, log_prob_gradient
-from side_bench.sampling.diffusion import ddim_sample, train_denoiser
-from side_bench_builtins.models import BenchUNet
+echo "== 3. k-NN of celeba-scales' full scale (benchmarks/knn_celeba.py)"
+limit=$(left 70)
+timeout "$limit" "$python" "$here/knn_celeba.py" --device "$device" --backend auto "${knn_options[@]}" \
+  >"$out/knn.json" 2>"$out/knn.log"
+status=$?
+cat "$out/knn.json"
+[ $status -eq 0 ] || { echo "k-NN: FAILED or over $limit s (exit $status; $out/knn.log)"; rm -f "$out/knn.json"; }
 
-device = torch.device(sys.argv[1])
-settings = BenchUNet.Settings(block_out_channels=[128, 256, 256, 256], layers_per_block=2, attention=True,
-                              norm_num_groups=32)
-found = {}
-for size in (64, 128):
-    shape = (3, size, size)
-    images = torch.rand(512, *shape) * 2 - 1
-    for precision in ("fp32", "bf16"):
-        unet = BenchUNet(settings).build_unet(shape, 0)
-        common = dict(batch_size=64, learning_rate=1e-4, ema_decay=0.9999, seed=0, device=device,
-                      progress=lambda *a: None, precision=precision)
-        train_denoiser(unet, DDPMScheduler(), images, None, steps=3, **common)  # warm-up (cuDNN autotuning)
-        torch.cuda.synchronize()
-        steps = 20 if size == 64 else 8
-        start = time.perf_counter()
-        unet = train_denoiser(unet, DDPMScheduler(), images, None, steps=steps, **common)
-        torch.cuda.synchronize()
-        found[f"train {size}px {precision} images/s"] = round(steps * 64 / (time.perf_counter() - start), 1)
-    target = TargetModel(unet=unet.eval(), scheduler_config={"num_train_timesteps": 1000}, num_classes=0,
-                         trained_with="none", image_shape=shape, identity={})
-    classifier = TimeConditionedResNet(in_channels=3, num_classes=100, width=32, stages=3).to(device).eval()
-    guide = log_prob_gradient(classifier)
-    n = 256 if size == 64 else 64
-    for kind, options in (("unguided", {}), ("guided", dict(guidance=guide, guidance_scale=1.0,
-                                                              class_labels=torch.arange(n) % 100))):
-        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            ddim_sample(target, 8, seed=0, num_steps=2, batch_size=8, device=device, dtype=dtype,
-                        **({**options, "class_labels": torch.arange(8) % 100} if options else {}))
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            ddim_sample(target, n, seed=0, num_steps=50, batch_size=n, device=device, dtype=dtype, **options)
-            torch.cuda.synchronize()
-            found[f"sample {size}px {kind} {precision} images/s (50 steps)"] = round(n / (time.perf_counter() - start), 1)
-    print(json.dumps({k: v for k, v in found.items() if f"{size}px" in k}), flush=True)
-json.dump(found, open(sys.argv[2], "w"), indent=1)
-PY
-[ $? -eq 0 ] || echo "UNet throughput: FAILED or over 240 s (the lines above are what finished)"
-
-echo "== 4. k-NN 5,120 x 182,637 x 12,288"
-timeout 150 python3 "$here/knn_celeba.py" --device "$device" | tee "$out/gpu_check_knn.json" || echo "k-NN: FAILED or over 150 s"
+echo "== 4. UNet throughput (benchmarks/gpu/unet_throughput.py)"
+limit=$(left 100000)
+timeout "$limit" "$python" "$here/gpu/unet_throughput.py" --device "$device" --out "$out/unet.json" \
+  --deadline "$((limit > 15 ? limit - 10 : limit))" "${unet_options[@]}" 2>"$out/unet.log"
+status=$?
+[ $status -eq 0 ] || echo "UNet throughput: FAILED or over $limit s (exit $status; $out/unet.log; what finished is in unet.json)"
+echo "gpu_check: $(elapsed "$started") s of a budget of $budget s; results in $out"

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Run the gpu-determinism suite twice on CUDA with empty caches and compare the rows:
+# Run the gpu-determinism suite (or SUITE) twice on CUDA with empty caches and compare the rows:
 # one suite and seed must give the same numbers (README, "On a GPU").
+#   bash benchmarks/gpu_determinism.sh [DEVICE] [SUITE]      (python: $PYTHON, default python3)
 set -euo pipefail
+suite="${2:-gpu-determinism}"
+python="${PYTHON:-python3}"
 work=$(mktemp -d)
 for run in a b; do
-  side-bench run --suite gpu-determinism --device "${1:-cuda}" --results "$work/$run" --cache-dir "$work/cache-$run" >/dev/null
+  start=$(date +%s.%N)
+  SIDE_BENCH_WORKERS=1 "$python" -m side_bench run --suite "$suite" --device "${1:-cuda}" --results "$work/$run" \
+    --cache-dir "$work/cache-$run" >/dev/null
+  echo "run $run cold: $(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }') s"
 done
-python3 - "$work"/a/gpu-determinism/run-*/rows.jsonl "$work"/b/gpu-determinism/run-*/rows.jsonl <<'PY'
+"$python" - "$work"/a/*/run-*/rows.jsonl "$work"/b/*/run-*/rows.jsonl <<'PY'
 import json, sys
 def load(path):
     return {(r["attack"], r["scale"], r["metric"], r.get("band")): (r["value"], r.get("count"), r["null_value"])

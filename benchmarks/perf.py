@@ -260,11 +260,19 @@ def hardware(batch: int, seconds: float) -> list[dict]:
          "fraction_of_peak": fp32 * flops / 1e9 / peak, "shape": shape,
          "seconds": {"image-steps/s": fp32, "matmul GFLOP/s": peak, "bf16 matmul GFLOP/s": peak_bf16}},
         {"name": "UNet bf16 autocast / fp32 (speed-up)", "ratio": None, "target": None, "speedup": bf16 / fp32,
-         "shape": shape, "seconds": {"fp32 image-steps/s": fp32, "bf16 image-steps/s": bf16}},
+         "shape": f"{shape}; bf16 {native_bf16_note()}",
+         "seconds": {"fp32 image-steps/s": fp32, "bf16 image-steps/s": bf16}},
         {"name": "UNet: two one-thread processes at once / one (speed-up)", "ratio": None, "target": None,
          "speedup": sum(two) / one, "shape": shape,
          "seconds": {"one": one, **{f"two: process {i + 1}": r for i, r in enumerate(two)}}},
     ]
+
+
+def native_bf16_note() -> str:
+    from side_bench.machine import cpu
+
+    flag = cpu()["native_bf16"]
+    return f"native on this CPU ({flag})" if flag else "emulated on this CPU (no avx512_bf16, AMX or Arm bf16)"
 
 
 def candidates_child(n: int, guided: bool, seed: int, precision: str = "fp32") -> None:
@@ -297,17 +305,23 @@ def candidates_child(n: int, guided: bool, seed: int, precision: str = "fp32") -
 
 def candidates(n: int, full: int = 51_200) -> list[dict]:
     """N_G candidates sampled and scored, unguided and guided, as two one-thread processes of
-    half each (the run's ``--workers 2``): timed at ``full`` with the UNet in bf16 (the sampling
-    precision benchmarks/precision_check.py showed moves no copy count), and in fp32 at an
-    eighth of ``full`` (both steps grow linearly in N_G, so the seconds are scaled and said so),
-    plus one process at an eighth for the two-process speed-up. ``n`` below ``full`` (--quick)
-    times everything at ``n`` and scales. About 25 minutes in full on the idle 2-core CPU."""
+    half each (the run's ``--workers 2``): timed at ``full`` with the UNet in this CPU's fast
+    precision (bf16 where it is native, the sampling precision benchmarks/precision_check.py
+    showed moves no copy count; fp32 on a CPU without native bf16, where bf16 is emulated and
+    slower), and in fp32 at an eighth of ``full`` (both steps grow linearly in N_G, so the
+    seconds are scaled and said so), plus one process at an eighth for the two-process
+    speed-up. ``n`` below ``full`` (--quick) times everything at ``n`` and scales. About 25
+    minutes in full on the idle 2-core CPU."""
+    from side_bench.machine import fast_precision
+
     rows = []
     part = max(2, min(n, full // 8))
+    fast = fast_precision("cpu")
+    timings = ((fast, n), ("fp32", part)) if fast != "fp32" else (("fp32", n),)
     for guided, target in ((False, 360.0), (True, 600.0)):
         kind = "guided (SIDE, lambda 0.3)" if guided else "unguided"
         one = _children(f"perf.candidates_child({part}, {guided}, 0, 'fp32')", 1)[0]["seconds"] * full / part
-        for precision, timed in (("bf16", n), ("fp32", part)):
+        for precision, timed in timings:
             halves = [r["seconds"] for r in _children(f"perf.candidates_child({timed // 2}, {guided}, 1, {precision!r})", 2)]
             scale = full / timed
             two = max(halves) * scale
@@ -361,9 +375,13 @@ def quickstart(warm_cache: str | None):
 
 
 def machine() -> dict:
+    """The machine the numbers hold for: its CPU's model and speed flags (native bf16 or not,
+    side_bench/machine.py) beside the platform, torch and the load while it ran."""
+    from side_bench.machine import cpu
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()}
+            "cpu": cpu(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
 PARTS = ["sampling", "guidance", "knn", "memory", "growth", "hardware", "candidates", "startup"]

@@ -91,6 +91,25 @@ class BenchGroup(click.Group):
         sys.exit(result if isinstance(result, int) else 0)
 
 
+class WorkersParam(click.ParamType):
+    """``--workers``: "auto", or a count (0: one per core)."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        text = str(value).strip()
+        if text == "auto":
+            return text
+        if text.isdigit():
+            return int(text)
+        self.fail(f"expected 'auto', 0 (one per core) or a positive count, got {value!r}", param, ctx)
+
+
+WORKERS = WorkersParam()
+
+
 @click.group(cls=BenchGroup)
 @click.version_option(package_name="side-bench", prog_name="side-bench")
 def main():
@@ -114,10 +133,11 @@ def main():
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
               help="torch threads on CPU (0: torch's default). One is fastest on a busy machine and keeps "
                    "numbers bit-identical between machines with other core counts.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=0),
-              help="--executor local: processes running cells side by side, each with --threads threads "
-                   "(0: one per core); rows are bit-identical to one worker's. Each holds its own copy of "
-                   "a scale's data.")
+@click.option("--workers", default="auto", show_default=True, type=WORKERS, envvar="SIDE_BENCH_WORKERS",
+              help="--executor local: processes running cells side by side, each with --threads threads; "
+                   "auto: one per core when more than one cell is left to run on CPU, else one; 0: one per "
+                   "core. Rows are bit-identical to one worker's. Each holds its own copy of a scale's data "
+                   "[env: SIDE_BENCH_WORKERS].")
 @click.option("--targets", "targets", default=None, type=click.Path(file_okay=False),
               help="A shared-targets pack (side-bench targets export): attack its models, never train; "
                    "checked before any cell runs.")
@@ -161,9 +181,9 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     from side_bench.run.runner import set_workers
 
     # refuse before output: the executor's settings, and --workers where it does not apply
-    workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
-                          executor, workers)
     done_before = sum(store.is_done(c.config_hash) for c in cells)
+    workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
+                          executor, workers, cells=len(cells) - done_before, device=device, threads=threads)
     console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
                   + (f" ({workers} workers)" if workers > 1 else "")
                   + (f"; targets from the pack {escape(str(targets))}, none trained" if targets else ""))

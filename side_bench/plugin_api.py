@@ -22,7 +22,8 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   ``i`` depends only on (seed, purpose, i) and never on the batch size;
 - ``autocast_dtype(precision, where)``: the torch dtype of a ``precision`` setting ("fp32",
   "bf16", "fp16"), or a one-line ``BenchError`` naming ``where``: one list of precisions for
-  every sampler and trainer;
+  every sampler and trainer; ``check_compile_mode(mode, where)``: a ``compile`` setting ("none",
+  "graphs", "reduce-overhead": how ``ddim_sample`` runs the UNet) or a ``BenchError``;
 - ``ddim_sample``: DDIM (eta = 0) from per-sample noise, with optional classifier guidance;
   with ``purpose="sample"`` (the default) it draws exactly the noise of the built-in
   ``sample`` extractor, so a third-party extractor can share noise with it;
@@ -98,6 +99,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     )
     from side_bench.sampling.diffusion import (
         autocast_dtype,
+        check_compile_mode,
         ddim_sample,
         derive_seed,
         initial_noise,
@@ -122,7 +124,7 @@ __all__ = [
     # what a metric's compute(scores, band) gets, and what it returns
     "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap",
     # per-sample randomness and sampling
-    "derive_seed", "sample_generator", "initial_noise", "ddim_sample", "autocast_dtype",
+    "derive_seed", "sample_generator", "initial_noise", "ddim_sample", "autocast_dtype", "check_compile_mode",
     # errors, hashes and files
     "BenchError", "one_line", "resolve_device", "canonical_hash", "sha256_file", "atomic_write", "atomic_directory",
     "read_json", "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock",
@@ -152,6 +154,7 @@ _LAZY = {
     "initial_noise": "side_bench.sampling.diffusion",
     "ddim_sample": "side_bench.sampling.diffusion",
     "autocast_dtype": "side_bench.sampling.diffusion",
+    "check_compile_mode": "side_bench.sampling.diffusion",
     "canonical_hash": "side_bench.run.suite",
     "train_denoiser": "side_bench.sampling.diffusion",
     **{name: "side_bench.sampling.classifier" for name in (

@@ -39,6 +39,9 @@ extractor_settings = {{ ddim_steps = 4, batch_size = 5 }}
 @pytest.fixture(autouse=True)
 def only_builtin_plugins(monkeypatch):
     monkeypatch.setenv("SIDE_BENCH_PLUGINS", "side-bench")
+    # `side-bench run` computes cells in this process, where a test's monkeypatches reach them,
+    # unless the test asks for workers (the CLI's default, auto, is tested in test_workers.py)
+    monkeypatch.setenv("SIDE_BENCH_WORKERS", "1")
     torch.set_num_threads(2)
 
 

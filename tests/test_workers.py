@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from side_bench import run_suite
+from side_bench import machine, run_suite
 from side_bench.cli import main
 from side_bench.run.runner import stage_profile
 from tests.cli_helpers import SECOND_ATTACK, TIMING, assert_refused
@@ -21,13 +21,16 @@ def rows(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_two_workers_give_the_rows_of_one(write_suite, tmp_path):
+def test_two_workers_give_the_rows_of_one(write_suite, tmp_path, monkeypatch):
     suite = write_suite(extra=SECOND_ATTACK)  # 2 scales x 2 attacks: 4 cells, 2 models
     run_suite(str(suite), results_dir=tmp_path / "one", cache_dir=tmp_path / "cache-one")
     # the CLI, so the progress forwarded from the workers and the stage table are exercised too;
-    # its own cache, so the two workers train the models themselves (under the cache lock)
+    # its own cache, so the two workers train the models themselves (two at once: ModelQueue).
+    # Its default, --workers auto, on a machine of two cores: one single-thread worker per core
+    monkeypatch.delenv("SIDE_BENCH_WORKERS")
+    monkeypatch.setattr("side_bench.run.runner.cpu_cores", lambda: 2)
     result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--results", str(tmp_path / "two"),
-                                       "--cache-dir", str(tmp_path / "cache-two"), "--workers", "2"])
+                                       "--cache-dir", str(tmp_path / "cache-two")])
     assert result.exit_code == 0, result.output
     assert "(2 workers)" in result.output
     assert "time per stage (4 cells computed in this run" in result.output
@@ -35,6 +38,10 @@ def test_two_workers_give_the_rows_of_one(write_suite, tmp_path):
     one, two = (rows(next((tmp_path / name).glob("tiny/*/rows.jsonl"))) for name in ("one", "two"))
     assert len(one) == len(two) == 32  # 4 cells x 8 rows
     assert values(one) == values(two)
+    # every row says which CPU computed it and what it can do (side_bench/machine.py)
+    assert all(row["device"] == {**machine.describe("cpu"), "threads": 1} for row in one + two)
+    manifest = json.loads(next((tmp_path / "two").glob("tiny/*/manifest.json")).read_text())
+    assert manifest["hardware"]["model"] == machine.cpu()["model"]
     # the per-candidate records agree too (neighbours and distances, float64)
     for path in next((tmp_path / "one").glob("tiny/*")).glob("candidates/*.parquet"):
         twin = rows_file.parent / "candidates" / path.name
@@ -53,9 +60,30 @@ def test_workers_are_refused_where_they_do_not_apply(write_suite, tmp_path):
     with pytest.raises(Exception, match="--workers: only for --executor local"):
         set_workers(OwnProcesses(), "ray", 2)
     assert set_workers(OwnProcesses(), "ray", 1) == 1
+    assert set_workers(OwnProcesses(), "ray", "auto", cells=8) == 1  # the default: Ray schedules its own
     result = CliRunner().invoke(main, ["run", "--suite", str(write_suite()), "--workers", "-1",
                                        "--results", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--workers" in result.output
+
+
+def test_auto_is_one_single_thread_worker_per_core_where_cells_are_many(monkeypatch):
+    from side_bench.run.runner import auto_workers, set_workers
+
+    monkeypatch.setattr("side_bench.run.runner.cpu_cores", lambda: 8)
+    assert auto_workers(cells=20) == 8
+    assert auto_workers(cells=3) == 3  # no idle process
+    assert auto_workers(cells=1) == 1 and auto_workers(cells=0) == 1
+    assert auto_workers(cells=20, threads=2) == 4 and auto_workers(cells=20, threads=16) == 1
+    assert auto_workers(cells=20, device="cuda") == 1  # the cells share one GPU
+
+    class Local:
+        workers = 1
+
+    executor = Local()
+    assert set_workers(executor, "local", "auto", cells=5) == 5 and executor.workers == 5
+    for wrong in ("many", -1, 1.5, True):
+        with pytest.raises(Exception, match="--workers: expected 'auto', 0"):
+            set_workers(Local(), "local", wrong)
 
 
 def test_stage_profile_sums_each_cell_once_slowest_first():

@@ -22,7 +22,9 @@ class LocalExecutor:
     """One cell at a time in this process, or ``workers`` > 1 processes each computing whole
     cells with this process's torch thread count (one by default): a cell is computed by one
     process with one thread count either way, so its rows are bit-identical to one worker's.
-    Workers share the run folder and the cache (a model is trained once, under ``cache_lock``)."""
+    Workers share the run folder and the cache (a model is trained once, under ``cache_lock``);
+    which cell an idle worker takes is ``ModelQueue``'s choice, so that distinct models train
+    side by side and no worker waits on another's model."""
 
     workers = 1  # the runner sets it (run_suite(workers=...), side-bench run --workers)
 
@@ -42,6 +44,61 @@ class LocalExecutor:
 
 # -- worker processes of the local executor ---------------------------------------------------
 
+class ModelQueue:
+    """Which waiting cell an idle worker takes next.
+
+    Cells that share a target model (``model_of(cell)``, the same key) would all reach the
+    model's cache lock at once, and every worker but the one training it would wait there
+    idle. So a model is *unbuilt* (no cell has asked for it yet), *building* (one running cell
+    trains or loads it) or *ready*, and a worker takes the first waiting cell, in the suite's
+    order, whose model is unbuilt or ready: a cell of a model being built waits in the queue,
+    not in a worker, while the worker trains another model or samples from a ready one. The
+    model is ready when the runner reports that the cell's target stage is over (``ready``),
+    or when that cell finishes; if it failed before that, the next cell of the model builds
+    it. A cell without a key (``model_of`` None or absent) can always be taken.
+
+    An unbuilt model's cell goes first: training is the long part of a cell (minutes against
+    seconds of sampling at the quickstart's sizes), so starting every model's training as
+    early as a worker is free shortens the run, and the ready models' cells fill the workers
+    while the last ones train.
+    """
+
+    def __init__(self, cells, model_of=None):
+        self.waiting = list(cells)
+        self._model = {cell.config_hash: model_of(cell) if model_of else None for cell in self.waiting}
+        self._building: dict[str, str] = {}  # model -> the config hash of the cell building it
+        self._ready: set[str] = set()
+
+    def take(self):
+        """The next cell a worker may run without waiting, or None (all wait on models being
+        built): the first whose model is unbuilt, else the first whose model is ready."""
+        unbuilt = ready = None
+        for position, cell in enumerate(self.waiting):
+            model = self._model[cell.config_hash]
+            if model is None or model in self._ready:
+                ready = position if ready is None else ready
+            elif model not in self._building:
+                unbuilt = position
+                self._building[model] = cell.config_hash
+                break
+        chosen = unbuilt if unbuilt is not None else ready
+        return None if chosen is None else self.waiting.pop(chosen)
+
+    def ready(self, config_hash: str) -> None:
+        """The target model of cell ``config_hash`` is trained (or loaded): its cells may run."""
+        model = self._model.get(config_hash)
+        if model is not None:
+            self._ready.add(model)
+            self._building.pop(model, None)
+
+    def finished(self, config_hash: str, done: bool) -> None:
+        """Cell ``config_hash`` ended (``done``: it computed its rows, so its model exists)."""
+        model = self._model.get(config_hash)
+        if done:
+            self.ready(config_hash)
+        elif model is not None and self._building.get(model) == config_hash:
+            del self._building[model]  # failed before its model was ready: another cell tries
+
 _worker_runner = None  # in a worker: the CellRunner it received once, with its per-scale caches
 
 
@@ -60,9 +117,13 @@ def _worker_start(run_cell, threads, messages, counter):
         worker = counter.value
 
     def progress(stage, done, total):
-        messages.put((worker, stage, done, total))
+        messages.put(("progress", worker, stage, done, total))
+
+    def target_ready(config_hash):
+        messages.put(("target-ready", config_hash))
 
     run_cell.progress = progress
+    run_cell.target_ready = target_ready
     _worker_runner = run_cell
 
 
@@ -74,12 +135,15 @@ def _run_in_workers(cells, run_cell, on_done, workers: int) -> None:
     """Run ``cells`` in ``workers`` spawned processes; ``on_done`` here as each finishes.
 
     Spawned, not forked: a fork of a process whose torch thread pool has started can hang,
-    and a spawned worker imports only what a cell needs. Progress comes back over a queue
-    and reaches ``run_cell.progress`` as "w<k> <stage>", one line of bars per worker.
+    and a spawned worker imports only what a cell needs. A cell is handed to a worker only
+    when one is idle, chosen by ``ModelQueue`` (``run_cell.model_of``). Progress and "this
+    cell's target model is ready" come back over a queue; progress reaches
+    ``run_cell.progress`` as "w<k> <stage>", one line of bars per worker.
     """
     import concurrent.futures
     import multiprocessing
     import queue
+    from concurrent.futures.process import BrokenProcessPool
 
     import torch
 
@@ -91,17 +155,39 @@ def _run_in_workers(cells, run_cell, on_done, workers: int) -> None:
         max_workers=workers, mp_context=context, initializer=_worker_start,
         initargs=(run_cell, torch.get_num_threads(), messages, counter))
 
+    waiting = ModelQueue(cells, getattr(run_cell, "model_of", None))
+
     def drain():
         while True:
             try:
-                worker, stage, done, total = messages.get_nowait()
+                message = messages.get_nowait()
             except queue.Empty:
                 return
-            if forward is not None:
+            if message[0] == "target-ready":
+                waiting.ready(message[1])
+            elif forward is not None:
+                _, worker, stage, done, total = message
                 forward(f"w{worker} {stage}", done, total)
 
-    pending = {pool.submit(_worker_cell, cell): cell for cell in cells}
+    pending = {}  # running cells: never more than there are workers, so each one runs at once
+
+    def lost(cell, error):  # the worker died (killed, out of memory): the cell's failure
+        waiting.finished(cell.config_hash, False)
+        on_done(failure_record(cell, f"{type(error).__name__}: worker process lost: {one_line(error, 400)}",
+                               repr(error)))
+
+    def hand_out():
+        while len(pending) < workers:
+            cell = waiting.take()
+            if cell is None:
+                return
+            try:
+                pending[pool.submit(_worker_cell, cell)] = cell
+            except BrokenProcessPool as error:  # a worker died earlier
+                lost(cell, error)
+
     try:
+        hand_out()
         while pending:
             finished, _ = concurrent.futures.wait(pending, timeout=0.2,
                                                   return_when=concurrent.futures.FIRST_COMPLETED)
@@ -110,10 +196,12 @@ def _run_in_workers(cells, run_cell, on_done, workers: int) -> None:
                 cell = pending.pop(future)
                 try:
                     record = future.result()
-                except Exception as error:  # the worker died (killed, out of memory): the cell's failure
-                    record = failure_record(cell, f"{type(error).__name__}: worker process lost: "
-                                                  f"{one_line(error, 400)}", repr(error))
+                except Exception as error:
+                    lost(cell, error)
+                    continue
+                waiting.finished(cell.config_hash, record.get("status") == "done")
                 on_done(record)
+            hand_out()
     finally:
         # fail-fast or Ctrl-C: cells not started are dropped, running ones are stopped (their
         # locks are released by the runner; a rerun computes them)

@@ -17,6 +17,7 @@ from side_bench.plugin_api import (
     autocast_dtype,
     canonical_hash,
     check_classifier_options,
+    check_compile_mode,
     ddim_sample,
     guidance_diagnostics,
     holdout_split,
@@ -35,11 +36,15 @@ class SamplingSettings:
     ddim_steps: int = 50
     batch_size: int = 256
     precision: str = "fp32"  # UNet forward in fp32, bf16 or fp16 (autocast); guidance stays fp32
+    # how the UNet runs: "none" (eager), "graphs" (CUDA graphs of eager's kernels: the same
+    # images, fewer launches) or "reduce-overhead" (inductor's fused kernels); ddim_sample's COMPILE_MODES
+    compile: str = added_setting("none")
 
     def validate(self, where: str) -> None:
         if self.ddim_steps < 1 or self.batch_size < 1:
             raise BenchError(f"{where}: ddim_steps and batch_size: expected positive integers")
         autocast_dtype(self.precision, f"{where}: precision")  # refuses an unknown one
+        check_compile_mode(self.compile, f"{where}: compile")
 
 
 class Sample:
@@ -61,7 +66,8 @@ class Sample:
     def extract(self, target, labelled, n, ctx):
         images, drawn = ddim_sample(target, n, seed=ctx.seed, num_steps=self.settings.ddim_steps,
                                     batch_size=self.settings.batch_size, device=ctx.device,
-                                    dtype=autocast_dtype(self.settings.precision), progress=ctx.progress)
+                                    dtype=autocast_dtype(self.settings.precision), compile=self.settings.compile,
+                                    progress=ctx.progress)
         if drawn is None:
             return images
         return Candidates(images=images, targets=drawn, diagnostics={"class_draw": "uniform"})
@@ -275,7 +281,7 @@ class ClassifierGuided:
                                 device=ctx.device, class_labels=labels,
                                 guidance=guidance, guidance_scale=s.guidance_scale,
                                 guidance_t_min=s.guidance_t_min, guidance_t_max=s.guidance_t_max,
-                                dtype=autocast_dtype(s.precision), progress=ctx.progress)
+                                dtype=autocast_dtype(s.precision), compile=s.compile, progress=ctx.progress)
         return Candidates(images=images, targets=labels, diagnostics=diagnostics)
 
 
@@ -438,7 +444,7 @@ class SideExact:
                 images, _ = ddim_sample(target, POOL_STREAM, seed=pool_seed,
                                         purpose=f"side-exact-pool/{drawn // POOL_STREAM}", num_steps=s.ddim_steps,
                                         batch_size=min(s.batch_size, POOL_STREAM), device=ctx.device,
-                                        dtype=autocast_dtype(s.precision), progress=progress)
+                                        dtype=autocast_dtype(s.precision), compile=s.compile, progress=progress)
                 clusters = nearest_kept(images, ctx.features, ctx.device)
                 for c in range(classes):
                     members = torch.nonzero(clusters == c).flatten()

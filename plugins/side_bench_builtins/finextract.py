@@ -42,6 +42,12 @@ class FineXtract:
     class Settings(SamplingSettings):  # ddim_steps, batch_size, precision and their checks: the sampler's
         guidance_scale: float = 3.0  # w; 1 = plain sampling of the fine-tuned model, 0 = of the base
 
+        def validate(self, where: str) -> None:
+            super().validate(where)
+            if self.compile != "none":  # its own loop runs two UNets eagerly
+                raise BenchError(f"{where}: compile: finextract runs its UNets eagerly; expected 'none', "
+                                 f"got {self.compile!r}")
+
     def __init__(self, settings: FineXtract.Settings):
         self.settings = settings
 

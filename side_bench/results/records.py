@@ -26,6 +26,12 @@ Schema versions:
        on training sets without duplicates (every suite before canaries) only a pair within
        float32 rounding of a band edge or the Gu threshold can differ. The version tells them
        apart.
+
+A row's ``device`` is the device the cell ran on with what it can do (an object from
+``side_bench/machine.py``: CPU model, speed flags, native bf16; or the GPU); rows written
+before it hold the device's name as a string, and both are read as they are (no version
+change: the field still names the device, now with its capabilities; it is not in the
+config hash, so run ids stay).
 """
 
 from __future__ import annotations

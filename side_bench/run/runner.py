@@ -22,6 +22,7 @@ from side_bench.contracts import check_candidates, check_diagnostics, check_rank
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
 from side_bench.hookspecs import RunContext
+from side_bench.machine import describe as describe_device
 from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
@@ -76,6 +77,10 @@ def _quiet(stage: str, done: int, total: int) -> None:
     return None
 
 
+def _unheard(config_hash: str) -> None:
+    return None
+
+
 @dataclass
 class CellRunner:
     """Runs one cell. Picklable: an executor may ship it to another process."""
@@ -85,6 +90,9 @@ class CellRunner:
     run_dir: str
     progress: Callable[[str, int, int], None] = field(default=_quiet, repr=False)
     targets: str | None = None  # a shared-targets pack (run/targets.py): load every target from it, never train
+    # called with the cell's config hash when its target model is trained or loaded: the local
+    # executor's workers tell its ModelQueue, which then hands out the model's other cells
+    target_ready: Callable[[str], None] = field(default=_unheard, repr=False)
     _registry: Registry | None = field(default=None, repr=False)
     _splits: dict = field(default_factory=dict, repr=False)
     _references: dict = field(default_factory=dict, repr=False)
@@ -95,7 +103,7 @@ class CellRunner:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(progress=_quiet, _registry=None, _splits={}, _references={}, _null_rows={},
+        state.update(progress=_quiet, target_ready=_unheard, _registry=None, _splits={}, _references={}, _null_rows={},
                      _model_metric_rows={}, _target_labels={}, _built_features={})
         return state
 
@@ -154,6 +162,7 @@ class CellRunner:
             data, planted = self._split(config)
         with timer("target"):
             target, model_key, target_model = self._target(cell, data, condition, ctx)
+        self.target_ready(cell.config_hash)
         with timer("condition"):
             labelled = condition.attack_labels(target, data, ctx)
         with timer("extraction"):
@@ -213,12 +222,29 @@ class CellRunner:
             "target_model": target_model,
             "n_generations": scores.n_candidates, "n_null": len(data.heldout), "n_train": len(data.train),
             "config_hash": cell.config_hash, "seconds": round(time.perf_counter() - started, 3),
-            "stage_seconds": timer.seconds, "device": self.device, "versions": config["versions"],
+            "stage_seconds": timer.seconds, "device": describe_device(self.device), "versions": config["versions"],
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated,
         }
         return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
+
+    def model_of(self, cell: Cell) -> str | None:
+        """A key naming the target model the cell trains or loads, from its config alone (the
+        cache key needs the loaded data): cells with one key share one model. The local
+        executor hands out one cell per model until the model is ready (``ModelQueue``), so
+        that no worker waits on a model another is training. None when the cell's condition
+        cannot be built here (its failure is the cell's, when it runs)."""
+        config = cell.config
+        try:
+            condition = self.registry.build("conditions", cell.attack.condition.name, cell.attack.condition.settings)
+            labels = condition.training_key()
+        except Exception:  # noqa: BLE001 - the cell reports it when it runs
+            return None
+        spec = canaries.spec_from_config(config)
+        return canonical_hash({"dataset": config["dataset"], "scale": config["scale"], "seed": [config["seed"], cell.seed],
+                               "canaries": spec.as_config() if spec else None, "labels": labels,
+                               "model": cell_model(config), "device": config.get("device")})
 
     def _target(self, cell: Cell, data, condition, ctx: RunContext):
         """The trained (or cached, or loaded) target model, its cache key and its identity for
@@ -387,7 +413,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
               fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
               on_cell: Callable[[Cell, dict], None] | None = None,
               executor_settings: dict | None = None, poll_seconds: float = 0.5,
-              threads: int | None = 1, workers: int = 1, targets: str | Path | None = None) -> pd.DataFrame:
+              threads: int | None = 1, workers: int | str = 1, targets: str | Path | None = None) -> pd.DataFrame:
     """Run a suite (a registered name or a TOML path); return all its rows as a DataFrame.
 
     Cells already done in the run folder are skipped. ``progress(stage, done, total)`` gets
@@ -396,7 +422,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     ``threads``: torch threads on CPU (default 1: on a shared 2-core machine one thread was
     measured 15-40x faster than two at sampling; 0 or None: leave torch's setting).
     ``workers``: processes of the local executor, each computing whole cells with ``threads``
-    threads (the rows are bit-identical to one worker's); 0: one per CPU core.
+    threads (the rows are bit-identical to one worker's); 0: one per CPU core; "auto" (the
+    CLI's default): one per core where more than one cell is left to run on CPU, else one.
     ``targets``: a shared-targets pack (``export_targets``): every cell attacks the pack's model
     for its data, labels and model settings, never training one; checked before any cell runs.
 
@@ -408,7 +435,8 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
                                           run_id=run_id, registry=registry, targets=targets)
     executor_obj = registry.build("executors", executor, executor_settings or {}, where=f"--executor {executor}")
-    set_workers(executor_obj, executor, workers)
+    set_workers(executor_obj, executor, workers, device=device, threads=threads,
+                cells=sum(not store.is_done(c.config_hash) for c in cells) if workers == "auto" else 2)
     if threads and torch.device(device).type == "cpu":
         torch.set_num_threads(threads)
     previous = store.read_manifest() or {}
@@ -416,7 +444,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
         "suite": suite_obj.name, "suite_path": suite_obj.path, "config": suite_obj.raw,
         "run_id": store.run_dir.name, "device": device, "executor": executor,
         "versions": versions(), "git_commit": git_commit(), "machine": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
+        "hardware": describe_device(device), "torch_threads": torch.get_num_threads(),
         "started": previous.get("started", now()), "finished": None,
         "cells": [{"config_hash": c.config_hash, "scale": c.scale, "attack": c.attack.name,
                    "seed": c.seed} for c in cells],
@@ -473,11 +501,26 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def set_workers(executor_obj, executor: str, workers: int) -> int:
-    """Give the executor its worker count (0: one per core); only an executor with a ``workers``
-    attribute (the local one) takes one, Ray schedules its own tasks."""
+def auto_workers(cells: int, device: str = "cpu", threads: int | None = 1) -> int:
+    """``--workers auto``: on CPU, as many processes as the cores hold at ``threads`` threads
+    each (one single-thread process per core by default; ``threads`` 0 or None: torch's own
+    count), where more than one cell is to run; otherwise one. On CUDA one: the cells share
+    one GPU, which a single process keeps busy at the sizes that need it."""
+    if cells <= 1 or torch.device(device).type != "cpu":
+        return 1
+    per_process = threads or torch.get_num_threads()
+    return max(1, min(cells, cpu_cores() // max(1, per_process)))
+
+
+def set_workers(executor_obj, executor: str, workers: int | str, *, cells: int = 2, device: str = "cpu",
+                threads: int | None = 1) -> int:
+    """Give the executor its worker count (0: one per core; "auto": ``auto_workers`` for
+    ``cells`` cells still to run on ``device`` at ``threads`` threads); only an executor with a
+    ``workers`` attribute (the local one) takes one, Ray schedules its own tasks."""
+    if workers == "auto":
+        workers = auto_workers(cells, device, threads) if hasattr(executor_obj, "workers") else 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise BenchError(f"--workers: expected 0 (one per core) or a positive count, got {workers!r}")
+        raise BenchError(f"--workers: expected 'auto', 0 (one per core) or a positive count, got {workers!r}")
     count = workers or cpu_cores()
     if not hasattr(executor_obj, "workers"):
         if workers != 1:
