@@ -136,6 +136,8 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
 
         estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
                               check_data_root=data_root_given)
+        for warning in (estimate or {}).get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
         if estimate and estimate.get("warning"):
             click.echo(f"warning: {estimate['warning']}", err=True)
         return None
@@ -157,8 +159,12 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
                           executor, workers)
     done_before = sum(store.is_done(c.config_hash) for c in cells)
+    for warning in suite_obj.warnings:
+        click.echo(f"warning: {warning}", err=True)
     console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
                   + (f" ({workers} workers)" if workers > 1 else ""))
+    if suite_obj.data_note:  # which images are the training set and which the null baseline
+        console.print(f"data: {escape(suite_obj.data_note)}", soft_wrap=True)
     recomputed = _recomputed(store, cells)
     if recomputed:
         console.print(escape(recomputed))

@@ -130,6 +130,12 @@ class CellRunner:
             name = config["dataset"]["name"]
             dataset = self.registry.build("datasets", name, config["dataset"]["settings"])
             split, planted = dataset.load(config["scale"], config["seed"]), None
+            if hasattr(dataset, "split_files"):  # which files were trained on and which held out
+                path = Path(self.run_dir) / "data" / f"{config['scale']}-{config['seed']}.json"
+                if not path.exists():  # the same for every cell of the scale and seed
+                    files = dataset.split_files(config["scale"], config["seed"])
+                    atomic_write(path, json.dumps({"dataset": name, "scale": config["scale"], "seed": config["seed"],
+                                                   **files}, indent=1) + "\n")
             if spec is not None:
                 split, planted = canaries.plant(dataset, split, spec, config["scale"], config["seed"], name)
                 path = Path(self.run_dir) / "canaries" / f"{config['scale']}-{config['seed']}.json"
