@@ -71,6 +71,8 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                                               registry=registry)
     heldout = suite_obj.dataset.settings.get("heldout", 0) if isinstance(suite_obj.dataset.settings, dict) else 0
     heldout = heldout if isinstance(heldout, int) and not isinstance(heldout, bool) else 0
+    if isinstance(getattr(suite_obj, "heldout_size", None), int):  # what the data set says it holds out
+        heldout = suite_obj.heldout_size
     nulls: set[int] = set()
     if data_root_given:
         check_data_root(suite_obj, registry)

@@ -362,16 +362,20 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
     registry = registry or load_registry()
     suite = load_suite(suite_name, registry)
     resolve_device(device)
-    executor_versions = versions()
-    features = registry.build("features", suite.features.name, suite.features.settings)
-    cells = expand_cells(suite, versions=executor_versions, device=torch.device(device).type,
-                         features_identity=features.identity)
+    cells = suite_cells(suite, device, registry)
     if run_id is not None:
         safe_name(run_id, "--run-id")
     # The default id leaves plugin provenance out, so that after a plugin changes a rerun lands in
     # the same folder and recomputes only the cells that use it.
     run_id = run_id or default_run_id(cells)
     return suite, cells, RunStore(Path(results_dir) / suite.name / run_id)
+
+
+def suite_cells(suite: Suite, device: str, registry: Registry) -> list[Cell]:
+    """The cells of a validated suite on ``device``, with this installation's versions."""
+    features = registry.build("features", suite.features.name, suite.features.settings)
+    return expand_cells(suite, versions=versions(), device=torch.device(device).type,
+                        features_identity=features.identity)
 
 
 def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",

@@ -95,6 +95,8 @@ class Suite:
     warnings: list[str] = field(default_factory=list)
     # the data set's ``data_note``: where its training and held-out images come from ("" if none)
     data_note: str = ""
+    # the data set's ``heldout_size``: the null baseline's images (None when it does not say)
+    heldout_size: int | None = None
     # [model] per_scale: scale -> the model settings that differ at that scale (e.g. steps), so
     # that a larger training set is trained as many epochs; in those cells' configs only
     model_per_scale: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -381,6 +383,12 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     n_generations = _generations_per_scale(raw["n_generations"], scales, where)
     warnings = _null_warnings(dataset_object, headline, metrics, metric_settings, metric_components,
                               n_generations, registry, where)
+    if declared is not None and getattr(dataset_object, "fixed_scale", None) is None:
+        # a model trained elsewhere, scored against a subset the data set picked by seed
+        warnings.append(f"{where}: [dataset] {dataset.name!r} picks each scale's training set itself (a seed-fixed "
+                        f"subset), but [model] {model.name!r} was trained elsewhere: the images scored against, and "
+                        "held out, are that subset, not necessarily the model's training images (image-folder: name "
+                        "them with train and heldout)")
     check = getattr(dataset_object, "check", None)
     if check is not None:  # last: it may read every image, and everything cheap has passed
         _with_suite_path(check, where)
@@ -395,6 +403,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
         canaries=canaries, model_per_scale=model_per_scale, warnings=warnings,
         data_note=str(getattr(dataset_object, "data_note", "") or ""),
+        heldout_size=getattr(dataset_object, "heldout_size", None),
     )
 
 
