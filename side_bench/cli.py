@@ -277,7 +277,13 @@ def audit(ctx, model, train, heldout, out, attacks, n_generations, ddim_steps, d
         if stop.code != 1:  # 1: some cells failed; the page shows the others
             raise
         failed = 1
-    result = finish_audit(plan)
+    try:
+        result = finish_audit(plan)
+    except BenchError as error:
+        if not failed:
+            raise
+        click.echo(f"error: no page: {error}", err=True)  # every cell failed: run said why
+        sys.exit(1)
     click.echo(f"\n{result.report.verdict}")
     for answer in result.report.answers:
         click.echo(f"  {answer.text}")

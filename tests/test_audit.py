@@ -332,3 +332,20 @@ def test_a_channels_mismatch_and_a_corrupt_png_exit_2_at_dry_run_with_nothing_wr
                           "--out", str(tmp_path / "out"))):
         assert_refused(result, "2 of 14 images cannot be read", str(corrupt / "cut.png"), str(corrupt / "text.png"))
     assert not (tmp_path / "results").exists() and not (tmp_path / "out").exists()
+
+
+def test_the_example_suite_runs_on_named_sets_under_a_data_root(trained, tmp_path, monkeypatch):
+    """benchmarks/examples/audit-image-folder.toml, given a model path and its scale, validates
+    with train and heldout read from --data-root."""
+    monkeypatch.setenv("SIDE_BENCH_DATA_ROOT", "")
+    example = (Path(__file__).resolve().parents[1] / "benchmarks" / "examples" / "audit-image-folder.toml").read_text()
+    suite = tmp_path / "example.toml"
+    suite.write_text(example.replace('"/path/to/my-ddpm"', f'"{trained["model"]}"')
+                     .replace("scales = [64]", f"scales = [{N_TRAIN}]"))
+    result = invoke("run", "--suite", str(suite), "--data-root", str(trained["root"]), "--results",
+                    str(tmp_path / "results"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"training set: the {N_TRAIN} images of train = {trained['root'] / 'train'}" in text
+    assert f"held-out: the {N_HELDOUT} images of heldout = {trained['root'] / 'heldout'}" in text
+    assert "2 cells" in text and not (tmp_path / "results").exists()

@@ -283,7 +283,7 @@ def _cut(gallery, slot: int):
 
 
 def _pairs(rows: pd.DataFrame, run_dir: Path, out: Path, train01, train_files: list[str], copy_metric,
-           gallery_size: int) -> tuple[list[Pair], list[Copied], dict[str, tuple], str]:
+           gallery_size: int, order: list[str]) -> tuple[list[Pair], list[Copied], dict[str, tuple], str]:
     """Labelled pairs per attack, the training images copied most, and per attack (copies mask,
     distinct images copied)."""
     from PIL import Image
@@ -296,6 +296,8 @@ def _pairs(rows: pd.DataFrame, run_dir: Path, out: Path, train01, train_files: l
     folder = out / PAIRS_FOLDER
     shutil.rmtree(folder, ignore_errors=True)  # pairs of an earlier audit in this folder
     cells = rows.drop_duplicates("config_hash")
+    cells = cells.assign(_order=[order.index(a) if a in order else len(order) for a in cells["attack"]])
+    cells = cells.sort_values("_order", kind="stable")
     for row in cells.itertuples(index=False):
         if not isinstance(row.candidates_file, str):
             continue
@@ -352,9 +354,10 @@ def _stem(text: str) -> str:
 def _next_steps(plan, answers: list[Answer], conditional: bool) -> list[str]:
     out, run_dir = plan.out, plan.run_dir
     steps = [f"Edit {plan.suite_file} (more generations, SIDE's settings or a sweep of its guidance_scale, other "
-             f"features) and run it again: side-bench run --suite {plan.suite_file} --results {out} (cells done "
-             "before are reused), then side-bench audit again, or side-bench leaderboard "
-             f"{run_dir} --format html --out {out / 'leaderboard'}."]
+             f"features) and run it: side-bench run --suite {plan.suite_file} --results {out} (cells whose settings "
+             f"did not change are reused; an edited suite gets a new run folder under {out / plan.suite.name}), then "
+             f"side-bench leaderboard {out / plan.suite.name}/<that run folder> --format html --out "
+             f"{out / 'leaderboard'}. Running side-bench audit again writes the default suite anew."]
     if "side" in plan.attacks:
         steps.append("SIDE ran at the settings chosen for 8x8 digits (20 clusters of 1,000 generations, lambda = 3, "
                      "240 classifier steps): tune them for this model, e.g. sweep = { \"extractor.guidance_scale\" = "
@@ -371,9 +374,9 @@ def _next_steps(plan, answers: list[Answer], conditional: bool) -> list[str]:
     if len(plan.attacks) > 1:
         steps.append(f"Which training images each attack copies, and the test between them: side-bench compare "
                      f"{run_dir} {plan.attacks[0]} {plan.attacks[1]} --gu")
-    if not conditional:
-        steps.append("Membership: TPR at 1% FPR rests on the top 1% of the held-out images; with few held out it is "
-                     "coarse (hold out more for a finer one).")
+    if not conditional and plan.n_heldout < 1000:
+        steps.append(f"Membership: TPR at 1% FPR puts its threshold above all but {plan.n_heldout // 100} of the "
+                     f"{plan.n_heldout} held-out images, so it is coarse; hold out more images for a finer one.")
     return steps
 
 
@@ -398,7 +401,7 @@ def build_audit_report(plan, rows: pd.DataFrame) -> AuditReport:
     shown = [str(Path(f).relative_to(base)) if base.is_dir() and Path(f).is_relative_to(base) else f
              for f in train_files]
     pairs, copied, by_attack, pairs_note = _pairs(rows, run_dir, Path(plan.out), train01, shown, copy_metric,
-                                                  int(plan.raw.get("gallery_size", 0)))
+                                                  int(plan.raw.get("gallery_size", 0)), list(plan.attacks))
     answers = _answers(table, by_attack, list(plan.attacks))
     membership, membership_text = _membership(rows, tuple(m for m in plan.raw["metrics"] if isinstance(m, str)
                                                          and m not in ("gu-ratio", "ams", "ums", "p95")))

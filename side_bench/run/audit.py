@@ -127,6 +127,8 @@ def plan_audit(model: str | Path, train: str | Path, heldout: str | Path, out: s
     if n_generations > MAX_GENERATIONS:
         raise BenchError(f"{WHERE}: --n-generations: {n_generations:,} is more than {MAX_GENERATIONS:,}")
     out = check_writable(Path(out).expanduser(), "--out").resolve()
+    if (out / "index.html").exists() and not (out / "audit.json").exists():  # someone's own page: never overwritten
+        raise BenchError(f"{WHERE}: --out {out}: holds an index.html that is not an audit's page; give another folder")
     model_path = Path(model).expanduser().resolve()
     target = _prefixed(lambda: registry.build("models", "diffusers", {"path": str(model_path)}, f"{WHERE}: --model"),
                        "--model")
