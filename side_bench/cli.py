@@ -137,10 +137,10 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
 
         estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
                               check_data_root=data_root_given)
+        if estimate and estimate.get("warning"):  # the cost first: beyond a day is the one to see
+            click.echo(f"warning: {estimate['warning']}", err=True)
         for warning in (estimate or {}).get("warnings", []):
             click.echo(f"warning: {warning}", err=True)
-        if estimate and estimate.get("warning"):
-            click.echo(f"warning: {estimate['warning']}", err=True)
         return None
 
     from side_bench.registry import load_registry
@@ -262,7 +262,7 @@ def audit(ctx, model, train, heldout, out, attacks, n_generations, ddim_steps, d
             suite_file = Path(folder) / plan.suite_file.name
             suite_file.write_text(plan.toml())
             estimate = print_plan(str(suite_file), device=device, results_dir=plan.out, run_id=None, console=out_console)
-        for warning in plan.warnings + ([estimate["warning"]] if (estimate or {}).get("warning") else []):
+        for warning in ([estimate["warning"]] if (estimate or {}).get("warning") else []) + plan.warnings:
             click.echo(f"warning: {warning}", err=True)
         click.echo(f"would write {plan.suite_file}, {plan.run_dir}/ and {plan.out / 'index.html'}; the suite:\n")
         click.echo(plan.toml(), nl=False)

@@ -241,8 +241,8 @@ class Dataset(Protocol):
     #
     # Optional: ``heldout_size: int``, how many held-out images ``load`` gives (the null
     # baseline's size). A suite whose null is too small to show its headline rate above it
-    # (``report.leaderboard.null_resolution`` at the suite's N_G above ``MIN_SHOWABLE_RATE`` in
-    # ``run/suite.py``) gets a warning naming the smallest rate it can show.
+    # (fewer held-out images than N_G, and ``report.leaderboard.null_resolution`` above
+    # ``MIN_SHOWABLE_RATE`` of ``run/suite.py``) gets a warning naming the smallest rate it can show.
     #
     # Optional: ``fixed_scale: int``, the one scale the data set takes (a user's named training
     # set: all of it); a suite with another scale is refused at validation.
