@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from side_bench.plugin_api import BenchError, DataSplit, added_setting, derive_seed, hookimpl, one_line
+from side_bench.plugin_api import (
+    BenchError,
+    DataSplit,
+    added_setting,
+    derive_seed,
+    hookimpl,
+    one_line,
+    sha256_file,
+)
 from side_bench_builtins.datasets import split_by_seed
 
 DATA_ROOT_ENV = "SIDE_BENCH_DATA_ROOT"
@@ -368,14 +376,6 @@ def listed_images(list_file: Path, what: str) -> list[Path]:
     return files
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_decodes(paths: list[Path], crop_size: int, image_size: int, mode: str, what: str) -> None:
     """Decode every file as ``load`` will (a truncated or unreadable image fails here, before
     any cell runs); one error naming the bad files (the first few, and how many in all)."""
@@ -492,8 +492,8 @@ class ImageFolder:
         self.heldout_files, _, _ = self._read_set(self.heldout_path, "heldout")
         self.labels = torch.tensor(labels) if labels is not None else None
         self.num_classes = len(self.class_names)
-        train_sha = [_file_sha256(f) for f in self.files]
-        heldout_sha = [_file_sha256(f) for f in self.heldout_files]
+        train_sha = [sha256_file(f) for f in self.files]
+        heldout_sha = [sha256_file(f) for f in self.heldout_files]
         first_train = dict(zip(reversed(train_sha), reversed(self.files), strict=True))
         shared = [(first_train[sha], f) for sha, f in zip(heldout_sha, self.heldout_files, strict=True)
                   if sha in first_train]

@@ -447,17 +447,16 @@ def _null_warnings(dataset_object, headline: str, metrics: list[str], metric_set
     held = getattr(dataset_object, "heldout_size", None)
     if not isinstance(held, int) or isinstance(held, bool) or held < 1:
         return []
-    first = headline.partition(":")[0]
-    rates = []
-    for label in [first, *metrics]:
-        if label not in metrics:
-            continue
+
+    def candidate_rate(label: str) -> bool:  # a share of the candidates, higher = more memorization
         metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
-        if getattr(metric, "unit", None) == "rate" and getattr(metric, "direction", "higher") != "lower" \
-                and not getattr(metric, "needs_model", False):
-            rates.append(label)
-            break
-    if not rates:
+        return (getattr(metric, "unit", None) == "rate" and getattr(metric, "direction", "higher") != "lower"
+                and not getattr(metric, "needs_model", False))
+
+    headline_metric = headline.partition(":")[0]
+    rate = next((label for label in dict.fromkeys([headline_metric, *metrics])
+                 if label in metrics and candidate_rate(label)), None)
+    if rate is None:
         return []
     from side_bench.report.leaderboard import null_resolution
 
@@ -469,8 +468,8 @@ def _null_warnings(dataset_object, headline: str, metrics: list[str], metric_set
         enough = max(MIN_SHOWABLE_RATE, null_resolution(n, n) or 1.0)  # as good as N_G allows
         better = next((m for m in (100, 200, 500, 1000, 2000, 5000, 10000)
                        if held < m <= max(n, 100) and (null_resolution(n, m) or 1.0) <= enough), None)
-        limit = (f"no {rates[0]} rate below {showable:.1%} can be shown above it" if showable is not None
-                 else f"not even a {rates[0]} rate of 100% can be shown above it")
+        limit = (f"no {rate} rate below {showable:.1%} can be shown above it" if showable is not None
+                 else f"not even a {rate} rate of 100% can be shown above it")
         advice = (f"; hold out more images ({better} would show {null_resolution(n, better):.1%})"
                   if better else "; hold out more images")
         warnings.append(f"{where}: [dataset]: the null baseline holds {held} held-out image(s): at scale {scale}, "
