@@ -212,10 +212,11 @@ def _agreement(table: pd.DataFrame, answers: list[Answer]) -> list[str]:
     for line in top.itertuples(index=False):
         attack = str(line.attack)
         band = f"{line.band} [{line.band_low:g}, {line.band_high:g}]"
-        text = (f"{cap(attack, 40)}: AMS in band {band}: "
-                f"{_rate_text(_int(line.count), _int(line.n), _float(line.value), _float(line.ci_low), _float(line.ci_high))}"
-                f" against {_rate_text(_int(line.null_count), _int(line.null_n), _float(line.null_value), _float(line.null_ci_low), _float(line.null_ci_high))}"
-                f" of the null, {'above' if line.above_null else 'not above'} it")
+        found = _rate_text(_int(line.count), _int(line.n), _float(line.value), _float(line.ci_low), _float(line.ci_high))
+        null = _rate_text(_int(line.null_count), _int(line.null_n), _float(line.null_value), _float(line.null_ci_low),
+                          _float(line.null_ci_high))
+        text = (f"{cap(attack, 40)}: AMS in band {band} (a generation this similar to a training image): {found}; "
+                f"null baseline {null}; {'significantly above' if line.above_null else 'not significantly above'} it")
         if attack in gu_above and gu_above[attack] != bool(line.above_null):
             text += (" — unlike the copy test, which "
                      + ("is above the null" if gu_above[attack] else "is not") + ": the two criteria differ "
@@ -254,7 +255,8 @@ def _membership(rows: pd.DataFrame, membership: tuple[str, ...]) -> tuple[list[M
     leaking = [line for line in known if line.leaks]
     if leaking:
         names = ", ".join(line.metric for line in leaking)
-        return lines, (f"The model leaks which images it was trained on: {names} tell(s) its training images from "
+        verb = "tells" if len(leaking) == 1 else "tell"
+        return lines, (f"The model leaks which images it was trained on: {names} {verb} its training images from "
                        "the held-out ones better than chance (the AUC's 95% interval is above 0.5, chance).")
     return lines, ("No membership leakage shown: every AUC's 95% interval reaches 0.5 (chance), so the attacks do "
                    "not tell the training images from the held-out ones better than chance at this size.")
