@@ -40,6 +40,7 @@ class _LazyConsole:
 
 console = _LazyConsole(stderr=True)
 out = _LazyConsole()
+out_console = out  # for commands whose --out option shadows the name
 
 
 def escape(text: str) -> str:
@@ -163,8 +164,10 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
 
         estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
                               check_data_root=data_root_given)
-        if estimate and estimate.get("warning"):
+        if estimate and estimate.get("warning"):  # the cost first: beyond a day is the one to see
             click.echo(f"warning: {estimate['warning']}", err=True)
+        for warning in (estimate or {}).get("warnings", []):
+            click.echo(f"warning: {warning}", err=True)
         return None
 
     from side_bench.registry import load_registry
@@ -182,11 +185,15 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
 
     # refuse before output: the executor's settings, and --workers where it does not apply
     done_before = sum(store.is_done(c.config_hash) for c in cells)
+    for warning in suite_obj.warnings:
+        click.echo(f"warning: {warning}", err=True)
     workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
                           executor, workers, cells=len(cells) - done_before, device=device, threads=threads)
     console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
                   + (f" ({workers} workers)" if workers > 1 else "")
                   + (f"; targets from the pack {escape(str(targets))}, none trained" if targets else ""))
+    if suite_obj.data_note:  # which images are the training set and which the null baseline
+        console.print(f"data: {escape(suite_obj.data_note)}", soft_wrap=True)
     recomputed = _recomputed(store, cells)
     if recomputed:
         console.print(escape(recomputed))
@@ -248,6 +255,88 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
                       highlight=False, soft_wrap=True)
     if failures:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(), help="A diffusers model folder (DDPMPipeline.save_pretrained, "
+              "or a flat UNet2DModel folder with scheduler_config.json): unconditional or class-conditional.")
+@click.option("--train", required=True, type=click.Path(),
+              help="The images the model was trained on: a folder (class subfolders give labels) or a text file "
+                   "listing them.")
+@click.option("--heldout", required=True, type=click.Path(),
+              help="Images the model never saw (the null baseline): a folder or a text file listing them.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for audit.toml (the suite), the run folder and index.html (the page).")
+@click.option("--attack", "attacks", multiple=True, metavar="NAME",
+              help="An attack, as the built-in suites name them: uncond, side, cond (repeatable). "
+                   "[default: uncond and side; uncond alone for a class-conditional model]")
+@click.option("--n-generations", default=256, show_default=True, type=int, help="Generations per attack (N_G).")
+@click.option("--ddim-steps", default=50, show_default=True, type=int, help="DDIM steps of every sampler.")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Classifiers and surrogate pools (default: $SIDE_BENCH_CACHE or ~/.cache/side-bench).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=0),
+              help="torch threads on CPU (0: torch's default).")
+@click.option("--dry-run", is_flag=True, help="Check everything and show the suite and its cells; write nothing.")
+@user_errors
+@click.pass_context
+def audit(ctx, model, train, heldout, out, attacks, n_generations, ddim_steps, device, cache_dir, threads, dry_run):
+    """Audit a diffusers model: does it copy its training images, and does it leak which they were?
+
+    Writes OUT/audit.toml (edit it and rerun with `side-bench run --suite OUT/audit.toml --results
+    OUT`), the rows in OUT/audit/<run-id>/rows.jsonl and the page OUT/index.html."""
+    from side_bench.run.audit import finish_audit, plan_audit, write_suite
+
+    plan = plan_audit(model, train, heldout, out, attacks=list(attacks), n_generations=n_generations,
+                      device=device, ddim_steps=ddim_steps)
+    for note in plan.notes:
+        click.echo(f"note: {note}", err=True)
+    if dry_run:
+        import tempfile
+
+        from side_bench.run.dryrun import print_plan
+
+        with tempfile.TemporaryDirectory() as folder:  # the plan reads a suite file; none is written in OUT
+            suite_file = Path(folder) / plan.suite_file.name
+            suite_file.write_text(plan.toml())
+            estimate = print_plan(str(suite_file), device=device, results_dir=plan.out, run_id=None, console=out_console)
+        for warning in ([estimate["warning"]] if (estimate or {}).get("warning") else []) + plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(f"would write {plan.suite_file}, {plan.run_dir}/ and {plan.out / 'index.html'}; the suite:\n")
+        click.echo(plan.toml(), nl=False)
+        return
+    _check_cache_dir(cache_dir)
+    write_suite(plan)
+    failed = 0
+    try:  # the run command itself: its checks, progress, summary and profile
+        ctx.invoke(run, suite=str(plan.suite_file), device=device, results_dir=str(plan.out), cache_dir=cache_dir,
+                   threads=threads)
+    except SystemExit as stop:
+        if stop.code != 1:  # 1: some cells failed; the page shows the others
+            raise
+        failed = 1
+    try:
+        result = finish_audit(plan)
+    except BenchError as error:
+        if not failed:
+            raise
+        click.echo(f"error: no page: {error}", err=True)  # every cell failed: run said why
+        sys.exit(1)
+    click.echo(f"\n{result.report.verdict}")
+    for answer in result.report.answers:
+        click.echo(f"  {answer.text}")
+    if result.report.membership_text:
+        click.echo(f"  membership: {result.report.membership_text}")
+    click.echo(f"page: {result.page}\nsuite: {plan.suite_file} (rerun: side-bench run --suite {plan.suite_file} "
+               f"--results {plan.out})")
+    if failed:
+        sys.exit(1)
+
+
+def _check_cache_dir(cache_dir) -> None:
+    from side_bench.results.store import check_writable, default_cache_dir
+
+    check_writable(cache_dir or default_cache_dir(), "--cache-dir")
 
 
 def _print_profile(records: list[dict]) -> None:

@@ -184,6 +184,9 @@ class TargetDeclaration:
 
     trained_with: str  # "none" for an unconditional model
     num_classes: int
+    # (C, H, W) of the images the model makes, from its config; None when not known. Compared
+    # with the data set's ``image_shape`` at validation.
+    image_shape: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -237,6 +240,30 @@ class Dataset(Protocol):
     #
     # Optional: ``channels: int`` (a class attribute), channels of its images: what
     # ``run --dry-run`` sizes pixel features by (default 3).
+    #
+    # Optional: ``image_shape: tuple[int, int, int]``, the (C, H, W) of ``load``'s images. When
+    # the model declares its shape too (``TargetDeclaration.image_shape``), a suite where they
+    # differ (a greyscale model and RGB images) is refused at validation.
+    #
+    # Optional: ``heldout_size: int``, how many held-out images ``load`` gives (the null
+    # baseline's size). A suite whose null is too small to show its headline rate above it
+    # (fewer held-out images than N_G, and ``report.leaderboard.null_resolution`` above
+    # ``MIN_SHOWABLE_RATE`` of ``run/suite.py``) gets a warning naming the smallest rate it can show.
+    #
+    # Optional: ``fixed_scale: int``, the one scale the data set takes (a user's named training
+    # set: all of it); a suite with another scale is refused at validation.
+    #
+    # Optional: ``check() -> None``, called once at validation, after every other check and
+    # before any cell runs (``run --dry-run`` too): read what a run will read (decode every
+    # image) and raise ``BenchError`` naming the bad files, so that a truncated image is exit
+    # code 2 with nothing written rather than a failure in every cell.
+    #
+    # Optional: ``split_files(scale, seed) -> {"train": [path, ...], "heldout": [path, ...]}``,
+    # the files ``load(scale, seed)`` reads, in its order (``nearest_index`` i is ``train[i]``);
+    # the runner writes it to ``data/<scale>-<seed>.json`` in the run folder.
+    #
+    # Optional: ``data_note: str``, one line on where the training and held-out images come
+    # from, printed when a run or a dry run starts.
     #
     # Optional: ``canary_pool(scale, seed, n) -> (images, labels | None)``, at least n images in
     # [-1, 1] outside ``load(scale, seed)``'s training subset and held-out split, in a seeded

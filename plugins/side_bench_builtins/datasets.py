@@ -60,6 +60,8 @@ class Digits:
         self.settings = settings
         self.max_scale = self.total - settings.heldout
         self.num_classes = 10
+        self.image_shape = (1, settings.image_size, settings.image_size)
+        self.heldout_size = settings.heldout
 
     def load(self, scale: int, seed: int) -> DataSplit:
         from sklearn.datasets import load_digits

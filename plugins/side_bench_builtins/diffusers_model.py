@@ -212,7 +212,8 @@ class DiffusersModel:
         a suite pairing it with the wrong condition fails at validation (hookspecs.Model)."""
         from side_bench.plugin_api import TargetDeclaration
 
-        return TargetDeclaration(trained_with=self.trained_with, num_classes=self.num_classes)
+        return TargetDeclaration(trained_with=self.trained_with, num_classes=self.num_classes,
+                                 image_shape=self.image_shape)
 
     def load_unet(self):
         return self.folder.load_unet()

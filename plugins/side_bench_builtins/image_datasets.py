@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from side_bench.plugin_api import BenchError, DataSplit, derive_seed, hookimpl, one_line
+from side_bench.plugin_api import (
+    BenchError,
+    DataSplit,
+    added_setting,
+    derive_seed,
+    hookimpl,
+    one_line,
+    sha256_file,
+)
 from side_bench_builtins.datasets import split_by_seed
 
 DATA_ROOT_ENV = "SIDE_BENCH_DATA_ROOT"
@@ -196,6 +204,8 @@ class CelebA:
 
     def __init__(self, settings: CelebA.Settings):
         settings.validate("dataset 'celeba'")
+        self.image_shape = (3, settings.image_size, settings.image_size)
+        self.heldout_size = settings.heldout
         if not (settings.root or os.environ.get(DATA_ROOT_ENV)) and os.environ.get(PLAN_ONLY_ENV) == "1":
             self._declare(settings)
             return
@@ -306,70 +316,276 @@ class CelebA:
 # A folder of images
 # --------------------------------------------------------------------------------------------
 
+# Files named in error messages at most (the rest are counted): a message stays one line.
+NAMED_AT_MOST = 5
+# (path, size, mtime_ns, crop, image_size, mode) of every file that decoded in this process: a
+# suite validated twice (the CLI, then run_suite) reads its images for the check once.
+_DECODED: set[tuple] = set()
+
+
+def _visible(path: Path, base: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def images_in(folder: Path, recursive: bool) -> list[Path]:
+    """PNG/JPEG files in ``folder`` (and its subfolders when ``recursive``), hidden ones left out, sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and _visible(p, folder))
+
+
+def folder_images(folder: Path, what: str) -> tuple[list[Path], list[int] | None, list[str]]:
+    """(files, labels or None, class names) of a folder: images at its top level (no labels), or
+    in class subfolders (``folder/cat/*.png``: labels 0..K-1 in name order); not both."""
+    top = images_in(folder, recursive=False)
+    classes = [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    classes = [d for d in classes if images_in(d, recursive=True)]
+    if top and classes:
+        raise BenchError(f"{what}: {folder} holds images both at the top level and in class subfolders "
+                         f"({classes[0].name}/...); expected one or the other")
+    if classes:
+        files = [f for d in classes for f in images_in(d, recursive=True)]
+        labels = [i for i, d in enumerate(classes) for _ in images_in(d, recursive=True)]
+        return files, labels, [d.name for d in classes]
+    if not top:
+        raise BenchError(f"{what}: {folder} holds no PNG or JPEG images (at the top level or in class subfolders)")
+    return top, None, []
+
+
+def listed_images(list_file: Path, what: str) -> list[Path]:
+    """The images a text file lists, one path a line (absolute, or relative to the file's folder;
+    blank lines and lines starting with '#' skipped); every one must exist, none twice."""
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise BenchError(f"{what}: {list_file}: cannot read the list of images ({one_line(error)})") from error
+    files, seen = [], {}
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        path = Path(entry).expanduser()
+        path = (path if path.is_absolute() else list_file.parent / path).resolve()
+        if not path.is_file():
+            raise BenchError(f"{what}: {list_file}: line {number}: {path}: image file not found")
+        if path in seen:
+            raise BenchError(f"{what}: {list_file}: line {number}: {path} is listed twice (first on line {seen[path]})")
+        seen[path] = number
+        files.append(path)
+    if not files:
+        raise BenchError(f"{what}: {list_file}: lists no images (expected one path a line)")
+    return files
+
+
+def check_decodes(paths: list[Path], crop_size: int, image_size: int, mode: str, what: str) -> None:
+    """Decode every file as ``load`` will (a truncated or unreadable image fails here, before
+    any cell runs); one error naming the bad files (the first few, and how many in all)."""
+    todo = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise BenchError(f"{what}: {path}: image file not found ({one_line(error)})") from error
+        key = (str(path), stat.st_size, stat.st_mtime_ns, crop_size, image_size, mode)
+        if key not in _DECODED:
+            todo.append((path, key))
+    if not todo:
+        return
+
+    def attempt(item):
+        path, key = item
+        try:
+            read_image(path, crop_size, image_size, mode)
+        except BenchError as error:
+            return str(error)
+        _DECODED.add(key)
+        return None
+
+    workers = min(16, os.cpu_count() or 1, len(todo))
+    with ThreadPoolExecutor(workers) as pool:
+        failures = [message for message in pool.map(attempt, todo, chunksize=64) if message]
+    if failures:
+        more = f"; and {len(failures) - NAMED_AT_MOST} more" if len(failures) > NAMED_AT_MOST else ""
+        raise BenchError(f"{what}: {len(failures)} of {len(paths)} images cannot be read: "
+                         + "; ".join(failures[:NAMED_AT_MOST]) + more)
+
 
 class ImageFolder:
-    """Any folder of PNG/JPEG images. With class subfolders (``root/cat/*.jpg``,
-    ``root/dog/*.png``) the subfolder names, sorted, are the labels 0..K-1; with images at the
-    top level only, the data set has no labels. Subsets and the held-out split are seed-fixed
-    permutations as for ``digits`` (held-out images are never in any scale's training set)."""
+    """PNG/JPEG images on the user's disk, in one of two ways.
+
+    **Named sets** (``train`` and ``heldout``, each a folder or a text file listing images):
+    ``train`` is exactly the model's training set and ``heldout`` images it never saw. The
+    scale is the training set's size (the only scale this data set takes), every training
+    image is scored against, and the null baseline is exactly the held-out images. An image
+    in both (the same file contents) is refused. This is how a model trained elsewhere is
+    audited (``side-bench audit``).
+
+    **One folder** (``root``, ``heldout`` a count): for benchmark suites across scales. A
+    seed-fixed permutation of the folder's images holds the first ``heldout`` out and takes
+    the next ``scale`` as the training set (smaller scales nest in larger ones, held-out
+    images are never in any), as for ``digits``: the model must be trained by side-bench on
+    those subsets, not elsewhere on the whole folder.
+
+    Either way, images at the top of a folder have no labels; in class subfolders
+    (``cat/*.jpg``, ``dog/*.png``) the subfolder names, sorted, are the labels 0..K-1 (of the
+    held-out set, only the images are used).
+    """
 
     @dataclass
     class Settings:
-        root: str = ""  # default $SIDE_BENCH_DATA_ROOT (side-bench run --data-root)
+        root: str = ""  # one folder; default $SIDE_BENCH_DATA_ROOT (side-bench run --data-root)
         image_size: int = 64
         crop: bool = True  # centre-crop the largest square before resizing (False: squash)
         channels: int = 3  # 3: RGB, 1: greyscale
-        heldout: int = 100
+        # one folder: how many of root's images are held out; with train: the held-out images
+        # (a folder or a text file listing them)
+        heldout: int | str = 100
+        # the model's training images: a folder or a text file listing them ("": one folder, root)
+        train: str = added_setting("")
 
         def validate(self, where: str) -> None:
-            _check_common(where, self.image_size, self.heldout)
+            if not 4 <= self.image_size <= 1024:
+                raise BenchError(f"{where}: image_size: expected 4..1024, got {self.image_size}")
             if self.channels not in (1, 3):
                 raise BenchError(f"{where}: channels: expected 1 or 3, got {self.channels}")
+            if self.train and not isinstance(self.heldout, str):
+                raise BenchError(f"{where}: heldout: with train, expected the held-out images (a folder or a "
+                                 f"text file listing them), got the count {self.heldout!r}")
+            if isinstance(self.heldout, str) and not self.train:
+                raise BenchError(f"{where}: heldout: a folder or list of held-out images ({self.heldout!r}) "
+                                 "goes with train (the model's training images); without train, heldout is "
+                                 "how many of root's images to hold out")
+            if isinstance(self.heldout, str) and not self.heldout.strip():
+                raise BenchError(f"{where}: heldout: expected a folder or a text file listing images, got ''")
+            if isinstance(self.heldout, int) and self.heldout < 1:
+                raise BenchError(f"{where}: heldout: expected a positive integer, got {self.heldout}")
 
     def __init__(self, settings: ImageFolder.Settings):
         settings.validate("dataset 'image-folder'")
+        self.mode = "L" if settings.channels == 1 else "RGB"
+        self.image_shape = (settings.channels, settings.image_size, settings.image_size)
+        if settings.train:
+            self._named_sets(settings)
+        else:
+            self._one_folder(settings)
+
+    # -- named training and held-out sets --------------------------------------------------
+
+    def _named_sets(self, settings: ImageFolder.Settings) -> None:
+        base = None
+        if settings.root or os.environ.get(DATA_ROOT_ENV):  # relative paths are read from the data root
+            base = resolve_root(settings.root, "image-folder")
+        self.settings = dataclasses.replace(settings, root=str(base) if base else "")
+        self.root = base
+
+        def where(value: str, key: str) -> Path:
+            path = Path(value).expanduser()
+            path = (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
+            if not path.exists():
+                raise BenchError(f"dataset 'image-folder': {key}: {path}: no such folder or file")
+            return path
+
+        self.train_path, self.heldout_path = where(settings.train, "train"), where(settings.heldout, "heldout")
+        if self.train_path == self.heldout_path:
+            raise BenchError(f"dataset 'image-folder': train and heldout are both {self.train_path}: the held-out "
+                             "images must be ones the model never saw")
+        self.files, labels, self.class_names = self._read_set(self.train_path, "train")
+        self.heldout_files, _, _ = self._read_set(self.heldout_path, "heldout")
+        self.labels = torch.tensor(labels) if labels is not None else None
+        self.num_classes = len(self.class_names)
+        train_sha = [sha256_file(f) for f in self.files]
+        heldout_sha = [sha256_file(f) for f in self.heldout_files]
+        first_train = dict(zip(reversed(train_sha), reversed(self.files), strict=True))
+        shared = [(first_train[sha], f) for sha, f in zip(heldout_sha, self.heldout_files, strict=True)
+                  if sha in first_train]
+        if shared:
+            train_file, heldout_file = shared[0]
+            raise BenchError(f"dataset 'image-folder': train and heldout share {len(shared)} image(s) (the same file "
+                             f"contents), e.g. {train_file} and {heldout_file}: a held-out image must be one the model "
+                             "never saw (remove it from one of the sets)")
+        self.max_scale = self.fixed_scale = len(self.files)
+        self.heldout_size = len(self.heldout_files)
+        # the sets' contents, not their paths: a copy elsewhere is the same data
+        self.fingerprint = hashlib.sha256(repr(train_sha).encode()).hexdigest()[:16]
+        self.heldout_fingerprint = hashlib.sha256(repr(heldout_sha).encode()).hexdigest()[:16]
+        self.data_note = (f"training set: the {len(self.files)} images of train = {self.train_path} (the scale; every "
+                          f"one is scored against); held-out: the {len(self.heldout_files)} images of heldout = "
+                          f"{self.heldout_path} (the null baseline; never trained on)")
+
+    @staticmethod
+    def _read_set(path: Path, key: str) -> tuple[list[Path], list[int] | None, list[str]]:
+        if path.is_dir():
+            return folder_images(path, f"dataset 'image-folder': {key}")
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise BenchError(f"dataset 'image-folder': {key}: {path} is an image; expected a folder of images or "
+                             "a text file listing them")
+        return listed_images(path, f"dataset 'image-folder': {key}"), None, []
+
+    # -- one folder, split by seed ---------------------------------------------------------
+
+    def _one_folder(self, settings: ImageFolder.Settings) -> None:
         root = resolve_root(settings.root, "image-folder")
         self.settings = dataclasses.replace(settings, root=str(root))
-
-        def images_in(folder: Path, recursive: bool) -> list[Path]:
-            found = folder.rglob("*") if recursive else folder.iterdir()
-            return sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                          and not any(part.startswith(".") for part in p.relative_to(root).parts))
-
-        top = images_in(root, recursive=False)
-        classes = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
-        classes = [d for d in classes if images_in(d, recursive=True)]
-        if top and classes:
-            raise BenchError(f"{root}: holds images both at the top level and in class subfolders "
-                             f"({classes[0].name}/...); expected one or the other")
-        if classes:
-            self.files = [f for d in classes for f in images_in(d, recursive=True)]
-            self.labels = torch.tensor([i for i, d in enumerate(classes) for _ in images_in(d, True)])
-            self.class_names = [d.name for d in classes]
-        else:
-            self.files, self.labels, self.class_names = top, None, []
-        if not self.files:
-            raise BenchError(f"{root}: no PNG or JPEG images (at the top level or in class subfolders)")
+        self.root = root
+        self.files, labels, self.class_names = folder_images(root, "dataset 'image-folder': root")
+        self.labels = torch.tensor(labels) if labels is not None else None
+        self.heldout_files = None
         if len(self.files) <= settings.heldout:
-            raise BenchError(f"{root}: holds {len(self.files)} images, not more than heldout = {settings.heldout}")
+            raise BenchError(f"dataset 'image-folder': heldout: {settings.heldout} images are to be held out of the "
+                             f"{len(self.files)} in root = {root}, leaving none to train on (the one-folder split "
+                             "holds images out of root itself); lower heldout, or name the model's training and "
+                             "held-out images with train = \"FOLDER\" and heldout = \"FOLDER\"")
         self.max_scale = len(self.files) - settings.heldout
+        self.heldout_size = settings.heldout
         self.num_classes = len(self.class_names)
         listing = [(str(f.relative_to(root)), f.stat().st_size) for f in self.files]
         self.fingerprint = hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
+        self.data_note = (f"one folder, root = {root}, of {len(self.files)} images: per scale and seed a seed-fixed "
+                          f"permutation holds the first {settings.heldout} out (the null baseline) and takes the next "
+                          "SCALE as the training set, which side-bench trains the model on (for a model trained "
+                          "elsewhere, name its images with train and heldout)")
+
+    # -- what the core reads ---------------------------------------------------------------
+
+    def check(self) -> None:
+        """Every image a run will read decodes (before any cell; also under --dry-run)."""
+        s = self.settings
+        files = self.files + (self.heldout_files or [])
+        check_decodes(files, 0 if s.crop else -1, s.image_size, self.mode, "dataset 'image-folder'")
+
+    def _assignment(self, scale: int, seed: int) -> tuple[list[Path], list[Path], torch.Tensor | None]:
+        """(training files, held-out files, training labels) of a scale and seed."""
+        s = self.settings
+        if self.heldout_files is not None:
+            if scale != len(self.files):
+                raise BenchError(f"dataset 'image-folder': scale {scale}: with train, the scale is the training "
+                                 f"set's size, {len(self.files)}")
+            return list(self.files), list(self.heldout_files), self.labels
+        train, held = split_by_seed(len(self.files), s.heldout, scale, seed, "image-folder")
+        return ([self.files[i] for i in train.tolist()], [self.files[i] for i in held.tolist()],
+                self.labels[train] if self.labels is not None else None)
+
+    def split_files(self, scale: int, seed: int) -> dict[str, list[str]]:
+        """Which files are the training set and which are held out at this scale and seed."""
+        train, held, _ = self._assignment(scale, seed)
+        return {"train": [str(f) for f in train], "heldout": [str(f) for f in held]}
 
     def load(self, scale: int, seed: int) -> DataSplit:
         s = self.settings
-        train, held = split_by_seed(len(self.files), s.heldout, scale, seed, "image-folder")
-        mode = "L" if s.channels == 1 else "RGB"
+        train_files, heldout_files, labels = self._assignment(scale, seed)
 
-        def read(indices):
-            return read_images([self.files[i] for i in indices.tolist()], 0 if s.crop else -1, s.image_size, mode)
+        def read(paths):
+            return read_images(paths, 0 if s.crop else -1, s.image_size, self.mode)
 
-        identity = {"dataset": "image-folder", "files": self.fingerprint, "classes": self.class_names,
-                    "scale": scale, "seed": seed,
-                    **{k: v for k, v in dataclasses.asdict(s).items() if k != "root"}}
-        return DataSplit(train=read(train), train_labels=self.labels[train] if self.labels is not None else None,
-                         heldout=read(held), num_classes=self.num_classes, identity=identity)
+        if self.heldout_files is not None:
+            identity = {"dataset": "image-folder", "train_files": self.fingerprint,
+                        "heldout_files": self.heldout_fingerprint, "classes": self.class_names, "scale": scale,
+                        "seed": seed, "image_size": s.image_size, "crop": s.crop, "channels": s.channels}
+        else:  # as it always was (it keys cached models): ``train`` is "" here, so left out
+            identity = {"dataset": "image-folder", "files": self.fingerprint, "classes": self.class_names,
+                        "scale": scale, "seed": seed,
+                        **{k: v for k, v in dataclasses.asdict(s).items() if k not in ("root", "train")}}
+        return DataSplit(train=read(train_files), train_labels=labels, heldout=read(heldout_files),
+                         num_classes=self.num_classes, identity=identity)
 
 
 @hookimpl

@@ -71,6 +71,8 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
                                               registry=registry)
     heldout = suite_obj.dataset.settings.get("heldout", 0) if isinstance(suite_obj.dataset.settings, dict) else 0
     heldout = heldout if isinstance(heldout, int) and not isinstance(heldout, bool) else 0
+    if isinstance(getattr(suite_obj, "heldout_size", None), int):  # what the data set says it holds out
+        heldout = suite_obj.heldout_size
     nulls: set[int] = set()
     if data_root_given:
         check_data_root(suite_obj, registry)
@@ -204,7 +206,11 @@ def feature_dim(suite_obj, registry: Registry | None = None) -> int:
     if suite_obj.features.name != "pixel":
         return 512
     registration = (registry or load_registry()).get("datasets", suite_obj.dataset.name)
-    return int(getattr(registration.component, "channels", 3)) * size * size
+    settings = suite_obj.dataset.settings if isinstance(suite_obj.dataset.settings, dict) else {}
+    channels = settings.get("channels")  # a setting (image-folder), else the class attribute
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        channels = int(getattr(registration.component, "channels", 3))
+    return channels * size * size
 
 
 def estimate(suite_obj, planned: list[PlannedCell], kind: str, registry: Registry | None = None,
@@ -280,6 +286,8 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     for line in own_cells_lines(suite_obj):  # one line each, unwrapped, so that it greps whole
         console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
+    if suite_obj.data_note:
+        console.print(f"data: {escape(suite_obj.data_note)}", soft_wrap=True)
     console.print(
         f"to run: {len(todo)} of {len(planned)} cells; training {sum(p.train_images for p in todo):,} image-steps "
         f"({sum(p.model_note == 'train' for p in todo)} model trainings), "
@@ -302,11 +310,12 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
                   f"{source.name if source else 'built-in constants'} (rough: a factor of a few)", soft_wrap=True)
     seconds = estimates["cuda" if device.startswith("cuda") else "cpu"]["seconds"]
     settings = suite_obj.dataset.settings if isinstance(suite_obj.dataset.settings, dict) else {}
-    if "root" in settings and not settings.get("root") and not os.environ.get("SIDE_BENCH_DATA_ROOT"):
+    if "root" in settings and not settings.get("root") and not settings.get("train") \
+            and not os.environ.get("SIDE_BENCH_DATA_ROOT"):  # (named training files need no root)
         console.print(f"no data root: the published sizes of dataset {suite_obj.dataset.name!r} were used; a run "
                       "needs --data-root DIR (and its config hashes include the root)", soft_wrap=True)
     warning = None
     if seconds > WARN_SECONDS:
         warning = (f"{suite_obj.name}: about {_duration(seconds)} of work on {device}, far beyond a day on one "
                    "machine; check n_generations, scales and training steps")
-    return {"seconds": seconds, "warning": warning}
+    return {"seconds": seconds, "warning": warning, "warnings": list(suite_obj.warnings)}

@@ -139,6 +139,12 @@ class CellRunner:
             name = config["dataset"]["name"]
             dataset = self.registry.build("datasets", name, config["dataset"]["settings"])
             split, planted = dataset.load(config["scale"], config["seed"]), None
+            if hasattr(dataset, "split_files"):  # which files were trained on and which held out
+                path = Path(self.run_dir) / "data" / f"{config['scale']}-{config['seed']}.json"
+                if not path.exists():  # the same for every cell of the scale and seed
+                    files = dataset.split_files(config["scale"], config["seed"])
+                    atomic_write(path, json.dumps({"dataset": name, "scale": config["scale"], "seed": config["seed"],
+                                                   **files}, indent=1) + "\n")
             if spec is not None:
                 split, planted = canaries.plant(dataset, split, spec, config["scale"], config["seed"], name)
                 path = Path(self.run_dir) / "canaries" / f"{config['scale']}-{config['seed']}.json"
@@ -392,10 +398,7 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
     registry = registry or load_registry()
     suite = load_suite(suite_name, registry)
     resolve_device(device)
-    executor_versions = versions()
-    features = registry.build("features", suite.features.name, suite.features.settings)
-    cells = expand_cells(suite, versions=executor_versions, device=torch.device(device).type,
-                         features_identity=features.identity)
+    cells = suite_cells(suite, device, registry)
     if targets is not None:
         from side_bench.run.targets import cells_for_pack
 
@@ -406,6 +409,13 @@ def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id
     # the same folder and recomputes only the cells that use it.
     run_id = run_id or default_run_id(cells)
     return suite, cells, RunStore(Path(results_dir) / suite.name / run_id)
+
+
+def suite_cells(suite: Suite, device: str, registry: Registry) -> list[Cell]:
+    """The cells of a validated suite on ``device``, with this installation's versions."""
+    features = registry.build("features", suite.features.name, suite.features.settings)
+    return expand_cells(suite, versions=versions(), device=torch.device(device).type,
+                        features_identity=features.identity)
 
 
 def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",

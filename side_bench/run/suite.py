@@ -35,6 +35,9 @@ REQUIRED_KEYS = ("name", "scales", "dataset", "model", "attacks", "metrics", "n_
 # (Carlini et al. sampled 1.75e8 images from Stable Diffusion, in many runs).
 MAX_GENERATIONS = 100_000_000
 SIMILARITY_RANGE = (-1.0, 1.0)  # band edges outside it select nothing (cosine; l2 similarity is at most 1)
+# A suite whose null baseline (its held-out images) cannot show a rate this small above it gets
+# a warning: memorization rates of a few percent are common, and a null of a few images hides them.
+MIN_SHOWABLE_RATE = 0.05
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=,@\[\]-]*$")
 ATTACK_KEYS = {"name", "condition", "extractor", "condition_settings", "extractor_settings", "sweep",
                "seeds", "scales"}
@@ -88,6 +91,12 @@ class Suite:
     headline: str = ""
     # planted duplicates (run/canaries.py): in every cell's config when set, absent otherwise
     canaries: CanarySpec | None = None
+    # lines for the user, found while validating (a null too small to show the headline rate)
+    warnings: list[str] = field(default_factory=list)
+    # the data set's ``data_note``: where its training and held-out images come from ("" if none)
+    data_note: str = ""
+    # the data set's ``heldout_size``: the null baseline's images (None when it does not say)
+    heldout_size: int | None = None
     # [model] per_scale: scale -> the model settings that differ at that scale (e.g. steps), so
     # that a larger training set is trained as many epochs; in those cells' configs only
     model_per_scale: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -244,8 +253,10 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     model = ComponentSpec(named("models", model.name, f"{where}: [model]"), model.settings)
     features = ComponentSpec(named("features", features.name, f"{where}: features"), features.settings)
     # Build each component once now, so bad names and settings fail before any work.
-    dataset_object = registry.build("datasets", dataset.name, dataset.settings, f"{where}: [dataset]")
+    dataset_object = _build_dataset(registry, dataset, where)
     model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
+    declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
+    _check_shapes(dataset, dataset_object, model, declared, where)
     canaries = parse_canaries(raw.get("canaries"), where)
     features_object = registry.build("features", features.name, features.settings, f"{where}: features")
     metrics, metric_settings, metric_components = [], {}, {}
@@ -308,7 +319,6 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         grid = _attack_grid(attack, scales, seeds, at)
         for name, condition_settings, extractor_settings, swept in _expand_sweep(attack, at):
             condition = registry.build("conditions", condition_name, condition_settings, f"{at}: condition_settings")
-            declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
             if declared is not None and hasattr(condition, "check_target"):
                 try:
                     condition.check_target(declared)
@@ -347,6 +357,11 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                              "canaries = { counts = [...], per_count = N } or drop the metric")
     full = [(scale, seed) for scale in scales for seed in seeds]
     attack_cells = {name: pairs for name, pairs in attack_cells.items() if sorted(pairs) != sorted(full)}
+    fixed = getattr(dataset_object, "fixed_scale", None)
+    if fixed is not None and scales != [fixed]:
+        raise BenchError(f"{where}: scales: dataset {dataset.name!r} takes one scale, {fixed}: the size of the "
+                         f"training set it names (every training image is scored against); got "
+                         f"{', '.join(map(str, scales))}")
     available = getattr(dataset_object, "max_scale", None)
     if available is not None:
         for scale in scales:
@@ -365,6 +380,18 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     if set(scoring) - {"knn"}:
         raise BenchError(f"{where}: [scoring]: unknown keys {sorted(set(scoring) - {'knn'})} (expected only knn)")
     knn_backend = check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
+    n_generations = _generations_per_scale(raw["n_generations"], scales, where)
+    warnings = _null_warnings(dataset_object, headline, metrics, metric_settings, metric_components,
+                              n_generations, registry, where)
+    if declared is not None and getattr(dataset_object, "fixed_scale", None) is None:
+        # a model trained elsewhere, scored against a subset the data set picked by seed
+        warnings.append(f"{where}: [dataset] {dataset.name!r} picks each scale's training set itself (a seed-fixed "
+                        f"subset), but [model] {model.name!r} was trained elsewhere: the images scored against, and "
+                        "held out, are that subset, not necessarily the model's training images (image-folder: name "
+                        "them with train and heldout)")
+    check = getattr(dataset_object, "check", None)
+    if check is not None:  # last: it may read every image, and everything cheap has passed
+        _with_suite_path(check, where)
     return Suite(
         name=raw["name"], path=path, description=raw.get("description", ""),
         dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),
@@ -372,10 +399,82 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
         metrics=metrics, metric_settings=metric_settings, metric_components=metric_components, rankers=rankers, bands=bands, attacks=attacks,
         scales=scales, seeds=seeds, attack_cells=attack_cells,
-        n_generations=_generations_per_scale(raw["n_generations"], scales, where), knn_backend=knn_backend,
+        n_generations=n_generations, knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
-        canaries=canaries, model_per_scale=model_per_scale,
+        canaries=canaries, model_per_scale=model_per_scale, warnings=warnings,
+        data_note=str(getattr(dataset_object, "data_note", "") or ""),
+        heldout_size=getattr(dataset_object, "heldout_size", None),
     )
+
+
+def _with_suite_path(build, where: str):
+    """``build()``, its one-line errors naming the suite file (a component's own errors know only
+    the component: "dataset 'image-folder': train: ...")."""
+    try:
+        return build()
+    except BenchError as error:
+        if str(error).startswith(where):
+            raise
+        raise BenchError(f"{where}: {error}") from error
+
+
+def _build_dataset(registry: Registry, dataset: ComponentSpec, where: str):
+    return _with_suite_path(lambda: registry.build("datasets", dataset.name, dataset.settings,
+                                                   f"{where}: [dataset]"), where)
+
+
+def _check_shapes(dataset: ComponentSpec, dataset_object, model: ComponentSpec, declared, where: str) -> None:
+    """The data set's images (``image_shape``) must be what the model makes (its declaration's
+    ``image_shape``, from a checkpoint's config), when both say: else every cell would fail."""
+    data_shape = getattr(dataset_object, "image_shape", None)
+    model_shape = getattr(declared, "image_shape", None)
+    if data_shape is None or model_shape is None or tuple(data_shape) == tuple(model_shape):
+        return
+    channels, height, _ = model_shape
+    raise BenchError(f"{where}: [dataset] {dataset.name!r} gives images of shape {tuple(data_shape)} (C, H, W), "
+                     f"[model] {model.name!r} makes {tuple(model_shape)} (from its config): set the dataset's "
+                     f"channels = {channels} and image_size = {height} where it has them")
+
+
+def _null_warnings(dataset_object, headline: str, metrics: list[str], metric_settings: dict,
+                   metric_components: dict, n_generations: dict[int, int], registry: Registry,
+                   where: str) -> list[str]:
+    """A warning when the held-out set (``heldout_size``) is too small for the null baseline to
+    show the headline rate (or the first rate metric) above it: the smallest rate it could
+    show, in the best case of a null of 0, is above ``MIN_SHOWABLE_RATE`` and the held-out
+    set is the smaller sample of the test (fewer images than N_G; when N_G is the smaller, as
+    in a tiny test suite, more generations are what would help, and the dry run shows N_G)."""
+    held = getattr(dataset_object, "heldout_size", None)
+    if not isinstance(held, int) or isinstance(held, bool) or held < 1:
+        return []
+
+    def candidate_rate(label: str) -> bool:  # a share of the candidates, higher = more memorization
+        metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
+        return (getattr(metric, "unit", None) == "rate" and getattr(metric, "direction", "higher") != "lower"
+                and not getattr(metric, "needs_model", False))
+
+    headline_metric = headline.partition(":")[0]
+    rate = next((label for label in dict.fromkeys([headline_metric, *metrics])
+                 if label in metrics and candidate_rate(label)), None)
+    if rate is None:
+        return []
+    from side_bench.report.leaderboard import null_resolution
+
+    warnings = []
+    for scale, n in n_generations.items():
+        showable = null_resolution(n, held)
+        if held >= n or (showable is not None and showable <= MIN_SHOWABLE_RATE):
+            continue
+        enough = max(MIN_SHOWABLE_RATE, null_resolution(n, n) or 1.0)  # as good as N_G allows
+        better = next((m for m in (100, 200, 500, 1000, 2000, 5000, 10000)
+                       if held < m <= max(n, 100) and (null_resolution(n, m) or 1.0) <= enough), None)
+        limit = (f"no {rate} rate below {showable:.1%} can be shown above it" if showable is not None
+                 else f"not even a {rate} rate of 100% can be shown above it")
+        advice = (f"; hold out more images ({better} would show {null_resolution(n, better):.1%})"
+                  if better else "; hold out more images")
+        warnings.append(f"{where}: [dataset]: the null baseline holds {held} held-out image(s): at scale {scale}, "
+                        f"N_G = {n}, {limit} (even against a null of 0 of {held}){advice}")
+    return warnings
 
 
 def _model_per_scale(table, model: ComponentSpec, scales: list[int], registry: Registry,
