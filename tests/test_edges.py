@@ -61,7 +61,12 @@ def test_two_separable_models_pool_to_the_score_interval_of_their_mean(tmp_path)
     rows = [membership_row("auc", 1.0, seed=seed, model_key=key) for seed, key in ((0, "A"), (1, "B"))]
     rows += [membership_row("tpr@1%", 1.0, seed=0, model_key="A"),
              membership_row("tpr@1%", 62 / 64, seed=1, model_key="B")]
-    lines = model_lines(load_rows(write_run(tmp_path / "run", rows), warn=None)).set_index("metric")
+    loaded = load_rows(write_run(tmp_path / "run", rows), warn=None)
+    lines = model_lines(loaded).set_index("metric")
+    # the CSV and JSON keep one line per attack (aggregate): pooled the same way
+    per_attack = aggregate(loaded).set_index("metric")
+    for metric in ("sima", "sima (tpr@1%)"):
+        assert per_attack.loc[metric, "ci_low"] == pytest.approx(lines.loc[metric, "ci_low"], rel=1e-12)
     # the mean of two AUCs of 1, variance V(t) / 2: 1 - t is half of one model's 0.0288 (0.0147)
     auc = lines.loc["sima"]
     assert (auc["value"], auc["ci_high"], auc["n_models"]) == (1.0, 1.0, 2)

@@ -309,6 +309,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
                     direction=part["direction"].dropna().iloc[0] if part["direction"].notna().any() else "higher",
                     unit=part["unit"].dropna().iloc[0] if part["unit"].notna().any() else None)
         line.update(_pool(part, unit=line["unit"]))
+        line.update(membership_pool(part) or {})
         reasons = part["reason"].dropna() if "reason" in part else pd.Series(dtype=object)
         line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
         described = part["metric_description"].dropna() if "metric_description" in part else ()
