@@ -101,6 +101,7 @@ def test_every_attack_at_zero_is_a_tie_the_page_says_cannot_rank_not_first(tmp_p
     assert "#1" in cells["side"][0]
     said = " ".join(page.setups[0].sentences)
     assert "At scale 256, every attack scores 0.00%: ams is saturated there and cannot rank here" in said
+    assert "The best value falls from 15.62% at scale 16 to 0.00% at scale 256." in said  # 40/256 = 15.625%
     # the rendered pages carry the mark (escaped text, like every other cell)
     out = tmp_path / "board"
     write_report(run, formats=("md", "html"), out=out)

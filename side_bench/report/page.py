@@ -362,11 +362,13 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     saturated = saturated_scales(part)
     for scale, lines in part.groupby("scale", sort=True):
         ranked = lines[lines["value"].notna()]
-        if ranked.empty or scale in saturated:
+        if ranked.empty:
             continue
         scales_seen.append(scale)
         top = ranked["value"].max() if higher else ranked["value"].min()
         tops.append((scale, top))
+        if scale in saturated:  # said below, once: neither a lead nor a shared one
+            continue
         above = ranked[ranked["above_null"].astype(bool)]
         if above.empty:
             at_null.append((scale, lines["null_value"].iloc[0]))
