@@ -19,6 +19,7 @@ _LAZY = {
     "score_arrays": "side_bench.run.runner",
     "load_candidates": "side_bench.results.candidates",
     "rescore_run": "side_bench.scoring.rescore",
+    "verify_runs": "side_bench.scoring.verify",
     "compare_attacks": "side_bench.report.compare",
     "export_targets": "side_bench.run.targets",
 }

@@ -633,6 +633,42 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 
 
 @main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print every check (passed, failed, skipped) as a JSON list.")
+@user_errors
+def verify(results, as_json):
+    """Check that result folders' rows follow from their settings and per-candidate records.
+
+    RESULTS: run folders, suite folders or a results root. For every row: the config hash
+    recomputes from its cell record's settings, the row is its record's, its per-candidate
+    files are the cell's own, and every metric recomputed from them gives its numbers.
+    One line per failed check (FAILED, file:line, check, row, why), then a summary;
+    exit code 1 when a check failed. Links, path escapes, NaN and truncated files are refused.
+    """
+    from side_bench.scoring.verify import failures, summary, verify_runs
+
+    checks = verify_runs(results)
+    if as_json:
+        click.echo(checks.to_json(orient="records", indent=2))
+    else:
+        from side_bench.scoring.verify import Check
+
+        for line in failures(checks).itertuples(index=False):
+            click.echo(Check(**line._asdict()).text())
+        table = summary(checks)
+        print_listing("verify: checks per run folder", ["run", "check", "ok", "failed", "skipped"],
+                      [[str(r.run), r.check, str(r.ok), str(r.failed), str(r.skipped)] for r in table.itertuples()],
+                      right=("ok", "failed", "skipped"))
+    failed = int((checks["status"] == "failed").sum())
+    runs = checks["run"].nunique()
+    if failed:
+        click.echo(f"{failed} check(s) failed in {runs} run folder(s)", err=True)
+        sys.exit(1)
+    click.echo(f"every check passed in {runs} run folder(s) "
+               f"({int((checks['status'] == 'skipped').sum())} skipped: model-level values)", err=True)
+
+
+@main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 @click.argument("attack_a")
 @click.argument("attack_b")

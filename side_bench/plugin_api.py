@@ -18,6 +18,9 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   ``bootstrap(value, n, statistic)``: a ``MetricValue`` with its 95% interval (Wilson for a
   rate; occupancy for distinct training images hit, never a bootstrap; order statistics for
   a quantile; a seeded percentile bootstrap for anything else), as the built-in metrics return;
+  ``membership_auc(value, members, nonmembers)`` and ``membership_tpr(count, members)``: a
+  membership attack's AUC with its score interval and its TPR at a fixed FPR with its
+  Clopper-Pearson interval, both honest at 0 and 1 where a bootstrap gives [1, 1];
 - ``derive_seed``, ``sample_generator``, ``initial_noise``: per-sample randomness, so sample
   ``i`` depends only on (seed, purpose, i) and never on the batch size;
 - ``autocast_dtype(precision, where)``: the torch dtype of a ``precision`` setting ("fp32",
@@ -110,7 +113,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
     from side_bench.scoring.knn import ExactIndex
     from side_bench.scoring.scores import Band, CandidateScores, to_unit
-    from side_bench.scoring.stats import bootstrap, distinct, quantile, rate
+    from side_bench.scoring.stats import bootstrap, distinct, membership_auc, membership_tpr, quantile, rate
 
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
@@ -122,7 +125,7 @@ __all__ = [
     # what components implement
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
     # what a metric's compute(scores, band) gets, and what it returns
-    "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap",
+    "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap", "membership_auc", "membership_tpr",
     # per-sample randomness and sampling
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample", "autocast_dtype", "check_compile_mode",
     # errors, hashes and files
@@ -149,6 +152,8 @@ _LAZY = {
     "bootstrap": "side_bench.scoring.stats",
     "distinct": "side_bench.scoring.stats",
     "quantile": "side_bench.scoring.stats",
+    "membership_auc": "side_bench.scoring.stats",
+    "membership_tpr": "side_bench.scoring.stats",
     "derive_seed": "side_bench.sampling.diffusion",
     "sample_generator": "side_bench.sampling.diffusion",
     "initial_noise": "side_bench.sampling.diffusion",

@@ -228,3 +228,113 @@ def test_pairwise_tests_of_attacks_from_one_distribution_reject_at_most_5_percen
         ums = list(zip(*(ums_values(rng, SEED0, n) for _ in range(3)), strict=True))
         # the z-test on the occupancy standard errors: measured 0.033 (n 256), 0.039 (n 1024)
         assert rejected(ums, "ums", "fraction", n) <= 0.05, n
+
+
+# ------------------------------------------------------------------------------------------
+# Membership inference at the edges: the AUC's score interval and the TPR's Clopper-Pearson
+# interval, with 64 members and 1,024 non-members (the digits runs at scale 64). The true AUC
+# of each law is known in closed form; the percentile bootstrap these replace gave [1, 1] to
+# every separable sample (most samples at AUC 0.999).
+# ------------------------------------------------------------------------------------------
+
+MEMBERS, NONMEMBERS = 64, 1024
+
+
+def member_laws(auc: float) -> dict:
+    """Score laws (members, non-members; higher = member) whose AUC is exactly ``auc``."""
+    scale = auc / (1 - auc)  # Exp(mean s) above Exp(1): P = s / (1 + s)
+    wide = sps.norm.ppf(auc) * np.sqrt(1 + 2.0 ** 2)  # N(mu, 2) above N(0, 1): Phi(mu / sqrt(5))
+    equal = sps.norm.ppf(auc) * np.sqrt(2)
+    share = 2 * (1 - auc)  # this share of members is drawn like a non-member (AUC 1/2), the rest far above
+
+    def contaminated(rng, shape):
+        base = rng.normal(0, 1, shape)
+        return np.where(rng.random(shape) < share, base, base + 100)
+
+    return {
+        "exponential": (lambda rng, shape: rng.exponential(scale, shape), lambda rng, shape: rng.exponential(1, shape)),
+        "binormal, member sd 2": (lambda rng, shape: rng.normal(wide, 2, shape), lambda rng, shape: rng.normal(0, 1, shape)),
+        "binormal, equal sd": (lambda rng, shape: rng.normal(equal, 1, shape), lambda rng, shape: rng.normal(0, 1, shape)),
+        "contaminated": (contaminated, lambda rng, shape: rng.normal(0, 1, shape)),
+    }
+
+
+def simulated_aucs(rng, law, reps: int = REPS) -> np.ndarray:
+    """``reps`` Mann-Whitney AUCs of MEMBERS against NONMEMBERS drawn from ``law`` (no ties)."""
+    members, nonmembers = law[0](rng, (reps, MEMBERS)), law[1](rng, (reps, NONMEMBERS))
+    ranks = np.concatenate([members, nonmembers], axis=1).argsort(axis=1).argsort(axis=1) + 1
+    return (ranks[:, :MEMBERS].sum(axis=1) - MEMBERS * (MEMBERS + 1) / 2) / (MEMBERS * NONMEMBERS)
+
+
+# (floor asserted, measured coverage at AUC 0.99, 0.995, 0.999); in the comments the share of
+# samples with an AUC of exactly 1, where the bootstrap said [1, 1]
+AUC_COVERAGE = {
+    "exponential": (0.93, (0.948, 0.955, 0.948)),  # the variance's own law (0.01, 0.10, 0.64 at 1)
+    "binormal, member sd 2": (0.93, (0.958, 0.967, 0.971)),  # (0, 0, 0.16 at 1)
+    "binormal, equal sd": (0.93, (0.996, 0.998, 0.996)),  # conservative: light tails on both sides
+    # a share of members indistinguishable from non-members (each far above or among them): a
+    # placement law heavier than the variance assumes, a little below 95% (0.28, 0.53, 0.88 at 1)
+    "contaminated": (0.90, (0.938, 0.942, 0.925)),
+}
+
+
+@pytest.mark.slow  # ~15 s: 12,000 AUCs of 1,088 scores and their intervals
+@pytest.mark.parametrize("law", list(AUC_COVERAGE))
+def test_the_auc_score_interval_covers_at_auc_099_to_0999(law):
+    rng = np.random.default_rng(8)
+    floor, _ = AUC_COVERAGE[law]
+    for auc in (0.99, 0.995, 0.999):
+        values = simulated_aucs(rng, member_laws(auc)[law])
+        intervals = np.array([stats.auc_interval(v, MEMBERS, NONMEMBERS) for v in values])
+        assert np.all((intervals[:, 0] <= values) & (values <= intervals[:, 1]))
+        # never [1, 1]: a separable sample keeps a lower bound below 1 (0.9712 at these sizes)
+        assert np.all(intervals[values == 1.0, 0] < 0.972)
+        assert covered(intervals[:, 0], intervals[:, 1], auc) >= floor, auc
+
+
+@pytest.mark.slow  # ~5 s
+def test_the_pooled_auc_of_two_models_covers_the_mean_of_their_aucs():
+    from side_bench.report.leaderboard import membership_pool
+
+    rng = np.random.default_rng(9)
+    seeds = [simulated_aucs(rng, member_laws(auc)["exponential"]) for auc in (0.995, 0.999)]
+    lines = [membership_pool(pd.DataFrame({"value": pair, "interval": stats.AUC_INTERVAL, "n_train": MEMBERS,
+                                           "n_null": NONMEMBERS, "n": MEMBERS + NONMEMBERS, "count": None}))
+             for pair in zip(*seeds, strict=True)]
+    # measured 0.954 (truth 0.997; 7% of the pairs are both at 1)
+    assert 0.93 <= covered([x["ci_low"] for x in lines], [x["ci_high"] for x in lines], 0.997) <= 0.97
+
+
+def exact_coverage(interval, n: int, p: float) -> float:
+    """P(the interval of k of n holds p), k ~ Binomial(n, p), summed exactly."""
+    ks = np.arange(n + 1)
+    bounds = np.array([interval(k, n) for k in ks])
+    return float(np.sum(sps.binom.pmf(ks, n, p) * ((bounds[:, 0] <= p) & (p <= bounds[:, 1]))))
+
+
+def test_the_tpr_interval_covers_at_every_rate_near_0_and_1():
+    # at the threshold the non-members set, the members above it are Binomial(64, TPR): exact sums
+    for p in (0.0005, 0.002, 0.005, 0.01, 0.99, 0.995, 0.998, 0.9995):
+        assert exact_coverage(stats.clopper_pearson, MEMBERS, p) >= 0.95, p
+    # why not Wilson: it dips to 0.880 at a TPR of 0.2% (or 99.8%) of 64 members
+    assert exact_coverage(stats.wilson, MEMBERS, 0.002) == pytest.approx(0.880, abs=0.001)
+    assert stats.membership_tpr(0, MEMBERS).ci_high == pytest.approx(1 - 0.025 ** (1 / 64), rel=1e-9)
+
+
+@pytest.mark.slow  # ~10 s
+def test_the_tpr_interval_covers_the_tpr_at_exactly_1_percent_near_0_and_1():
+    # The full procedure, threshold included: binormal scores, the threshold the 11th highest of
+    # 1,024 non-members (its true FPR ~0.5-1.8%), the truth the TPR at exactly 1% FPR.
+    from side_bench_builtins.membership_metrics import members_above
+
+    rng = np.random.default_rng(10)
+    cut = sps.norm.ppf(0.99)  # the non-members' true 1% threshold
+    # measured: 0.993 (TPR 0.001), 0.992 (0.01), 0.996 (0.99), 0.999 (0.999); at 0.5, where the
+    # ROC is steep, the threshold's uncertainty shows: 0.913 (the interval is for the TPR at the
+    # threshold found, which it covers 0.965 of the time)
+    for tpr, floor in ((0.001, 0.95), (0.01, 0.95), (0.99, 0.95), (0.999, 0.95), (0.5, 0.89)):
+        mu = cut - sps.norm.ppf(1 - tpr)  # P(N(mu, 1) > cut) = tpr
+        members, nonmembers = rng.normal(mu, 1, (REPS, MEMBERS)), rng.normal(0, 1, (REPS, NONMEMBERS))
+        values = [stats.membership_tpr(members_above(m, n, 0.01), MEMBERS) for m, n in zip(members, nonmembers,
+                                                                                              strict=True)]
+        assert covered([v.ci_low for v in values], [v.ci_high for v in values], tpr) >= floor, tpr

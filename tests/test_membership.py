@@ -87,8 +87,16 @@ def test_auc_and_tpr_on_constructed_scores():
     # 200 non-members 0..199, FPR 1%: k = 2 flagged at most, threshold = the 3rd highest (197)
     nonmembers = np.arange(200, dtype=float)
     assert mm.tpr_at_fpr(np.array([196.0, 197.0, 198.0, 199.5]), nonmembers, 0.01) == 0.5
-    value = mm.separation(members, np.arange(0, 100, dtype=float), "auc", seed=0, resamples=200)
-    assert value.value == 1.0 and value.ci_low == 1.0 and value.interval == "bootstrap-percentile-stratified"
+    # a separable sample is not a certain one: the score interval of AUC 1 with 100 and 100
+    # solves (1 - t)^2 = 1.96^2 t (1 - t) [1 + 99 (1 - t) / (2 - t) + 99 t / (1 + t)] / 10^4,
+    # t = 0.9805 by hand (two fixed-point steps from 0.96); the bootstrap it replaces said [1, 1]
+    value = mm.separation(members, np.arange(0, 100, dtype=float), "auc")
+    assert (value.value, value.ci_high, value.n, value.se, value.interval) == (1.0, 1.0, 200, None, "score-hanley-mcneil")
+    assert value.ci_low == pytest.approx(0.9805, abs=5e-4)
+    # the TPR: 100 of 100 members above the threshold, Clopper-Pearson: 0.025^(1/100) = 0.96378
+    value = mm.separation(members, np.arange(0, 100, dtype=float), "tpr@1%")
+    assert (value.value, value.count, value.n, value.ci_high, value.interval) == (1.0, 100, 100, 1.0, "clopper-pearson")
+    assert value.ci_low == pytest.approx(0.025 ** (1 / 100), rel=1e-9)
 
 
 def test_settings_are_checked_and_rows_declare_direction_and_unit():

@@ -5,7 +5,12 @@ fine-tuned target its fine-tuning images) and every non-member (the held-out ima
 any training set) with one attack's statistic, and reports how well the statistic separates
 them: ROC AUC, or TPR at 1% or 0.1% FPR (the ``report`` setting; a suite lists one metric
 several times with ``id``, the per-image scores are computed once per target and settings).
-Intervals: a stratified percentile bootstrap (members and non-members resampled apart).
+Intervals (``side_bench.scoring.stats``): for the AUC, the score interval with the Hanley-McNeil
+variance (``membership_auc``); for a TPR, Clopper-Pearson on the members above the threshold
+(``membership_tpr``). Both stay honest at 0 and 1: the stratified percentile bootstrap they
+replace gave [1, 1] to every separable sample (rows before schema version 4 carry it; reading
+them recomputes these intervals from the value and the two group sizes, see
+``side_bench/results/records.py``).
 
 The statistics, as the authors' code computes them (checked against it, see docs/user-guide.md,
 "Membership inference"); x in [-1, 1], alphabar_t the target's ``alphas_cumprod[t]``, norms
@@ -35,10 +40,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from side_bench.plugin_api import BenchError, MetricValue, derive_seed, hookimpl
+from side_bench.plugin_api import BenchError, MetricValue, hookimpl, membership_auc, membership_tpr
 
 REPORTS = {"auc": None, "tpr@1%": 0.01, "tpr@0.1%": 0.001}
-RESAMPLES = 1000
 _SCORES: dict = {}  # (target, statistic, settings) -> (unet kept alive, member scores, non-member scores)
 _KEEP = 4  # cached score pairs; the metrics of one target come one after another
 
@@ -52,32 +56,28 @@ def auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     return float((ranks[:m].sum() - m * (m + 1) / 2) / (m * n))
 
 
-def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float:
-    """Share of members strictly above the (k+1)-th highest non-member score, k = floor(fpr * M):
-    at most k non-members are flagged, so the FPR is at most ``fpr`` (0 when k = 0)."""
+def members_above(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> int:
+    """Members strictly above the (k+1)-th highest non-member score, k = floor(fpr * M): at
+    most k non-members are flagged, so the FPR is at most ``fpr`` (0 when k = 0)."""
     k = int(math.floor(fpr * len(nonmembers) + 1e-9))
     if k >= len(nonmembers):
-        return 1.0
+        return len(members)
     threshold = np.sort(nonmembers)[::-1][k]
-    return float(np.mean(members > threshold))
+    return int(np.sum(members > threshold))
 
 
-def separation(members: np.ndarray, nonmembers: np.ndarray, report: str, seed: int,
-               resamples: int = RESAMPLES) -> MetricValue:
-    """``report`` of these scores with a stratified percentile bootstrap (95%) and its se."""
+def tpr_at_fpr(members: np.ndarray, nonmembers: np.ndarray, fpr: float) -> float:
+    """Share of members above the threshold of ``members_above``."""
+    return members_above(members, nonmembers, fpr) / len(members)
+
+
+def separation(members: np.ndarray, nonmembers: np.ndarray, report: str) -> MetricValue:
+    """``report`` of these scores (higher = member) with its interval: the AUC's score
+    interval, or Clopper-Pearson on the members above the threshold for a TPR."""
     fpr = REPORTS[report]
-
-    def statistic(m, n):
-        return auc(m, n) if fpr is None else tpr_at_fpr(m, n, fpr)
-
-    value = statistic(members, nonmembers)
-    rng = np.random.default_rng(derive_seed(seed, "membership-bootstrap"))
-    draws = np.array([statistic(members[rng.integers(len(members), size=len(members))],
-                                nonmembers[rng.integers(len(nonmembers), size=len(nonmembers))])
-                      for _ in range(resamples)])
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return MetricValue(value, n=len(members) + len(nonmembers), ci_low=float(low), ci_high=float(high),
-                       se=float(draws.std(ddof=1)), interval="bootstrap-percentile-stratified")
+    if fpr is None:
+        return membership_auc(auc(members, nonmembers), len(members), len(nonmembers))
+    return membership_tpr(members_above(members, nonmembers, fpr), len(members))
 
 
 def statistics(kind: str, unet, alphas_cumprod, images, *, t: int, interval: int, seed: int, purpose: str,
@@ -209,7 +209,7 @@ class MembershipMetric:
         if not (np.isfinite(members).all() and np.isfinite(nonmembers).all()):
             return MetricValue(None, reason="a statistic is not finite")
         # lower statistic = member: negate, so a higher score means "member"
-        return separation(-members, -nonmembers, s.report, ctx.seed)
+        return separation(-members, -nonmembers, s.report)
 
 
 def _described(name: str, what: str, default_t: int):

@@ -309,6 +309,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
                     direction=part["direction"].dropna().iloc[0] if part["direction"].notna().any() else "higher",
                     unit=part["unit"].dropna().iloc[0] if part["unit"].notna().any() else None)
         line.update(_pool(part, unit=line["unit"]))
+        line.update(membership_pool(part) or {})
         reasons = part["reason"].dropna() if "reason" in part else pd.Series(dtype=object)
         line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
         described = part["metric_description"].dropna() if "metric_description" in part else ()
@@ -319,7 +320,7 @@ def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(lines)
     per_scale = SETUP_COLUMNS + ["metric"] + BAND_COLUMNS + ["scale"]
     tested = [_test_group(part) for _, part in table.groupby(per_scale, sort=False, dropna=False)]
-    table = pd.concat(tested) if tested else table
+    table = mark_saturated(pd.concat(tested) if tested else table)
     table["band"] = table["band"].astype(object).where(table["band"] != "", None)
     for column in ("band_low", "band_high"):
         table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce")
@@ -406,6 +407,7 @@ def model_lines(rows: pd.DataFrame) -> pd.DataFrame:
                     direction=models["direction"].dropna().iloc[0] if models["direction"].notna().any()
                     else "higher", unit=unit)
         line.update(_pool(models, unit=unit))
+        line.update(membership_pool(models) or {})
         reasons = models["reason"].dropna() if "reason" in models else pd.Series(dtype=object)
         line["reason"] = str(reasons.iloc[0]) if line["value"] is None and len(reasons) else None
         described = models["metric_description"].dropna() if "metric_description" in models else ()
@@ -418,8 +420,76 @@ def model_lines(rows: pd.DataFrame) -> pd.DataFrame:
     table["band"] = table["band"].astype(object).where(table["band"] != "", None)
     for column in ("band_low", "band_high"):
         table[column] = pd.to_numeric(table[column].replace("", None), errors="coerce")
+    table = mark_saturated(table)
     return table.sort_values(["setup", "metric", "band_low", "band", "scale"], na_position="first",
                              kind="stable").reset_index(drop=True)
+
+
+def membership_pool(models: pd.DataFrame) -> dict | None:
+    """The pooled estimate of one target's models for a membership metric, or None for any other.
+
+    ``_pool`` cannot pool these: an AUC's score interval has no standard error (``stats.membership_auc``),
+    and a TPR's interval is Clopper-Pearson, not Wilson. An AUC (every row's interval
+    ``stats.AUC_INTERVAL``): the mean over the models with the score interval of that mean
+    (``stats.auc_interval`` with each model's members, ``n_train``, and non-members, ``n_null``);
+    a TPR (``stats.TPR_INTERVAL``): members above the threshold summed over the models, of
+    all their members, with its Clopper-Pearson interval. One model: its row's own interval.
+    """
+    if "interval" not in models or models.empty:
+        return None
+    kinds = set(models["interval"].dropna())
+    values = pd.to_numeric(models["value"], errors="coerce")
+    if len(kinds) != 1 or values.isna().any() or not np.isfinite(values).all():
+        return None
+    kind = kinds.pop()
+    if kind == stats.TPR_INTERVAL:
+        counts, ns = pd.to_numeric(models["count"], errors="coerce"), pd.to_numeric(models["n"], errors="coerce")
+        if counts.isna().any() or ns.isna().any() or ns.sum() <= 0:
+            return None
+        k, n = int(counts.sum()), int(ns.sum())
+        low, high = stats.clopper_pearson(k, n)
+        return {"value": k / n, "count": k, "n": n, "se": None, "ci_low": low, "ci_high": high}
+    if kind == stats.AUC_INTERVAL:
+        members = pd.to_numeric(models.get("n_train"), errors="coerce")
+        nonmembers = pd.to_numeric(models.get("n_null"), errors="coerce")
+        if members is None or nonmembers is None or members.isna().any() or nonmembers.isna().any() \
+                or (members < 1).any() or (nonmembers < 1).any():
+            return None
+        low, high = stats.auc_interval(values.to_numpy(), members.to_numpy(), nonmembers.to_numpy())
+        return {"value": float(values.mean()), "count": None, "n": int(pd.to_numeric(models["n"]).sum()),
+                "se": None, "ci_low": low, "ci_high": high}
+    return None
+
+
+SATURATED_LABEL = "cannot rank here"
+# The values a metric of this unit cannot pass: every line at one of them cannot be ranked
+# (a rate of 0 of N for every attack, an AUC of 1 for every model).
+UNIT_EDGES = {"rate": (0.0, 1.0), "ratio": (0.0, 1.0), "fraction": (0.0,), "count": (0.0,)}
+
+
+def mark_saturated(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``saturated``: True on every line of a setup x metric x band x scale whose values
+    (all of them known) are one and the same edge of the metric's range (``UNIT_EDGES``). Such
+    lines are ties the metric cannot break, not a shared first place: their rank is cleared
+    and none is starred (``best``); the page says "cannot rank here"."""
+    if table.empty:
+        return table
+    table = table.copy()
+    saturated = pd.Series(False, index=table.index)
+    keys = [table[k].astype(str) for k in SETUP_COLUMNS + ["metric", "band", "band_low", "band_high", "scale"]
+            if k in table]
+    for _, part in table.groupby(keys, sort=False, dropna=False):
+        values = pd.to_numeric(part["value"], errors="coerce")
+        unit = next((u for u in part["unit"] if isinstance(u, str)), None) if "unit" in part else None
+        edges = UNIT_EDGES.get(unit, ())
+        if values.notna().all() and len(values) and values.nunique() == 1 and float(values.iloc[0]) in edges:
+            saturated[part.index] = True
+    table["saturated"] = saturated
+    if "rank" in table:
+        table["rank"] = pd.Series(pd.array(table["rank"], dtype="Int64"), index=table.index).mask(saturated)
+    if "best" in table:
+        table["best"] = table["best"].astype(bool) & ~saturated
+    return table
 
 
 def _estimate(line, prefix: str = "") -> dict:

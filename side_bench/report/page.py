@@ -27,6 +27,7 @@ from side_bench.report.galleries import Gallery
 from side_bench.report.leaderboard import (
     LABEL_LIMIT,
     PERCENT_UNITS,
+    SATURATED_LABEL,
     cap,
     format_cell,
     format_value,
@@ -223,10 +224,33 @@ def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: d
 
     if resolution := resolution_texts(part, scales):  # rates: the least rate this null could resolve
         rows.append(Row(RESOLUTION_LABEL, [Cell(text) for text in resolution], null=True))
+    rows += saturation_rows(part, scales)
     return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
                  band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]], rows=rows,
                  seeds=int(part["n_seeds"].max()), description=_description(part),
                  direction=str(first["direction"] or "higher"), unit=unit, part=part)
+
+
+SATURATED_ROW = "every value at the metric's edge"
+SATURATED_TITLE = ("every value at this scale is the same edge of the metric's range (e.g. every attack 0 of N, "
+                   "or an AUC of 1 for every model): ties it cannot break, so nothing is ranked or starred")
+
+
+def saturated_scales(part: pd.DataFrame, scales: list | None = None) -> list:
+    """The scales at which a table's lines are saturated (``leaderboard.mark_saturated``)."""
+    if "saturated" not in part:
+        return []
+    marked = set(part.loc[part["saturated"].fillna(False).astype(bool), "scale"])
+    return [s for s in (scales if scales is not None else sorted(part["scale"].unique())) if s in marked]
+
+
+def saturation_rows(part: pd.DataFrame, scales: list) -> list[Row]:
+    """A row "cannot rank here" under the scales where every value is at the metric's edge, or none."""
+    marked = set(saturated_scales(part, scales))
+    if not marked:
+        return []
+    return [Row(SATURATED_ROW, [Cell(SATURATED_LABEL if s in marked else "", title=SATURATED_TITLE if s in marked
+                                       else "") for s in scales], null=True)]
 
 
 def _description(part: pd.DataFrame) -> str:
@@ -257,6 +281,7 @@ def _model_table(setup: str, metric: str, band: str, part: pd.DataFrame, unit: s
         rows.append(Row(cap(target), [Cell("") if line is None else
                                       Cell(cell_text(line, unit), _sort_key(line.value), dim=pd.isna(line.value),
                                            title=cap(line.reason or "", 200)) for line in found]))
+    rows += saturation_rows(part, scales)
     first = part.iloc[0]
     return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
                  band=cap(band, 60), headings=["attack", *[f"scale {s}" for s in scales]],
@@ -416,6 +441,7 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
     shared, at_null, scales_seen = [], [], []
     tops = []
     higher = str(part["direction"].iloc[0] or "higher") != "lower"
+    saturated = saturated_scales(part)
     for scale, lines in part.groupby("scale", sort=True):
         ranked = lines[lines["value"].notna()]
         if ranked.empty:
@@ -423,6 +449,8 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
         scales_seen.append(scale)
         top = ranked["value"].max() if higher else ranked["value"].min()
         tops.append((scale, top))
+        if scale in saturated:  # said below, once: neither a lead nor a shared one
+            continue
         above = ranked[ranked["above_null"].astype(bool)]
         if above.empty:
             at_null.append((scale, lines["null_value"].iloc[0]))
@@ -452,6 +480,12 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
                     f"At scale {scale}, {_names(attacks)} is above the null baseline, but not significantly "
                     f"ahead of every other attack{how}.")
         how = ""
+    edges: dict[str, list] = {}  # the saturated scales by the value every attack has there
+    for scale in saturated:
+        edges.setdefault(format_value(unit, part[part["scale"] == scale]["value"].iloc[0]), []).append(scale)
+    for text, where in edges.items():
+        said.append(f"At {_scales(where)}, every attack scores {text}: {cap(metric, 40)} is saturated there and "
+                    f"{SATURATED_LABEL} (a tie, not a shared first place).")
     if at_null:
         everyone = "no attack is" if len(part["attack"].unique()) > 1 else "the attack is not"
         said.append(f"At {_scales([s for s, _ in at_null])}, {everyone} significantly above the null baseline"

@@ -26,6 +26,15 @@ Schema versions:
        on training sets without duplicates (every suite before canaries) only a pair within
        float32 rounding of a band edge or the Gu threshold can differ. The version tells them
        apart.
+    4  rows (``ROW_SCHEMA_VERSION``): the same fields; a membership metric's interval is no
+       longer a percentile bootstrap (which gave [1, 1] to every separable sample) but the
+       AUC's score interval (``stats.AUC_INTERVAL``; ``n`` members + non-members, no ``se``)
+       or, for a TPR at a fixed FPR, Clopper-Pearson on the members above the threshold
+       (``stats.TPR_INTERVAL``; ``count`` those members, ``n`` the members, no ``se``).
+       Version-3 membership rows (interval "bootstrap-percentile-stratified") are upgraded by
+       computing these from their value, ``n_train`` (the members) and ``n_null`` (the
+       non-members): they depend on nothing else, so the result is what a new run gives.
+       Every other row is upgraded unchanged.
 
 A row's ``device`` is the device the cell ran on with what it can do (an object from
 ``side_bench/machine.py``: CPU model, speed flags, native bf16; or the GPU); rows written
@@ -48,7 +57,7 @@ from side_bench.errors import BenchError, one_line
 if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
     import jsonschema
 
-ROW_SCHEMA_VERSION = 3
+ROW_SCHEMA_VERSION = 4
 MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
@@ -134,11 +143,38 @@ def _row_2_to_3(row: dict) -> dict:
     return {**row, "schema_version": 3}
 
 
+MEMBERSHIP_BOOTSTRAP = "bootstrap-percentile-stratified"  # the membership metrics' interval before version 4
+
+
+def _row_3_to_4(row: dict) -> dict:
+    row = {**row, "schema_version": 4}
+    report = (row.get("metric_settings") or {}).get("report") if isinstance(row.get("metric_settings"), dict) else None
+    value, members, nonmembers = row.get("value"), row.get("n_train"), row.get("n_null")
+    counts = (members, nonmembers, row.get("n"))
+    if row.get("interval") != MEMBERSHIP_BOOTSTRAP or not isinstance(report, str) or isinstance(value, bool) \
+            or not isinstance(value, (int, float)) or not all(isinstance(c, int) and not isinstance(c, bool)
+                                                               for c in counts) \
+            or min(members, nonmembers) < 1 or row["n"] != members + nonmembers or not 0 <= value <= 1:
+        return row  # not a membership row this upgrade can read: left as it was (validation judges it)
+    from side_bench.scoring import stats
+
+    if report == "auc":
+        estimate = stats.membership_auc(value, members, nonmembers)
+    elif report.startswith("tpr@"):
+        count = round(value * members)
+        if abs(count / members - value) > 1e-9:  # not k of the members: not this metric's TPR
+            return row
+        estimate = stats.membership_tpr(count, members)
+    else:
+        return row
+    return {**row, **{key: getattr(estimate, key) for key in ("count", "n", "ci_low", "ci_high", "interval", "se")}}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
-ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3}
+ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3, 3: _row_3_to_4}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 

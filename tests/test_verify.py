@@ -1,0 +1,223 @@
+"""``side-bench verify``: a run folder's rows follow from its settings and its records, and a
+hostile folder is refused line by line, never followed, opened outside itself or shown raw.
+
+One tiny real run (16 training images, 8 candidates, a real UNet trained 12 steps, a
+membership AUC and TPR as model-level rows) is made once; each test edits a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from cli_helpers import assert_refused
+from click.testing import CliRunner
+from conftest import TINY_SUITE
+
+from side_bench.cli import main
+from side_bench.scoring.verify import failures, strict_json, summary, verify_runs
+
+SUITE = TINY_SUITE.format(extra="").replace("scales = [16, 32]", "scales = [16]").replace(
+    'metrics = ["ams", "ums", "p95", "gu-ratio"]',
+    'metrics = ["ams", "ums", "p95", "gu-ratio", "loss", { name = "loss", id = "loss (tpr@1%)", report = "tpr@1%" }]')
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    from side_bench import run_suite
+
+    root = tmp_path_factory.mktemp("verify")
+    suite = root / "tiny.toml"
+    suite.write_text(textwrap.dedent(SUITE))
+    os.environ["SIDE_BENCH_PLUGINS"] = "side-bench"
+    run_suite(str(suite), results_dir=root / "results", cache_dir=root / "cache")
+    return next((root / "results" / "tiny").iterdir())
+
+
+@pytest.fixture
+def run(clean_run, tmp_path):
+    """A fresh copy of the clean run to edit."""
+    return Path(shutil.copytree(clean_run, tmp_path / clean_run.name, symlinks=True))
+
+
+def rows_of(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "rows.jsonl").read_text().splitlines()]
+
+
+def write_rows(run_dir: Path, rows: list[dict]) -> None:
+    (run_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def edit_record(run_dir: Path, config_hash: str, change) -> None:
+    path = run_dir / "cells" / f"{config_hash}.json"
+    record = json.loads(path.read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+
+
+def failed(run_dir: Path) -> list[tuple]:
+    """(file, line, check, detail) of every failed check."""
+    return [(c.file, None if c.line is pd.NA else c.line, c.check, c.detail)
+            for c in failures(verify_runs([run_dir])).itertuples()]
+
+
+def test_a_clean_run_passes_every_check_and_the_cli_exits_0(clean_run):
+    checks = verify_runs([clean_run])
+    assert failures(checks).empty, failures(checks).to_string()
+    rows = rows_of(clean_run)
+    table = summary(checks).set_index("check")
+    # every row through each row check; the two record files once; the model-level rows skipped
+    assert table.loc["schema", "ok"] == len(rows) + 1  # + the manifest
+    assert table.loc["record", "ok"] == table.loc["config-hash", "ok"] == len(rows)
+    assert table.loc["record-file", "ok"] == 2
+    model_level = [r for r in rows if r["metric"].startswith("loss")]
+    assert len(model_level) == 2 and table.loc["values", "skipped"] == 2
+    assert table.loc["values", "ok"] == len(rows) - 2
+    result = CliRunner().invoke(main, ["verify", str(clean_run)])
+    assert result.exit_code == 0, result.output
+    assert "FAILED" not in result.stdout and "every check passed in 1 run folder" in result.stderr
+
+
+def test_a_value_edited_in_the_row_and_its_record_fails_the_recomputation(run):
+    rows = rows_of(run)
+    number, target = next((i, r) for i, r in enumerate(rows, start=1) if r["metric"] == "ams" and r["band"] == "low")
+    target["value"] = min(target["value"] + 0.125, 1.0) if target["value"] < 0.5 else target["value"] - 0.125
+    write_rows(run, rows)
+    edit_record(run, target["config_hash"], lambda record: next(
+        r for r in record["rows"] if r["metric"] == "ams" and r["band"] == "low").update(value=target["value"]))
+    found = failed(run)
+    assert [(f, line, check) for f, line, check, _ in found] == [("rows.jsonl", number, "values")]
+    assert f"value {target['value']}" in found[0][3] and "recomputes to" in found[0][3]
+    # edited in rows.jsonl only: its cell record disagrees as well
+    rows[number - 1]["count"] = 999
+    write_rows(run, rows)
+    checks = {check for f, line, check, _ in failed(run) if line == number}
+    assert checks == {"record", "values"}
+    result = CliRunner().invoke(main, ["verify", str(run)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(lines) == 2 and all(f"rows.jsonl:{number}\t" in line and "ams low" in line for line in lines)
+    assert "2 check(s) failed in 1 run folder(s)" in result.stderr
+
+
+def test_a_truncated_candidate_record_fails_its_file_and_every_row_of_the_cell(run):
+    rows = rows_of(run)
+    record = run / rows[0]["candidates_file"]
+    record.write_bytes(record.read_bytes()[: record.stat().st_size // 2])
+    found = failed(run)
+    file_lines = [d for f, line, check, d in found if check == "record-file"]
+    assert len(file_lines) == 1 and rows[0]["candidates_file"] in file_lines[0] and "candidates_file" in file_lines[0]
+    not_recomputed = [line for f, line, check, d in found if check == "values"]
+    # every row of the cell, the model-level ones too: nothing of a cell with a broken record is vouched for
+    assert len(not_recomputed) == len(rows)
+
+
+def test_an_edited_setting_breaks_the_config_hash(run):
+    rows = rows_of(run)
+    config_hash = rows[0]["config_hash"]
+    # in the cell record's config: it no longer hashes to its name
+    edit_record(run, config_hash, lambda r: r["config"]["attack"]["extractor"]["settings"].update(ddim_steps=50))
+    found = [(line, d) for f, line, check, d in failed(run) if check == "config-hash"]
+    assert len(found) == len(rows) and f"not {config_hash[:12]}" in found[0][1] and "edited" in found[0][1]
+    # in the row only: it differs from the config its hash names (and from its record)
+    shutil.copy2(run / "rows.jsonl", run / "rows.bak")
+    edit_record(run, config_hash, lambda r: r["config"]["attack"]["extractor"]["settings"].update(ddim_steps=4))
+    rows[2]["extractor_settings"] = {**rows[2]["extractor_settings"], "ddim_steps": 50}
+    write_rows(run, rows)
+    found = [(line, check, d) for f, line, check, d in failed(run)]
+    assert {(line, check) for line, check, _ in found} == {(3, "record"), (3, "config-hash")}
+    assert any("extractor_settings differ from the config" in d for _, _, d in found)
+
+
+def test_markup_and_control_characters_are_shown_escaped_never_raw(run):
+    rows = rows_of(run)
+    hostile = "<script>alert(1)</script>\x1b[31mred\u202e"
+    rows[0]["attack"] = hostile
+    write_rows(run, rows)
+    result = CliRunner().invoke(main, ["verify", str(run)])
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\u202e" not in result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("FAILED") and "rows.jsonl:1\t" in line)
+    assert "<script>alert(1)</script>\\x1b[31mred\\u202e" in line  # text, escaped, capped: never interpreted
+
+
+def test_nan_and_truncated_lines_are_refused_each_on_its_line(run):
+    text = (run / "rows.jsonl").read_text().splitlines()
+    text[0] = text[0].replace('"value": ', '"value": NaN, "was": ', 1) if '"value": ' in text[0] else \
+        text[0].replace('"value":', '"value":NaN,"was":', 1)
+    text[-1] = text[-1][: len(text[-1]) // 2]  # cut mid-line, as a crash or a bad copy leaves it
+    (run / "rows.jsonl").write_text("\n".join(text) + "\n")
+    schema = {line: d for f, line, check, d in failed(run) if check == "schema"}
+    assert set(schema) == {1, len(text)}
+    assert "NaN is not JSON" in schema[1] and "not a valid row" in schema[len(text)]
+    # a truncated cell record: its rows' config hash cannot be recomputed
+    first = rows_of_valid(run)[0]
+    cell = run / "cells" / f"{first['config_hash']}.json"
+    cell.write_text(cell.read_text()[:100])
+    found = failed(run)
+    assert any(f == f"cells/{cell.name}" and check == "schema" for f, _, check, _ in found)
+    assert any(check == "config-hash" and "unreadable" in d for _, _, check, d in found)
+
+
+def rows_of_valid(run_dir: Path) -> list[dict]:
+    rows = []
+    for line in (run_dir / "rows.jsonl").read_text().splitlines():
+        try:
+            rows.append(strict_json(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def test_a_path_escape_in_a_recorded_file_name_is_refused_and_never_opened(run, tmp_path, monkeypatch):
+    outside = tmp_path / "secret.parquet"
+    shutil.copy2(run / rows_of(run)[0]["candidates_file"], outside)
+    opened = []
+    from side_bench.results import candidates
+
+    real = candidates.read_table
+    monkeypatch.setattr(candidates, "read_table", lambda path: opened.append(Path(path)) or real(path))
+    rows = rows_of(run)
+    escape = "candidates/../../secret.parquet"
+    config_hash = rows[0]["config_hash"]
+    write_rows(run, [{**r, "candidates_file": escape} for r in rows])
+    edit_record(run, config_hash, lambda record: [r.update(candidates_file=escape) for r in record["rows"]])
+    found = [d for f, line, check, d in failed(run) if check == "record-file"]
+    assert len(found) == 1 and "refused, never opened" in found[0] and escape in found[0]
+    assert outside.resolve() not in {p.resolve() for p in opened}
+
+
+def test_a_link_in_the_folder_is_refused_never_followed(run, tmp_path):
+    rows = rows_of(run)
+    record = run / rows[0]["candidates_file"]
+    elsewhere = tmp_path / "elsewhere.parquet"
+    shutil.move(record, elsewhere)
+    record.symlink_to(elsewhere)
+    found = failed(run)
+    assert (rows[0]["candidates_file"], None, "folder", "a link; refused (never followed)") in found
+    assert any(check == "record-file" and "not a plain file" in d for _, _, check, d in found)
+
+
+def test_model_level_intervals_must_follow_from_their_values(run):
+    rows = rows_of(run)
+    number, auc = next((i, r) for i, r in enumerate(rows, start=1) if r["metric"] == "loss")
+    assert auc["interval"] == "score-hanley-mcneil" and auc["se"] is None and auc["n"] == 16 + 32
+    assert auc["ci_low"] < auc["value"] <= auc["ci_high"] or auc["ci_low"] <= auc["value"] < auc["ci_high"]
+    rows[number - 1] = {**auc, "ci_low": auc["value"], "ci_high": auc["value"]}  # the old [v, v]
+    write_rows(run, rows)
+    edit_record(run, auc["config_hash"], lambda record: next(
+        r for r in record["rows"] if r["metric"] == "loss").update(ci_low=auc["value"], ci_high=auc["value"]))
+    found = [(line, d) for f, line, check, d in failed(run) if check == "values"]
+    assert len(found) == 1 and found[0][0] == number and "does not follow from its value" in found[0][1]
+    assert math.isfinite(auc["value"])
+
+
+def test_no_rows_is_a_one_line_error(tmp_path):
+    assert_refused(CliRunner().invoke(main, ["verify", str(tmp_path)]), "no rows.jsonl found")
+    assert_refused(CliRunner().invoke(main, ["verify", str(tmp_path / "nowhere")]), "no such folder")
