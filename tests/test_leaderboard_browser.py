@@ -107,7 +107,8 @@ def test_the_page_reads_the_same_with_javascript_off(page, tmp_path):
     dom = run_chromium(browser, tmp_path / "profile-nojs", "--dump-dom", blocked.as_uri()).stdout
     assert _rows_of_first_table(dom) == ["side", "uncond", "null baseline (held-out real images)",  # by rank
                                          "a rate below this cannot be shown above the null"]
-    assert "40.00% [33.46, 46.92] (80/200) sd 14.14% #1 ★" in dom and "23.266%" in dom
+    # a cell on two lines: the value, its spread, rank and mark; then its interval and count
+    assert '40.00% sd 14.14% #1 ★<span class="ci">[33.46, 46.92] (80/200)</span>' in dom and "23.266%" in dom
     assert dom.count("<table") == 6  # headline, attacks, metrics, ams high, p95, reported
     assert 'tabindex="0"' not in dom and 'data-dir="' not in dom  # the sorting script did not run
     # and drawn without its script: a full page, not a blank one

@@ -44,7 +44,15 @@ from side_bench.report.page import (
     index_entry,
     page_summary,
 )
-from side_bench.report.plots import attack_colours, plot_against_scale, plot_setting_curve, plot_sweeps, setting_curves
+from side_bench.report.plots import (
+    attack_colours,
+    plot_against_scale,
+    plot_difference_against_scale,
+    plot_setting_curve,
+    plot_sweeps,
+    reference_attack,
+    setting_curves,
+)
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -165,21 +173,30 @@ def find_reported(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
 def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
     """Plots for every table of the page, galleries copied: files under ``out``."""
     colours = attack_colours(list(dict.fromkeys(rows["attack"])))
+    reference = reference_attack(rows)  # UnCond: every rate plot's companion panel is the difference to it
     for table in page.tables():
         part = table.part
         first = part.iloc[0]
         args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out}
         # a model-level metric's lines are target models: their own colours, and no sweep (the
-        # attack's setting does not change the model)
+        # attack's setting does not change the model) and no difference to UnCond (no attacks)
         model_level = "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
         table.figures = [plot_against_scale(part, colours=attack_colours(list(dict.fromkeys(part["attack"])))
                                             if model_level else colours, **args),
-                         *([] if model_level else plot_sweeps(part, **args))]
-    _draw_setting_curves(page, rows, out, colours)
+                         *([] if model_level else _differences(part, colours, reference, args)),
+                         *([] if model_level else plot_sweeps(part, reference=reference, **args))]
+    _draw_setting_curves(page, rows, out, colours, reference)
     page.galleries = copy_galleries(rows, out)
 
 
-def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict) -> None:
+def _differences(part: pd.DataFrame, colours: dict, reference: str | None, args: dict) -> list:
+    """The companion panel of a rate plot (each attack minus UnCond), when there is one."""
+    figure = plot_difference_against_scale(part, colours=colours, reference=reference, **args)
+    return [] if figure is None else [figure]
+
+
+def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict,
+                         reference: str | None = None) -> None:
     """A metric given at several values of one setting (canary recall per count d) drawn against
     it, under the table of the curve's first metric id (per setup and band)."""
     for key, points in setting_curves(rows):
@@ -191,7 +208,8 @@ def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dic
             part = pd.concat([t.part.assign(x=points[str(t.part.iloc[0]["metric"])]) for t in group])
             title = os.path.commonprefix(sorted(points)).rstrip("0123456789").rstrip("-_ ") or group[0].metric
             group[0].figures += plot_setting_curve(part, key=key, title=title, band=group[0].band,
-                                                   setup=str(part.iloc[0]["setup"]), out=out, colours=colours)
+                                                   setup=str(part.iloc[0]["setup"]), out=out, colours=colours,
+                                                   reference=reference)
 
 
 def _stage(out: Path) -> Path:
