@@ -840,6 +840,7 @@ class IndexEntry:
     md: str
     sources: list[str]
     setups: list[SetupPage]
+    findings: list[Finding] = field(default_factory=list)  # from the index folder's FINDINGS_FILE
 
 
 @dataclass
@@ -900,3 +901,71 @@ def index_entry(folder: str, data: dict, where: str) -> IndexEntry:
                           sources=[cap(str(s), 120) for s in data["sources"]], setups=setups)
     except (KeyError, TypeError, AttributeError) as error:
         raise BenchError(f"{where}: malformed summary ({type(error).__name__}: {error})") from error
+
+
+# ------------------------------------------------------------------------------------------
+# The site index's order and one-line findings: a small committed file beside the pages
+# ------------------------------------------------------------------------------------------
+
+FINDINGS_FILE = "findings.toml"
+FINDING_KEYS = {"study": str, "finding": str, "pages": list, "details": str}
+
+
+@dataclass
+class Finding:
+    """One study's one-line finding (a row of the README's 'What the benchmarks found' table):
+    ``study`` and ``finding`` as the README has them (``**bold**`` and ``code`` marks allowed),
+    the published folders it is about (``pages``) and its findings page (``details``, a path
+    relative to the findings file)."""
+
+    study: str
+    finding: str
+    pages: list[str]
+    details: str = ""
+
+
+def parse_findings(data: dict, where: str) -> list[Finding]:
+    """The ``[[study]]`` tables of a findings file, in order; a malformed one is a one-line
+    error naming the file, the study and the field."""
+    if set(data) - {"study"}:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(set(data) - {'study'}))} (expected [[study]] tables)")
+    studies = data.get("study", [])
+    if not isinstance(studies, list):
+        raise BenchError(f"{where}: study: expected [[study]] tables")
+    found = []
+    for number, study in enumerate(studies, start=1):
+        here = f"{where}: study {number}"
+        if not isinstance(study, dict):
+            raise BenchError(f"{here}: expected a table")
+        if unknown := set(study) - set(FINDING_KEYS):
+            raise BenchError(f"{here}: unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(expected {', '.join(FINDING_KEYS)})")
+        for key, kind in FINDING_KEYS.items():
+            if key in ("study", "finding", "pages") and key not in study:
+                raise BenchError(f"{here}: {key}: missing")
+            if key in study and not isinstance(study[key], kind):
+                raise BenchError(f"{here}: {key}: expected a {'list of folder names' if kind is list else 'string'}")
+        pages = study["pages"]
+        if not all(isinstance(page, str) and page and "/" not in page and not page.startswith(".") for page in pages):
+            raise BenchError(f"{here}: pages: expected names of folders beside {FINDINGS_FILE}")
+        details = study.get("details", "")
+        if details and (":" in details or details.startswith(("/", "\\")) or not details.endswith(".md")):
+            raise BenchError(f"{here}: details: expected a relative path to a Markdown page, got {cap(details, 80)!r}")
+        found.append(Finding(study=cap(study["study"], 200), finding=cap(study["finding"], 1000), pages=list(pages),
+                             details=cap(details, 200)))
+    return found
+
+
+def order_entries(entries: list[IndexEntry], findings: list[Finding]) -> tuple[list[IndexEntry], list[str]]:
+    """The index's entries in the findings' order (a page's first study), each with its findings;
+    pages no study names after them, alphabetically. Also the folders the findings name that
+    are not in the index (to warn about: a renamed or removed page)."""
+    first = {}
+    for position, finding in enumerate(findings):
+        for page in finding.pages:
+            first.setdefault(page, position)
+    by_folder = {e.folder: e for e in entries}
+    for entry in entries:
+        entry.findings = [f for f in findings if entry.folder in f.pages]
+    ordered = sorted(entries, key=lambda e: (e.folder not in first, first.get(e.folder, 0), e.folder))
+    return ordered, [page for page in first if page not in by_folder]
