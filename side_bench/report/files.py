@@ -70,7 +70,7 @@ INDEX_FILE = {"md": "index.md", "html": "index.html"}
 INDEX_MARKER = "<!-- side-bench site index: built by side-bench leaderboard --index; do not edit -->"
 IMAGE_FOLDERS = ("plots", "galleries")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
-SAFE_CODE = re.compile(r"[A-Za-z0-9_.,=+\- ]{1,80}")  # a finding's `code`: names and numbers only
+SAFE_CODE = re.compile(r"[A-Za-z0-9_.,=+%/:\- ]{1,80}")  # a finding's `code`: names and numbers only
 CSV_CELL_LIMIT = 32_000  # characters; spreadsheets hold 32,767 per cell
 
 
