@@ -191,3 +191,10 @@ def test_every_cell_of_the_published_six_scale_page_takes_two_lines_at_most(tmp_
         run_chromium(browser, tmp_path / f"shot-{width}", f"--screenshot={shot}", PUBLISHED.as_uri(),
                      window=(width, 2000))
         assert shot.is_file()
+
+
+def test_the_test_page_never_scrolls_sideways_at_800_px(page, tmp_path):
+    # the papers' wide reported table and the legends scroll in their own boxes, never the page
+    measured = layout(chromium(), page, tmp_path / "profile-800", 800)
+    assert measured["page"][0] <= measured["page"][1]
+    assert max(n for t in measured["tables"] for n, _ in t["cells"]) == 2
