@@ -338,3 +338,27 @@ def test_the_tpr_interval_covers_the_tpr_at_exactly_1_percent_near_0_and_1():
         values = [stats.membership_tpr(members_above(m, n, 0.01), MEMBERS) for m, n in zip(members, nonmembers,
                                                                                               strict=True)]
         assert covered([v.ci_low for v in values], [v.ci_high for v in values], tpr) >= floor, tpr
+
+
+def test_newcombe_by_hand():
+    # Newcombe (Stat. Med. 1998, Table II), method 10: 56/70 - 48/80 and 9/10 - 3/10
+    d, low, high = stats.newcombe(56, 70, 48, 80)
+    assert (round(d, 4), round(low, 4), round(high, 4)) == (0.2, 0.0524, 0.3339)
+    assert tuple(round(v, 4) for v in stats.newcombe(9, 10, 3, 10)[1:]) == (0.1705, 0.8090)
+    # 0 of n against 0 of n: a zero difference with a non-zero width, symmetric
+    d, low, high = stats.newcombe(0, 4096, 0, 4096)
+    assert d == 0 and low == -high and 0 < high < 0.001
+    # other statistics: the normal interval of the standard errors; no data, no interval
+    assert stats.difference({"value": 0.5, "se": 0.03}, {"value": 0.4, "se": 0.04}) == \
+        pytest.approx((0.1, 0.1 - 0.05 * stats.Z, 0.1 + 0.05 * stats.Z))
+    assert stats.difference({"value": 0.5}, {"value": 0.4}) is None
+
+
+def test_newcombe_covers_a_difference_of_rates():
+    rng = np.random.default_rng(7)
+    # a leaderboard's comparison: two attacks at one scale, common and rare copy rates
+    for n, p1, p2 in ((256, 0.30, 0.25), (1024, 0.02, 0.01)):
+        k1, k2 = rng.binomial(n, p1, REPS), rng.binomial(n, p2, REPS)
+        intervals = np.array([stats.newcombe(a, n, b, n)[1:] for a, b in zip(k1, k2, strict=True)])
+        # measured: 0.950 (256, 0.30 - 0.25), 0.948 (1024, 0.02 - 0.01)
+        assert 0.93 <= covered(intervals[:, 0], intervals[:, 1], p1 - p2) <= 0.97, (n, p1, p2)

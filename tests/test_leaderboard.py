@@ -205,7 +205,10 @@ def test_plots_are_written_and_non_empty_including_the_sweep_curve(tmp_path):
 
     write_report(tmp_path, formats=["md"], out=tmp_path / "out")
     plots = sorted((tmp_path / "out" / "plots").iterdir())
-    assert [p.suffix for p in plots].count(".png") == 2 and [p.suffix for p in plots].count(".svg") == 2
+    # ams against scale and the sweep, each with its panel of differences to uncond (a rate)
+    assert [p.suffix for p in plots].count(".png") == 4 and [p.suffix for p in plots].count(".svg") == 4
+    assert sorted({p.stem.split("-ams")[0] for p in plots}) == ["scale", "scale-diff", "sweep-diff-side-guidance-scale",
+                                                                "sweep-side-guidance-scale"]
     for plot in plots:
         assert plot.stat().st_size > 1000
     for png in [p for p in plots if p.suffix == ".png"]:

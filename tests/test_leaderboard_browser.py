@@ -2,12 +2,17 @@
 
 The headline table comes first with its sentences, a <details> opens, a click on a column
 heading sorts the rows (with JavaScript), and the page reads the same with JavaScript off.
-The screenshot is kept as a test artifact in tests/artifacts/leaderboard.png (git-ignored).
+The published six-scale digits-power page keeps every table cell on at most two lines and
+every table inside the window at 1,400 px (at 800 px a table scrolls sideways in its own box,
+never the page), measured by a script in the page.
+The screenshots are kept as test artifacts in tests/artifacts/ (git-ignored).
 Under CI=true a missing Chromium fails the test; elsewhere it skips.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -41,10 +46,10 @@ def chromium() -> str:
     pytest.skip("chromium is not installed (apt-get install chromium)")
 
 
-def run_chromium(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+def run_chromium(browser: str, profile: Path, *args: str, window: tuple[int, int] = WINDOW) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}"]
+             f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}"]
     return subprocess.run([browser, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -107,8 +112,9 @@ def test_the_page_reads_the_same_with_javascript_off(page, tmp_path):
     dom = run_chromium(browser, tmp_path / "profile-nojs", "--dump-dom", blocked.as_uri()).stdout
     assert _rows_of_first_table(dom) == ["side", "uncond", "null baseline (held-out real images)",  # by rank
                                          "a rate below this cannot be shown above the null"]
-    assert "40.00% [33.46, 46.92] (80/200) sd 14.14% #1 ★" in dom and "23.266%" in dom
-    assert dom.count("<table") == 6  # headline, attacks, metrics, ams high, p95, reported
+    # a cell on two lines: the value, its spread, rank and mark; then its interval and count
+    assert '40.00% sd 14.14% #1 ★<span class="ci">[33.46, 46.92] (80/200)</span>' in dom and "23.266%" in dom
+    assert dom.count("<table") == 7  # headline, attacks, their other settings, metrics, ams high, p95, reported
     assert 'tabindex="0"' not in dom and 'data-dir="' not in dom  # the sorting script did not run
     # and drawn without its script: a full page, not a blank one
     shot = tmp_path / "no-script.png"
@@ -125,3 +131,70 @@ def test_a_screenshot_of_the_page_is_kept(page, tmp_path):
     with Image.open(ARTIFACT) as shot:
         assert shot.size == WINDOW
         assert len(shot.convert("RGB").getcolors(1 << 20) or []) > 50  # text, table shading and plots, not blank
+
+
+PUBLISHED = REPO / "results" / "published" / "digits-power" / "index.html"
+# Run once the page has loaded: opens every <details>, then for every result table counts the
+# text lines of each cell (the distinct tops of its text's boxes) and compares the table's width
+# with its box's; the page's own sideways overflow too. Written as JSON into <body data-layout>.
+LAYOUT = """<script>window.addEventListener("load", () => {
+  for (const details of document.querySelectorAll("details")) details.open = true;
+  const lines = cell => {
+    const range = document.createRange(); range.selectNodeContents(cell);
+    const tops = [];
+    for (const box of range.getClientRects())
+      if (box.width >= 1 && box.height >= 1 && !tops.some(top => Math.abs(top - box.top) < 3)) tops.push(box.top);
+    return tops.length;
+  };
+  const tables = [...document.querySelectorAll("table.results")].map(table => {
+    const cells = [...table.querySelectorAll("td, th")].map(cell => [lines(cell), cell.textContent.trim()]);
+    const box = table.parentElement;
+    return {id: table.id, cells: cells, width: box.scrollWidth, room: box.clientWidth};
+  });
+  const page = document.documentElement;
+  document.body.dataset.layout = JSON.stringify({tables: tables, page: [page.scrollWidth, page.clientWidth]});
+});</script>"""
+
+
+def layout(browser: str, page: Path, profile: Path, width: int) -> dict:
+    """What LAYOUT measures in ``page`` at ``width`` px (a copy in ``profile``'s folder, its images
+    read from the page's own folder)."""
+    probe = profile.with_suffix(".html")
+    base = f'<base href="{page.parent.as_uri()}/">'
+    probe.write_text(page.read_text().replace("<head>", "<head>" + base, 1).replace("</body>", LAYOUT + "</body>"))
+    dom = run_chromium(browser, profile, "--dump-dom", probe.as_uri(), window=(width, 2000)).stdout
+    found = re.search(r'data-layout="([^"]*)"', dom)
+    assert found, "the layout script did not run"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_every_cell_of_the_published_six_scale_page_takes_two_lines_at_most(tmp_path):
+    browser = chromium()
+    assert PUBLISHED.is_file()
+    wide, narrow = (layout(browser, PUBLISHED, tmp_path / f"profile-{w}", w) for w in (1400, 800))
+    headline = wide["tables"][0]
+    assert len(wide["tables"]) >= 10 and len(headline["cells"]) == 7 * 8  # attack + 6 scales; 5 attacks, 2 null rows
+    for measured in (wide, narrow):
+        taller = [(t["id"], text, n) for t in measured["tables"] for n, text in t["cells"] if n > 2]
+        assert not taller, taller[:5]
+        assert all(n >= 1 for t in measured["tables"] for n, text in t["cells"] if text)  # measured, not hidden
+        assert measured["page"][0] <= measured["page"][1]  # the page itself never scrolls sideways
+    # at 1,400 px every table fits in the window (a third of it was empty while cells wrapped on 3-4 lines)
+    assert [t["id"] for t in wide["tables"] if t["width"] > t["room"]] == []
+    # at 800 px the six-scale headline does not fit: it scrolls in its own box
+    assert narrow["tables"][0]["width"] > narrow["tables"][0]["room"]
+    # the cell with the most on it: value, sd, rank and star, then the interval and count below
+    assert [2, "18.05% sd 4.26% #1 ★[17.24, 18.90] (1479/8192)"] in headline["cells"]
+    for width in (1400, 800):
+        shot = ARTIFACT.with_name(f"digits-power-{width}.png")
+        shot.unlink(missing_ok=True)
+        run_chromium(browser, tmp_path / f"shot-{width}", f"--screenshot={shot}", PUBLISHED.as_uri(),
+                     window=(width, 2000))
+        assert shot.is_file()
+
+
+def test_the_test_page_never_scrolls_sideways_at_800_px(page, tmp_path):
+    # the papers' wide reported table and the legends scroll in their own boxes, never the page
+    measured = layout(chromium(), page, tmp_path / "profile-800", 800)
+    assert measured["page"][0] <= measured["page"][1]
+    assert max(n for t in measured["tables"] for n, _ in t["cells"]) == 2

@@ -135,7 +135,8 @@ def test_markdown_and_plots_of_a_model_level_metric(tmp_path):
     # a model-level metric does not vary with an attack's sweep: no sweep plot for it
     assert any(p.startswith("sweep-") and "ams" in p for p in plots)
     assert not any(p.startswith("sweep-") and "model-auc" in p for p in plots)
-    assert any(p.startswith("scale-model-auc") for p in plots)
+    # one scale (16): a dot chart; a target model is no attack, so no panel of differences to UnCond
+    assert any(p.startswith("dots-model-auc") for p in plots) and not any("diff-model-auc" in p for p in plots)
 
 
 def test_the_runner_marks_model_level_rows():

@@ -127,7 +127,9 @@ def test_the_legend_reads_each_plugins_own_description(tmp_path):
     rows.append(make_row(attack="mystery", condition="not-installed", extractor="nor-this", config_hash="m"))
     page = page_of(write_run(tmp_path / "run", rows))
     attacks = {a.name: a for a in page.attacks}
-    assert attacks["uncond"].condition == "none" and attacks["uncond"].extractor == "sample (ddim_steps=4)"
+    # ddim_steps is 4 in every attack: not what tells them apart, so it is among the other settings
+    assert attacks["uncond"].condition == "none" and attacks["uncond"].extractor == "sample"
+    assert attacks["uncond"].extractor_rest == "ddim_steps=4" and attacks["uncond"].condition_rest == ""
     assert "Carlini et al. 2023" in attacks["uncond"].description  # from NoCondition.description / Sample's
     assert "SIDE" in attacks["side"].description and "2410.02467" in attacks["side"].description
     assert attacks["mystery"].description == "" and attacks["mystery"].condition == "not-installed"
@@ -147,8 +149,9 @@ def test_markdown_and_html_render_the_same_page(tmp_path):
     for sentence in page_of(tmp_path / "res").setups[0].sentences:
         assert sentence in markdown and sentence.replace("'", "&#39;") in page
     assert "| x\\|\\*[y]\\(z) |" in markdown and "<th scope=\"row\"><span" in page
-    assert page.count("<details") == markdown.count("<details>") == 1  # p95, one click away
-    assert page.index("<h2>Every metric and band</h2>") < page.index("<details")
+    # p95, one click away, and every attack's other settings (after the ones that differ)
+    assert page.count("<details") == markdown.count("<details>") == 2
+    assert page.index("Every other setting") < page.index("<h2>Every metric and band</h2>") < page.index("<details id=\"d-")
 
 
 def test_a_suite_headline_names_one_of_its_metrics_and_bands():
@@ -199,8 +202,10 @@ def test_an_attack_keeps_its_colour_in_every_plot(tmp_path):
                       config_hash="gu-new")]
     out = tmp_path / "out"
     write_report(write_run(tmp_path / "run", rows), formats=["html"], out=out, warn=None)
-    svgs = {p.name.split("-")[1]: p.read_text() for p in (out / "plots").glob("scale-*.svg")}
+    # ams at scales 16 and 64: a line plot; gu-ratio at 16 alone: a dot chart (each with its difference to uncond)
+    svgs = {p.name.split("-")[1]: p.read_text() for p in (out / "plots").glob("*.svg") if "-diff-" not in p.name}
     assert set(svgs) == {"ams", "gu"}
+    assert {p.name.split("-")[0] for p in (out / "plots").glob("*.svg")} == {"scale", "dots"}
     # uncond and side come first in the rows: blue and orange in both plots, whatever else a plot holds
     for text in svgs.values():
         assert "stroke: #e69f00" in text and ">side<" in text

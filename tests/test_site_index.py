@@ -169,3 +169,98 @@ def test_the_index_in_headless_chromium(site, tmp_path):
         href = re.search(rf'<a href="({name}/index.html)">', dom).group(1)
         page = run_chromium(browser, tmp_path / f"profile-{name}", "--dump-dom", (root / href).as_uri()).stdout
         assert '<section class="headline">' in page and "side-bench leaderboard" in page
+
+
+FINDINGS = '''
+[[study]]
+study = "`beta` and its twin"
+pages = ["beta"]
+finding = "y copies **nothing** <script>; x's *share* is `0.5%`"
+details = "../docs/beta.md"
+
+[[study]]
+study = "a study without a page"
+pages = []
+finding = "not in the index"
+
+[[study]]
+study = "alpha, second"
+pages = ["alpha", "gone"]
+finding = "side leads at 16"
+'''
+
+
+def test_the_index_follows_the_findings_order_and_gives_each_page_its_finding(site, tmp_path):
+    root = copy_of(site, tmp_path)
+    (root / "findings.toml").write_text(FINDINGS)
+    shutil.copytree(root / "alpha", root / "aardvark")  # named by no study: after those that are, alphabetically
+    warned = []
+    written = write_index(root, warn=warned.append)
+    markdown, page = written["md"].read_text(), written["html"].read_text()
+    assert re.findall(r'<section class="suite" id="(\w+)">', page) == ["beta", "alpha", "aardvark"]
+    assert re.findall(r"^## (\w+)$", markdown, flags=re.MULTILINE) == ["beta", "alpha", "aardvark"]
+    # the top list: each page with its finding, the README's marks kept and everything else escaped
+    assert ('<li><a href="#beta">beta</a>: y copies <b>nothing</b> &lt;script&gt;; x&#39;s <i>share</i> is '
+            '<code>0.5%</code></li>') in page
+    assert "- [beta](beta/leaderboard.md): y copies **nothing** &lt;script&gt;; x's *share* is `0.5%`" in markdown
+    assert '<li><a href="#aardvark">aardvark</a></li>' in page and "not in the index" not in page
+    assert ('Study: <code>beta</code> and its twin (<a href="../docs/beta.md">how it was found</a>).') in page
+    assert warned == [f"{root / 'findings.toml'}: no page in {root} for gone; its finding is left out of the index"]
+    # without the file: alphabetical, no findings
+    (root / "findings.toml").unlink()
+    page = write_index(root, warn=None)["html"].read_text()
+    assert re.findall(r'<section class="suite" id="(\w+)">', page) == ["aardvark", "alpha", "beta"]
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("[[study]]\nstudy = 'x'\npages = []", r"findings.toml: study 1: finding: missing"),
+    ("[[study]]\nstudy = 'x'\nfinding = 'y'\npages = 'beta'", r"study 1: pages: expected a list of folder names"),
+    ("[[study]]\nstudy = 'x'\nfinding = 'y'\npages = ['../beta']", r"study 1: pages: expected names of folders"),
+    ("[[study]]\nstudy = 'x'\nfinding = 'y'\npages = []\ndetails = 'https://example.com/a.md'",
+     r"study 1: details: expected a relative path to a Markdown page"),
+    ("[[study]]\nstudy = 'x'\nfinding = 'y'\npages = []\nsee = 1", r"study 1: unknown key\(s\) see"),
+    ("study = 1", r"findings.toml: study: expected \[\[study\]\] tables"),
+    ("[[study", r"findings.toml: not readable TOML"),
+])
+def test_a_malformed_findings_file_is_a_one_line_error(site, tmp_path, text, error):
+    root = copy_of(site, tmp_path)
+    (root / "findings.toml").write_text(text)
+    with pytest.raises(BenchError, match=error):
+        write_index(root, warn=None)
+
+
+def readme_findings() -> list[tuple[str, str, str]]:
+    """(study, finding, page link) of each row of the README's 'What the benchmarks found' table."""
+    lines = (REPO / "README.md").read_text().split("## What the benchmarks found", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = [line for line in lines[start:] if line.startswith("|") or not line.strip()]
+    table = table[: table.index("")] if "" in table else table
+    assert table[0] == "| study | finding | page |"
+    rows = []
+    for line in table[2:]:
+        study, finding, page = (cell.strip() for cell in line.strip().strip("|").split(" | "))
+        rows.append((study, finding, re.fullmatch(r"\[[^\]]+\]\(([^)]+)\)", page).group(1)))
+    return rows
+
+
+def test_the_readme_table_and_the_published_findings_agree():
+    # results/published/findings.toml is the index's source; the README's table must say the same,
+    # row for row, so that the two never drift apart (change both together)
+    from side_bench.report.files import read_findings
+
+    findings = read_findings(PUBLISHED / "findings.toml")
+    readme = readme_findings()
+    assert len(readme) >= 6
+    assert [(f.study, f.finding) for f in findings] == [(study, finding) for study, finding, _ in readme]
+    for finding, (_, _, link) in zip(findings, readme, strict=True):
+        assert (PUBLISHED / finding.details).resolve() == (REPO / link).resolve()
+        assert (REPO / link).is_file()
+    # every published page has a finding, and the committed index lists them in the README's order
+    folders = {p.name for p in PUBLISHED.iterdir() if p.is_dir()}
+    named = list(dict.fromkeys(page for f in findings for page in f.pages))
+    assert set(named) == folders
+    text = (PUBLISHED / "index.md").read_text()
+    assert re.findall(r"^## (\S+)$", text, flags=re.MULTILINE) == named
+    for finding in findings:
+        for page in finding.pages:
+            assert f"- [{page}]({page}/leaderboard.md): " in text

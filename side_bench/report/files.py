@@ -21,6 +21,7 @@ import html
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -28,23 +29,36 @@ from pathlib import Path
 
 import jinja2
 import pandas as pd
+import tomllib
 from markupsafe import Markup
 
 from side_bench.errors import BenchError
 from side_bench.report.galleries import copy_galleries
 from side_bench.report.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
 from side_bench.report.page import (
+    FINDINGS_FILE,
     INDEX_TITLE,
     MARKS,
     NULL_LABEL,
     SUMMARY_FILE,
+    Finding,
     IndexPage,
     Page,
     build_page,
     index_entry,
+    order_entries,
     page_summary,
+    parse_findings,
 )
-from side_bench.report.plots import attack_colours, plot_against_scale, plot_setting_curve, plot_sweeps, setting_curves
+from side_bench.report.plots import (
+    attack_colours,
+    plot_against_scale,
+    plot_difference_against_scale,
+    plot_setting_curve,
+    plot_sweeps,
+    reference_attack,
+    setting_curves,
+)
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -56,6 +70,7 @@ INDEX_FILE = {"md": "index.md", "html": "index.html"}
 INDEX_MARKER = "<!-- side-bench site index: built by side-bench leaderboard --index; do not edit -->"
 IMAGE_FOLDERS = ("plots", "galleries")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet reads these as a formula
+SAFE_CODE = re.compile(r"[A-Za-z0-9_.,=+%/:\- ]{1,80}")  # a finding's `code`: names and numbers only
 CSV_CELL_LIMIT = 32_000  # characters; spreadsheets hold 32,767 per cell
 
 
@@ -84,11 +99,14 @@ def _md_row(values) -> Markup:
 def _environment(kind: str) -> jinja2.Environment:
     loader = jinja2.PackageLoader("side_bench.report", "templates")
     if kind == "html":
-        return jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True,
-                                  undefined=jinja2.StrictUndefined)
+        environment = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                                         undefined=jinja2.StrictUndefined)
+        environment.filters["marks"] = lambda text: inline_marks(text, "html")
+        return environment
     environment = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True, lstrip_blocks=True,
                                      finalize=md_escape, undefined=jinja2.StrictUndefined)
     environment.filters["md_row"] = _md_row
+    environment.filters["marks"] = lambda text: inline_marks(text, "md")
     return environment
 
 
@@ -165,21 +183,30 @@ def find_reported(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
 def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
     """Plots for every table of the page, galleries copied: files under ``out``."""
     colours = attack_colours(list(dict.fromkeys(rows["attack"])))
+    reference = reference_attack(rows)  # UnCond: every rate plot's companion panel is the difference to it
     for table in page.tables():
         part = table.part
         first = part.iloc[0]
         args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out}
         # a model-level metric's lines are target models: their own colours, and no sweep (the
-        # attack's setting does not change the model)
+        # attack's setting does not change the model) and no difference to UnCond (no attacks)
         model_level = "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
         table.figures = [plot_against_scale(part, colours=attack_colours(list(dict.fromkeys(part["attack"])))
                                             if model_level else colours, **args),
-                         *([] if model_level else plot_sweeps(part, **args))]
-    _draw_setting_curves(page, rows, out, colours)
+                         *([] if model_level else _differences(part, colours, reference, args)),
+                         *([] if model_level else plot_sweeps(part, reference=reference, **args))]
+    _draw_setting_curves(page, rows, out, colours, reference)
     page.galleries = copy_galleries(rows, out)
 
 
-def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict) -> None:
+def _differences(part: pd.DataFrame, colours: dict, reference: str | None, args: dict) -> list:
+    """The companion panel of a rate plot (each attack minus UnCond), when there is one."""
+    figure = plot_difference_against_scale(part, colours=colours, reference=reference, **args)
+    return [] if figure is None else [figure]
+
+
+def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict,
+                         reference: str | None = None) -> None:
     """A metric given at several values of one setting (canary recall per count d) drawn against
     it, under the table of the curve's first metric id (per setup and band)."""
     for key, points in setting_curves(rows):
@@ -191,7 +218,8 @@ def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dic
             part = pd.concat([t.part.assign(x=points[str(t.part.iloc[0]["metric"])]) for t in group])
             title = os.path.commonprefix(sorted(points)).rstrip("0123456789").rstrip("-_ ") or group[0].metric
             group[0].figures += plot_setting_curve(part, key=key, title=title, band=group[0].band,
-                                                   setup=str(part.iloc[0]["setup"]), out=out, colours=colours)
+                                                   setup=str(part.iloc[0]["setup"]), out=out, colours=colours,
+                                                   reference=reference)
 
 
 def _stage(out: Path) -> Path:
@@ -274,6 +302,35 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
     return written
 
 
+def read_findings(path: Path) -> list[Finding]:
+    """The site index's order and findings (``FINDINGS_FILE`` beside the pages, e.g.
+    results/published/findings.toml); [] when there is none (then the index is alphabetical)."""
+    if not path.is_file():
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise BenchError(f"{path}: not readable TOML ({error})") from error
+    return parse_findings(data, str(path))
+
+
+def inline_marks(text: str, kind: str) -> Markup:
+    """A finding's text with its ``**bold**``, ``*italic*`` and `code` marks kept (as the README
+    writes them), everything else escaped for ``kind`` (html or md); code only of plain names."""
+    escape = Markup.escape if kind == "html" else md_escape
+    tags = {"**": ("<b>", "</b>"), "*": ("<i>", "</i>"), "`": ("<code>", "</code>")}
+    parts = []
+    for token in re.split(r"(\*\*[^*\n]+\*\*|\*[^*\s][^*\n]*\*|`[^`\n]+`)", str(text)):
+        mark = next((m for m in tags if len(token) > 2 * len(m) and token.startswith(m) and token.endswith(m)), None)
+        inner = token[len(mark):-len(mark)] if mark else token
+        if mark is None or (mark == "`" and not SAFE_CODE.fullmatch(inner)):
+            parts.append(str(escape(token)))
+        else:
+            opening, closing = tags[mark] if kind == "html" else (mark, mark)
+            parts.append(f"{opening}{escape(inner)}{closing}")
+    return Markup("".join(parts))
+
+
 def is_index(folder: Path) -> bool:
     """Whether ``folder`` holds a site index that ``write_index`` built (and may rebuild)."""
     try:
@@ -314,6 +371,9 @@ def write_index(root: str | Path, *, warn: Warn | None = warn_on_stderr) -> dict
     if not entries:
         raise BenchError(f"--index {root}: no leaderboard below it (no */{SUMMARY_FILE}; write one with "
                          f"side-bench leaderboard RESULTS --format md --format html --out {root}/NAME)")
+    entries, missing = order_entries(entries, read_findings(root / FINDINGS_FILE))
+    if missing and warn is not None:
+        warn(f"{root / FINDINGS_FILE}: no page in {root} for {', '.join(missing)}; its finding is left out of the index")
     index = IndexPage(title=INDEX_TITLE, marks=MARKS, entries=entries)
     written = {}
     for kind in ("html", "md"):

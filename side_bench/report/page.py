@@ -82,6 +82,14 @@ class Cell:
     best: bool = False
     dim: bool = False  # not significantly above the null, or not computable
     title: str = ""  # why a value is missing (a tooltip in HTML, a footnote-free text in Markdown)
+    # the part of ``text`` that HTML puts on a second line (the interval and count, see
+    # ``second_line``); Markdown and the CSV keep the one-line ``text``
+    detail: str = ""
+
+    @property
+    def head(self) -> str:
+        """The first line in HTML: ``text`` without ``detail`` (the value, sd, rank and marks)."""
+        return " ".join(self.text.replace(self.detail, "", 1).split()) if self.detail else self.text
 
 
 @dataclass
@@ -130,9 +138,12 @@ class SetupPage:
 class AttackEntry:
     name: str
     colour: str
-    condition: str  # name (settings)
+    condition: str  # name (the settings that differ between the page's attacks, see differing_settings)
     extractor: str
     description: str
+    # the rest of its settings, each the same in every attack that has it ("" when none): on demand
+    condition_rest: str = ""
+    extractor_rest: str = ""
 
 
 @dataclass
@@ -168,6 +179,11 @@ class Page:
     headline_rule: str = ""  # HEADLINE_RULE when it chose a setup's headline, for the legend
 
     @property
+    def has_settings_rest(self) -> bool:
+        """Whether an attack has settings beyond those that differ (shown on demand)."""
+        return any(a.condition_rest or a.extractor_rest for a in self.attacks)
+
+    @property
     def has_details(self) -> bool:
         return any(s.details or s.diagnostics for s in self.setups)
 
@@ -195,6 +211,20 @@ def cell_text(line, unit: str | None) -> str:
     return text
 
 
+def second_line(line, unit: str | None, text: str, prefix: str = "") -> str:
+    """What of a cell's ``text`` goes on its second line in HTML, so that a cell takes at most two
+    lines however narrow its column: the interval and the count ('[39.45, 42.46] (1677/4096)'),
+    the part of ``format_cell`` after the value; for a value that is missing, why (the HTML cuts
+    it to the column's width, the whole reason is the cell's tooltip); '' when ``text`` does not
+    hold it as such."""
+    value = format_value(unit, getattr(line, prefix + "value", None))
+    if not value and text.startswith("n/a (") and text.endswith(")"):  # why it is missing: cut to the column
+        return text[len("n/a "):]
+    whole = format_cell(unit, line, prefix)
+    detail = whole[len(value):].strip() if value and whole.startswith(value) else ""
+    return detail if detail and detail in text else ""
+
+
 def _sort_key(value) -> str:
     return "" if value is None or pd.isna(value) or not math.isfinite(float(value)) else repr(float(value))
 
@@ -216,9 +246,10 @@ def make_table(setup: str, metric: str, band: str, part: pd.DataFrame, styles: d
             text = cell_text(line, unit)
             row_cells.append(Cell(text, _sort_key(line.value), best=bool(line.best) and bool(text),
                                   dim=pd.isna(line.value) or (pd.notna(line.p_null) and not line.above_null),
-                                  title=cap(line.reason or "", 200)))
+                                  title=cap(line.reason or "", 200), detail=second_line(line, unit, text)))
         rows.append(Row(cap(attack), row_cells, colour=styles.get(attack, ("", ""))[0]))
-    null_cells = [Cell(format_cell(unit, nulls[s], "null_"), _sort_key(nulls[s].null_value)) for s in scales]
+    null_cells = [Cell(text, _sort_key(nulls[s].null_value), detail=second_line(nulls[s], unit, text, "null_"))
+                  for s in scales for text in [format_cell(unit, nulls[s], "null_")]]
     rows.append(Row(NULL_LABEL, null_cells, null=True))
     from side_bench.report.leaderboard import RESOLUTION_LABEL, resolution_texts
 
@@ -279,8 +310,10 @@ def _model_table(setup: str, metric: str, band: str, part: pd.DataFrame, unit: s
     for target in dict.fromkeys(part["attack"]):
         found = [cells.get((target, s)) for s in scales]
         rows.append(Row(cap(target), [Cell("") if line is None else
-                                      Cell(cell_text(line, unit), _sort_key(line.value), dim=pd.isna(line.value),
-                                           title=cap(line.reason or "", 200)) for line in found]))
+                                      Cell(text, _sort_key(line.value), dim=pd.isna(line.value),
+                                           title=cap(line.reason or "", 200), detail=second_line(line, unit, text))
+                                      for line in found for text in [cell_text(line, unit) if line is not None
+                                                                     else ""]]))
     rows += saturation_rows(part, scales)
     first = part.iloc[0]
     return Table(key=file_stem("t", setup, metric, band), setup=cap(setup, 160), metric=cap(metric, 40),
@@ -544,34 +577,93 @@ def plugin_attribute(kind: str, name: str, attribute: str) -> str:
     return cap(value, 60) if isinstance(value, str) and value.strip() else ""
 
 
-def _settings_text(name, settings, first=()) -> str:
-    """'side (guidance_scale=3.0, ...)': the swept settings first, the rest alphabetical."""
-    if not isinstance(settings, dict) or not settings:
+SETTING_ROLES = ("condition", "extractor")  # an attack is a condition and an extractor, each with settings
+
+
+def _attack_settings(rows: pd.DataFrame, attacks) -> dict[str, dict[str, dict]]:
+    """{attack: {role: its settings}} from each attack's first row (a dict; {} when it has none)."""
+    found = {}
+    for attack in attacks:
+        part = rows[rows["attack"] == attack]
+        if part.empty:
+            continue
+        row = part.iloc[0]
+        found[attack] = {role: row.get(f"{role}_settings") if isinstance(row.get(f"{role}_settings"), dict) else {}
+                         for role in SETTING_ROLES}
+    return found
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def differing_settings(settings: dict[str, dict[str, dict]], plugins: dict[str, dict[str, str]]) -> dict[str, set[str]]:
+    """{role: the setting names that tell the page's attacks apart} (SIDE's guidance_scale, Cond's
+    classifier_steps against SIDE's, K, ...): a value that differs between two attacks that both
+    have the setting, or a setting that some attacks of one plugin (``plugins``: {attack: {role:
+    name}}) record and others do not (a setting added later is recorded only when it is not its
+    default, so that older cells keep their config hash). A setting of one plugin alone, the
+    same wherever it is, is not among them: the plugin's name already differs."""
+    differing = {}
+    for role in SETTING_ROLES:
+        values: dict[str, set[str]] = {}
+        recorded: dict[tuple[str, str], set[bool]] = {}
+        for by_role in settings.values():
+            for key, value in by_role[role].items():
+                values.setdefault(key, set()).add(_canonical(value))
+        for key in values:
+            for attack, by_role in settings.items():
+                recorded.setdefault((key, plugins[attack][role]), set()).add(key in by_role[role])
+        differing[role] = {key for key, seen in values.items() if len(seen) > 1} | \
+            {key for (key, _), seen in recorded.items() if len(seen) > 1}
+    return differing
+
+
+def _setting_text(key, value) -> str:
+    return f"{cap(key, 40)}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def _settings_text(name, settings, keys, limit: int = 300) -> str:
+    """'side (guidance_scale=0.3, classifier_steps=1000)': the plugin and the given settings, in order."""
+    shown = [k for k in keys if k in settings] if isinstance(settings, dict) else []
+    if not shown:
         return cap(name or "", 40)
-    keys = [k for k in first if k in settings] + sorted(k for k in settings if k not in first)
-    text = ", ".join(f"{cap(k, 40)}={v if isinstance(v, str) else json.dumps(v)}" for k, v in
-                     ((k, settings[k]) for k in keys))
-    return cap(f"{name} ({text})", 160)
+    return cap(f"{name} ({', '.join(_setting_text(k, settings[k]) for k in shown)})", limit)
+
+
+def _swept_names(swept) -> list[str]:
+    """The settings an attack sweeps, by name: 'extractor.guidance_scale' (newer rows) -> 'guidance_scale'."""
+    return [str(k).split(".", 1)[-1] for k in (swept or {})]
 
 
 def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
+    """The legend's attacks: each with the settings that differ between the page's attacks first
+    (swept ones before the rest), and every other setting apart, for the reader who asks."""
+    settings = _attack_settings(rows, styles)
+    firsts = {attack: rows[rows["attack"] == attack].iloc[0] for attack in settings}
+    differing = differing_settings(settings, {attack: {role: str(row.get(role)) for role in SETTING_ROLES}
+                                              for attack, row in firsts.items()})
     entries = []
     for attack in styles:
-        found = rows[rows["attack"] == attack]
-        if found.empty:
+        if attack not in settings:
             continue
-        row = found.iloc[0]
+        row = firsts[attack]
         condition, extractor = row.get("condition"), row.get("extractor")
         said = [d for d in (plugin_description("conditions", condition), plugin_description("extractors", extractor))
                 if d]
         threat = plugin_attribute("extractors", extractor, "threat_model")
         if threat:  # what the attacker needs: the reader compares attacks of one threat model
             said.append(f"threat model: {threat}")
-        swept = list(row.get("swept") or {})
-        entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0],
-                                   condition=_settings_text(condition, row.get("condition_settings"), swept),
-                                   extractor=_settings_text(extractor, row.get("extractor_settings"), swept),
-                                   description=" / ".join(said)))
+        swept = _swept_names(row.get("swept"))
+        texts = {}
+        for role, name in (("condition", condition), ("extractor", extractor)):
+            mine = settings[attack][role]
+            first = [k for k in swept if k in differing[role]] + sorted(differing[role] - set(swept))
+            rest = sorted(k for k in mine if k not in differing[role])
+            texts[role] = _settings_text(name, mine, first)
+            texts[f"{role}_rest"] = cap(", ".join(_setting_text(k, mine[k]) for k in rest), 1500)
+        entries.append(AttackEntry(name=cap(attack), colour=styles[attack][0], description=" / ".join(said),
+                                   **texts))
     return entries
 
 
@@ -782,6 +874,7 @@ class IndexEntry:
     md: str
     sources: list[str]
     setups: list[SetupPage]
+    findings: list[Finding] = field(default_factory=list)  # from the index folder's FINDINGS_FILE
 
 
 @dataclass
@@ -842,3 +935,71 @@ def index_entry(folder: str, data: dict, where: str) -> IndexEntry:
                           sources=[cap(str(s), 120) for s in data["sources"]], setups=setups)
     except (KeyError, TypeError, AttributeError) as error:
         raise BenchError(f"{where}: malformed summary ({type(error).__name__}: {error})") from error
+
+
+# ------------------------------------------------------------------------------------------
+# The site index's order and one-line findings: a small committed file beside the pages
+# ------------------------------------------------------------------------------------------
+
+FINDINGS_FILE = "findings.toml"
+FINDING_KEYS = {"study": str, "finding": str, "pages": list, "details": str}
+
+
+@dataclass
+class Finding:
+    """One study's one-line finding (a row of the README's 'What the benchmarks found' table):
+    ``study`` and ``finding`` as the README has them (``**bold**`` and ``code`` marks allowed),
+    the published folders it is about (``pages``) and its findings page (``details``, a path
+    relative to the findings file)."""
+
+    study: str
+    finding: str
+    pages: list[str]
+    details: str = ""
+
+
+def parse_findings(data: dict, where: str) -> list[Finding]:
+    """The ``[[study]]`` tables of a findings file, in order; a malformed one is a one-line
+    error naming the file, the study and the field."""
+    if set(data) - {"study"}:
+        raise BenchError(f"{where}: unknown key(s) {', '.join(sorted(set(data) - {'study'}))} (expected [[study]] tables)")
+    studies = data.get("study", [])
+    if not isinstance(studies, list):
+        raise BenchError(f"{where}: study: expected [[study]] tables")
+    found = []
+    for number, study in enumerate(studies, start=1):
+        here = f"{where}: study {number}"
+        if not isinstance(study, dict):
+            raise BenchError(f"{here}: expected a table")
+        if unknown := set(study) - set(FINDING_KEYS):
+            raise BenchError(f"{here}: unknown key(s) {', '.join(sorted(unknown))} "
+                             f"(expected {', '.join(FINDING_KEYS)})")
+        for key, kind in FINDING_KEYS.items():
+            if key in ("study", "finding", "pages") and key not in study:
+                raise BenchError(f"{here}: {key}: missing")
+            if key in study and not isinstance(study[key], kind):
+                raise BenchError(f"{here}: {key}: expected a {'list of folder names' if kind is list else 'string'}")
+        pages = study["pages"]
+        if not all(isinstance(page, str) and page and "/" not in page and not page.startswith(".") for page in pages):
+            raise BenchError(f"{here}: pages: expected names of folders beside {FINDINGS_FILE}")
+        details = study.get("details", "")
+        if details and (":" in details or details.startswith(("/", "\\")) or not details.endswith(".md")):
+            raise BenchError(f"{here}: details: expected a relative path to a Markdown page, got {cap(details, 80)!r}")
+        found.append(Finding(study=cap(study["study"], 200), finding=cap(study["finding"], 1000), pages=list(pages),
+                             details=cap(details, 200)))
+    return found
+
+
+def order_entries(entries: list[IndexEntry], findings: list[Finding]) -> tuple[list[IndexEntry], list[str]]:
+    """The index's entries in the findings' order (a page's first study), each with its findings;
+    pages no study names after them, alphabetically. Also the folders the findings name that
+    are not in the index (to warn about: a renamed or removed page)."""
+    first = {}
+    for position, finding in enumerate(findings):
+        for page in finding.pages:
+            first.setdefault(page, position)
+    by_folder = {e.folder: e for e in entries}
+    for entry in entries:
+        entry.findings = [f for f in findings if entry.folder in f.pages]
+    ordered = sorted(entries, key=lambda e: (e.folder not in first, first.get(e.folder, 0), e.folder))
+    return ordered, [page for page in first if page not in by_folder]

@@ -20,6 +20,9 @@
   Clopper-Pearson interval: at least 95% at every true rate, where Wilson's dips to 0.88 at
   a rate of 0.2% of 64 members. It covers the TPR at the threshold found (set by the
   non-members); the threshold's own uncertainty is not in it (see ``membership_tpr``).
+- The difference of two rates (a plot's panel against UnCond) gets Newcombe's hybrid score
+  interval, built from the two Wilson intervals (``newcombe``); of two other statistics, the
+  normal interval of their standard errors (``difference``), as the z-test below.
 - Two rates are compared with Fisher's exact test on the 2x2 table (two-sided; one-sided
   against the null baseline); two other statistics with a two-sided z-test on their
   difference, using their standard errors (the candidate sets are independent).
@@ -285,6 +288,31 @@ def z_test(value1: float, se1: float, value2: float, se2: float, alternative: st
     if alternative == "less":
         return float(stats.norm.cdf(z))
     return float(2 * stats.norm.sf(abs(z)))
+
+
+def newcombe(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+    """(difference, low, high): k1/n1 - k2/n2 with Newcombe's hybrid score 95% interval (his
+    method 10, Stat. Med. 1998), from the two Wilson intervals: unlike the normal interval it
+    stays inside [-1, 1] and keeps its coverage at 0 of n (a rate of 0 is common at large scales)."""
+    p1, p2 = k1 / n1, k2 / n2
+    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    d = p1 - p2
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def difference(a: dict, b: dict) -> tuple[float, float, float] | None:
+    """(difference, low, high): estimate ``a`` minus ``b`` with a 95% interval by what their data
+    allow, as ``compare`` tests them: Newcombe's interval when both are counts, else the normal
+    interval of the standard errors. None when neither applies."""
+    if a.get("value") is None or b.get("value") is None:
+        return None
+    if _known(a.get("count")) and _known(b.get("count")) and _known(a.get("n")) and _known(b.get("n")) \
+            and a.get("se") is None and b.get("se") is None and a["n"] > 0 and b["n"] > 0:
+        return newcombe(int(a["count"]), int(a["n"]), int(b["count"]), int(b["n"]))
+    if _known(a.get("se")) and _known(b.get("se")):
+        d, spread = a["value"] - b["value"], Z * math.hypot(a["se"], b["se"])
+        return d, d - spread, d + spread
+    return None
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
