@@ -26,6 +26,12 @@ Schema versions:
        on training sets without duplicates (every suite before canaries) only a pair within
        float32 rounding of a band edge or the Gu threshold can differ. The version tells them
        apart.
+    4  rows (``ROW_SCHEMA_VERSION``): the same fields and ``cost``, what the cell's attack spent
+       as the runner measured it (side_bench/cost.py: UNet evaluations forward and backward,
+       guide evaluations, images sampled, classifier training, per draw and fixed, rankers and
+       diagnostics apart, seconds per attacker stage). Version-3 rows are upgraded with
+       ``cost`` null: not measured. The cost is no part of the config hash: a rerun that
+       measures it lands in the same run folder under the same cell.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from side_bench.errors import BenchError, one_line
 if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
     import jsonschema
 
-ROW_SCHEMA_VERSION = 3
+ROW_SCHEMA_VERSION = 4
 MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
@@ -128,11 +134,16 @@ def _row_2_to_3(row: dict) -> dict:
     return {**row, "schema_version": 3}
 
 
+def _row_3_to_4(row: dict) -> dict:
+    # written before the runner measured cost: null, never a guess
+    return {**row, "cost": row.get("cost"), "schema_version": 4}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
-ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3}
+ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3, 3: _row_3_to_4}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 
