@@ -285,6 +285,35 @@ def _print_summary(rows: list[dict]) -> None:
                   right=("scale", "seed", "value", "null"))
 
 
+def _print_costs(rows: list[dict]) -> None:
+    """One line per cell: what its attack spent, as the runner measured it (side_bench/cost.py)."""
+    from side_bench.cost import EQUIVALENTS_TEXT, equivalents
+
+    cells = {}
+    for row in rows:
+        cells.setdefault(row["config_hash"], row)
+    lines = []
+    for row in cells.values():
+        spent = row.get("cost")
+        head = [str(row["scale"]), row["attack"], str(row["seed"]), f"{row['n_generations']:,}"]
+        if not isinstance(spent, dict) or not spent.get("measured"):
+            lines.append([*head, *[""] * 7, "not measured"])
+            continue
+        total = equivalents(spent)
+        said = [f"{spent.get('unet_forward', 0):,}", f"{spent.get('unet_backward', 0):,}",
+                f"{spent.get('guide_evals', 0):,}", f"{spent.get('sampled_images', 0):,}",
+                f"{spent.get('classifier_train_images', 0):,}", f"{equivalents(spent.get('fixed')):,.0f}",
+                f"{total:,.0f} ({total / max(row['n_generations'], 1):,.1f}/candidate)"]
+        notes = ([f"cached: {', '.join(sorted(spent.get('cached') or {}))}"] if spent.get("cached") else []) \
+            + list(spent.get("unmeasured") or []) + list(spent.get("notes") or [])
+        lines.append([*head, *said, "; ".join(notes)])
+    print_listing(f"cost per cell, measured by the runner ({EQUIVALENTS_TEXT})",
+                  ["scale", "attack", "seed", "N_G", "UNet fwd", "UNet bwd", "guide", "sampled", "classifier imgs",
+                   "fixed (equiv.)", "total (equiv.)", "notes"],
+                  lines, right=("scale", "seed", "N_G", "UNet fwd", "UNet bwd", "guide", "sampled", "classifier imgs",
+                                "fixed (equiv.)", "total (equiv.)"))
+
+
 def parse_settings(pairs: tuple[str, ...], option: str) -> dict:
     """``("path=/x/w.pt", "resize=224")`` -> ``{"path": "/x/w.pt", "resize": 224}``: each value as
     the same text would be read in a suite's TOML table, so the Settings checks see the types a
@@ -389,6 +418,7 @@ def show(run_dir, as_json):
         return
     if rows:
         _print_summary(rows)
+        _print_costs(rows)
     else:
         click.echo("no rows yet")
     for failure in failures:

@@ -97,6 +97,7 @@ class DenoiseLoss:
     """
 
     description = "minus the target's denoising error at small t (membership-style)"
+    prefix_invariant = True  # a candidate's loss is its own: the first k scores are a prefix's
 
     @dataclass
     class Settings:
