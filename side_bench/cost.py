@@ -130,10 +130,12 @@ class Meter:
             bucket[kind] = bucket.get(kind, 0) + n
 
     def total(self) -> dict:
-        """Every count so far, wherever it went (cache entries diff it)."""
+        """Every count so far but the diagnostics' (cache entries diff it: an entry's cost is
+        what the attack paid to make it, not what the benchmark measured of it meanwhile)."""
         found: dict = {}
-        for bucket in self.buckets.values():
-            _add(found, bucket)
+        for name, bucket in self.buckets.items():
+            if name != "aside":
+                _add(found, bucket)
         for batch in self.ledger:
             _add(found, batch.counts)
         if self.batch is not None:
@@ -164,9 +166,8 @@ class Meter:
         leaf = getattr(unet, "conv_in", None)
 
         def top(module, args, kwargs):
-            x = args[0] if args else kwargs.get("sample")
-            if meter.where is not None and hasattr(x, "shape") and len(x.shape):
-                meter.top_images += int(x.shape[0])
+            if meter.where is not None:
+                meter.top_images += _batch(args[0] if args else kwargs.get("sample"))
 
         def first_layer(module, args, output):
             if meter.where is None:
@@ -190,10 +191,10 @@ class Meter:
             handles.append(leaf.register_forward_hook(first_layer))
         else:  # no first layer to count at: the module's calls, forward only
             def whole(module, args, kwargs, output):
-                x = args[0] if args else kwargs.get("sample")
-                if meter.where is not None and hasattr(x, "shape"):
-                    meter.leaf_images += int(x.shape[0])
-                    meter.add("unet_forward", int(x.shape[0]))
+                if meter.where is not None:
+                    n = _batch(args[0] if args else kwargs.get("sample"))
+                    meter.leaf_images += n
+                    meter.add("unet_forward", n)
             handles.append(unet.register_forward_hook(whole, with_kwargs=True))
             self.notes.append(f"the {role} UNet has no conv_in: counted at its module call, forward only")
         self._handles.append((unet, handles))
@@ -220,7 +221,8 @@ class Meter:
         """A cache entry's stored cost, charged to this cell as preparation."""
         if self.where is None or self.where.startswith("aside"):
             return
-        with self._scope("prepare"):
+        # a ranker's entry is the ranker's; anything else the attack loads is its preparation
+        with contextlib.nullcontext() if self.where.startswith("ranker:") else self._scope("prepare"):
             for name, value in counts.items():
                 if name in COUNTS:
                     self.add(name, value)
@@ -280,6 +282,14 @@ class Meter:
             "diagnostics": _tidy(self.buckets.get("aside", {}), zeros=False),
             "seconds": seconds, "device": device, "notes": notes, "unmeasured": list(self.unmeasured),
         }
+
+
+def _batch(x) -> int:
+    """Images in a UNet's input (0 for anything without a batch dimension)."""
+    try:
+        return int(x.shape[0])
+    except (AttributeError, IndexError, TypeError):
+        return 0
 
 
 def _per(counts: dict, size: int) -> dict:

@@ -303,10 +303,13 @@ class Extractor(Protocol):
     # pre-trained model a fine-tuned target came from, ``TargetModel.base_unet``).
     #
     # What an extractor spends is measured by the runner where it is spent (side_bench/cost.py),
-    # never taken from the extractor: the target's UNets are counted at their first layer, and
-    # the core sampler (``ddim_sample``) and classifier training count the guide, the draws and
-    # the training steps. An extractor with a sampling loop of its own is counted all the same
-    # (its UNet evaluations), its cost spread evenly over its candidates.
+    # never taken from the extractor: the target's UNets (``unet`` and ``base_unet``) are counted
+    # at their first layer (``conv_in``: every diffusers UNet has one; a model without it is
+    # counted at its module call), and the core sampler (``ddim_sample``) and classifier
+    # training count the guide, the draws and the training steps. A guidance function given to
+    # ``ddim_sample`` may say what it is with an attribute ``guide`` ("classifier", "kernel"),
+    # how its evaluations are counted. An extractor with a sampling loop of its own is counted
+    # all the same (its UNet evaluations), its cost spread evenly over its candidates.
     #
     # Optional: ``planned_cost(n) -> dict``, what ``run --dry-run`` counts for ``n`` candidates,
     # since only the extractor knows what it runs: "unet_evals" (the target UNet's image-steps,

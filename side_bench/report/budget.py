@@ -297,7 +297,14 @@ def equal_cost(rows, *, attacks: list[str] | None = None, reference: str | None 
             lines.append(base)
             continue
         attack = records.get(row)
-        lines.extend(_arms(base, attack, [records.get(r) for r in candidates]))
+        lines.extend(at_equal_cost(base, attack, [records.get(r) for r in candidates]))
+    return corrected(lines)
+
+
+def corrected(lines: list[dict]) -> pd.DataFrame:
+    """The lines as a frame, each question's p-values Holm-corrected over the lines that have
+    one, and each line's verdict: 'more' / 'fewer' (the attack against the reference,
+    significant at alpha), 'n.s.', or '' where untested."""
     frame = pd.DataFrame(lines)
     if frame.empty:
         return frame
@@ -312,7 +319,10 @@ def equal_cost(rows, *, attacks: list[str] | None = None, reference: str | None 
     return frame
 
 
-def _arms(base: dict, attack: CellRecord, references: list[CellRecord]) -> list[dict]:
+def at_equal_cost(base: dict, attack: CellRecord, references: list[CellRecord]) -> list[dict]:
+    """The lines of one attack cell (``base``: what names it) against the reference's cells on
+    its target (``references``, smallest N_G first): the reference alone, then with each
+    ranker; raw p-values (``corrected`` applies Holm's correction over a view)."""
     budget = attack.total
     reaching = [r for r in references if r.total is not None and r.total >= budget * (1 - 1e-12)]
     chosen = reaching[0] if reaching else references[-1]
@@ -392,3 +402,38 @@ def _verdict(line: dict, question: str) -> str:
     else:
         ahead = line["precision"] > line["reference_precision"]
     return "more" if ahead else "fewer"
+
+
+def compare_equal_cost(run_dir: str | Path | list[str | Path], attack: str, reference: str, *,
+                       scale: int | None = None, seed: int | None = None, band: str = "high",
+                       by: str = "ams") -> pd.DataFrame:
+    """``attack`` against ``reference``'s prefix of the attack's own total cost, on each target
+    model both ran on (report/budget.py ``equal_cost``): one line per scale and seed and arm
+    (the reference alone, then with each ranker it ran). The copy criterion is ``by``'s
+    ``memorized`` (``band`` for a metric with bands), as in ``compare_attacks``. The reference
+    may be in another run folder (a companion suite at a larger N_G: a larger N_G of one seed
+    holds the same first candidates). Both need a measured cost (row schema 4)."""
+    from side_bench.report.compare import copy_rule
+    from side_bench.results.records import find_rows_files, read_rows_file
+
+    run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    where = ", ".join(map(str, run_dirs))
+    rows = [{**r, "run_dir": str(f.parent)} for f in find_rows_files(run_dirs) for r in read_rows_file(f)]
+    attacks = {r["attack"] for r in rows}
+    for name in (attack, reference):
+        if name not in attacks:
+            raise BenchError(f"{where}: no attack {name!r} (found: {', '.join(sorted(attacks))})")
+    if attack == reference:
+        raise BenchError("--equal-cost: expected two different attacks (the second is the reference whose prefix is taken)")
+    chosen = [r for r in rows if (scale is None or r["scale"] == scale) and (seed is None or r["seed"] == seed)]
+    for name in (attack, reference):
+        mine = [r for r in chosen if r["attack"] == name]
+        if mine and not any(measured(r) for r in mine):
+            raise BenchError(f"--equal-cost: {name!r} has no measured cost in {where} (rows written before row "
+                             f"schema 4); run its cells again to measure it")
+    rule = copy_rule(by, band, rows)
+    frame = equal_cost(chosen, attacks=[attack], reference=reference, records=Records(rule))
+    if frame.empty or "reference_k" not in frame:
+        raise BenchError(f"{where}: {attack!r} and {reference!r} never ran on the same target model "
+                         "(model key, scale and seed)" + (f" at scale {scale}" if scale is not None else ""))
+    return frame.reset_index(drop=True)
