@@ -304,8 +304,10 @@ def _print_costs(rows: list[dict]) -> None:
                 f"{spent.get('guide_evals', 0):,}", f"{spent.get('sampled_images', 0):,}",
                 f"{spent.get('classifier_train_images', 0):,}", f"{equivalents(spent.get('fixed')):,.0f}",
                 f"{total:,.0f} ({total / max(row['n_generations'], 1):,.1f}/candidate)"]
-        notes = ([f"cached: {', '.join(sorted(spent.get('cached') or {}))}"] if spent.get("cached") else []) \
-            + list(spent.get("unmeasured") or []) + list(spent.get("notes") or [])
+        stages = row.get("stage_seconds") or {}
+        seconds = sum(float(stages.get(stage, 0)) for stage in ("condition", "extraction", "rankers"))
+        notes = [f"attacker {seconds:,.1f} s on {row.get('device') or '?'} (condition, extraction, rankers)",
+                 *(spent.get("unmeasured") or []), *(spent.get("notes") or [])]
         lines.append([*head, *said, "; ".join(notes)])
     print_listing(f"cost per cell, measured by the runner ({EQUIVALENTS_TEXT})",
                   ["scale", "attack", "seed", "N_G", "UNet fwd", "UNet bwd", "guide", "sampled", "classifier imgs",

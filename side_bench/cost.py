@@ -19,7 +19,7 @@ attacker stages run (condition, extraction, each ranker) a ``Meter`` is current,
   (PGD and gradient-penalty passes apart) as preparation, a fixed cost; so does a model
   trained with ``train_denoiser`` during an attacker stage;
 - the core's diagnostics (held-out accuracy, gradient alignment) run ``aside``: the benchmark
-  measures them, the attacker would not pay them, so they are kept apart;
+  measures them, the attacker would not pay them, so they are not counted;
 - a cache entry made while a meter is current stores what it cost (``results/cache.py``), and
   a cell that loads it is charged that again, so a cell's cost does not depend on which cell
   happened to fill the cache. An entry made before cost was measured is noted as unmeasured.
@@ -111,7 +111,6 @@ class Meter:
         self.batch: Batch | None = None
         self.notes: list[str] = []  # how something was counted
         self.unmeasured: list[str] = []  # what was not counted: the record is not complete
-        self.cached: dict[str, int] = {}
         self.top_images = 0  # images the UNets' module calls received
         self.leaf_images = 0  # images their first layers received
         self.exported = False
@@ -217,7 +216,7 @@ class Meter:
         before, now = self._marks.pop(key), self.total()
         return _tidy({kind: now.get(kind, 0) - before.get(kind, 0) for kind in COUNTS})
 
-    def replay(self, counts: dict, kind: str) -> None:
+    def replay(self, counts: dict) -> None:
         """A cache entry's stored cost, charged to this cell as preparation."""
         if self.where is None or self.where.startswith("aside"):
             return
@@ -226,7 +225,6 @@ class Meter:
             for name, value in counts.items():
                 if name in COUNTS:
                     self.add(name, value)
-        self.cached[kind] = self.cached.get(kind, 0) + 1
 
     # -- the record -------------------------------------------------------------------------
 
@@ -242,8 +240,12 @@ class Meter:
         draws = [order.get(fingerprint(image)) for image in images]
         return None if any(d is None for d in draws) else draws
 
-    def record(self, n_candidates: int, draws: list[int] | None, seconds: dict, device: str) -> dict:
-        """The row's ``cost`` object (schema/row.schema.json)."""
+    def record(self, n_candidates: int, draws: list[int] | None) -> dict:
+        """The row's ``cost`` object (schema/row.schema.json): counts only, the same on every
+        run of a cell whether its classifiers and pools were made or loaded (what was loaded,
+        and the diagnostics counted aside, stay out of it: they depend on the cache); the
+        attacker's seconds per stage are the row's ``stage_seconds`` (condition, extraction,
+        rankers) on its ``device``."""
         fixed = _add(_add({}, self.buckets.get("condition", {})), self.buckets.get("prepare", {}))
         loose = self.buckets.get("extraction", {})  # extraction work outside the sampler's batches
         sampled = [batch for batch in self.ledger if batch.size]
@@ -276,11 +278,9 @@ class Meter:
             **_tidy(totals),
             "fixed": _tidy(fixed, zeros=False), "segments": [[size, per] for size, per in segments],
             "attribution": attribution, "draws": sum(batch.size for batch in sampled),
-            "cached": dict(self.cached),
             "rankers": {name[len("ranker:"):]: _tidy(counts, zeros=False) for name, counts in self.buckets.items()
                         if name.startswith("ranker:")},
-            "diagnostics": _tidy(self.buckets.get("aside", {}), zeros=False),
-            "seconds": seconds, "device": device, "notes": notes, "unmeasured": list(self.unmeasured),
+            "notes": notes, "unmeasured": list(self.unmeasured),
         }
 
 
@@ -398,7 +398,7 @@ def cache_loaded(stored: dict | None, kind: str) -> None:
     if meter is None or meter.where is None or meter.where.startswith("aside"):
         return
     if isinstance(stored, dict):
-        meter.replay(stored, kind)
+        meter.replay(stored)
     else:
         note = f"a cached {kind} made before cost was measured was loaded: its cost is not counted"
         if note not in meter.unmeasured:

@@ -108,7 +108,6 @@ def test_classifier_guidance_adds_n_times_steps_guide_evaluations(runs):
     assert spent["classifier_train_steps"] == CLASSIFIER_STEPS
     assert spent["classifier_train_images"] == CLASSIFIER_STEPS * CLASSIFIER_BATCH == 12
     assert spent["fixed"] == {"classifier_train_steps": 3, "classifier_train_images": 12}
-    assert spent["diagnostics"]["unet_forward"] > 0  # the alignment diagnostic's UNet calls, kept apart
     assert equivalents(spent) == pytest.approx(32 + 0.6 * 32 + 12)
     # guidance only at t < 500: DDIM's 4 timesteps are 750, 500, 250 and 0, so 2 of them
     window = cost_of(runs["8"][0], "cond-window")
@@ -146,9 +145,7 @@ def test_a_cached_classifier_or_pool_costs_what_making_it_cost(runs):
     fresh, cached = runs["8"][0], runs["8-cached"][0]
     for attack in ("cond", "cond-x0", "side-exact"):
         first, again = cost_of(fresh, attack), cost_of(cached, attack)
-        assert again["cached"] and not first.get("cached", {}).get("classifier")
-        drop = ("seconds", "cached", "notes", "diagnostics")  # a loaded classifier's held-out accuracy is not remeasured
-        assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in again.items() if k not in drop}
+        assert first == again, attack
 
 
 def test_a_prefix_of_the_curve_is_the_run_at_that_n_g(runs):

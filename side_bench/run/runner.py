@@ -167,7 +167,7 @@ class CellRunner:
             candidates01 = to_unit(candidates.images)  # what rankers, features and the gallery see
             with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
                 rankings = self._rankings(config, candidates01, target, ctx, meter)
-            spent = cell_cost(meter, candidates.images, timer.seconds, self.device)
+            spent = cell_cost(meter, candidates.images)
         bands = [Band(**b) for b in config["bands"]]
         metrics = build_metrics(registry, config)
         who = {name: registry.get("metrics", (config.get("metric_components") or {}).get(name, name)).describe()
@@ -320,17 +320,14 @@ class StageTimer:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
 
 
-ATTACK_STAGES = ("condition", "extraction", "rankers")
-
-
-def cell_cost(meter, images, stage_seconds: dict, device: str) -> dict:
+def cell_cost(meter, images) -> dict:
     """The row's ``cost`` (side_bench/cost.py ``Meter.record``), and under ``draw_of`` which
-    draw made each candidate (None: candidate i was draw i + 1, or it could not be told)."""
+    draw made each candidate (None: candidate i was draw i + 1, or it could not be told). The
+    attacker's seconds are the row's ``stage_seconds`` (condition, extraction, rankers)."""
     import numpy as np
 
     draws = meter.draw_of(images)
-    record = meter.record(len(images), draws, {k: stage_seconds[k] for k in ATTACK_STAGES if k in stage_seconds},
-                          device)
+    record = meter.record(len(images), draws)
     ordered = draws is None or np.array_equal(np.asarray(draws), np.arange(1, len(images) + 1))
     return {**record, "draw_of": None if ordered else np.asarray(draws, dtype=np.int64)}
 
