@@ -54,6 +54,9 @@ COUNTS = ("unet_forward", "unet_backward", "guide_evals", "kernel_evals", "sampl
 # pool; not measured apart). Images sampled are a count of chains, not of work: no equivalent.
 EQUIVALENTS = {"unet_forward": 1.0, "unet_backward": 0.9, "guide_evals": 0.6, "classifier_train_images": 1.0,
                "classifier_pgd_passes": 0.46, "classifier_penalty_passes": 0.76, "model_train_images": 3.0}
+# UnCond + a ranker whose score needs all of a cell's candidates (the clique) is compared at an
+# attack's cost only on a whole UnCond cell that spends at least this share of it (report/budget.py)
+SPEND_SHARE = 0.9
 EQUIVALENTS_TEXT = ("cost in UNet-evaluation equivalents (one image through the target's UNet at one step = 1): "
                     "UNet forward 1, backward through the UNet 0.9, guide evaluation (classifier forward and "
                     "backward, or kernel) 0.6, classifier training image 1 (PGD pass 0.46, gradient-penalty pass "

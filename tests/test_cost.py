@@ -201,6 +201,14 @@ def test_planned_cost_against_measured(runs):
     # a rejection pool is known only after the run: the plan assumes 4 draws per candidate, and
     # at N_G 8 the pool is whole streams of 256 (>= 32 per candidate)
     assert by_attack["side-exact"] == 4 * N * S + N_SYN * POOL_STEPS < measured["side-exact"]
+    # what the equal-cost comparison needs of UnCond (4 evaluations a candidate): cond's 63 -> 16
+    from side_bench.run.dryrun import equal_cost_lines, equal_cost_needs
+
+    needs = {need["attack"]: need for need in equal_cost_needs(planned, {16: N})}
+    assert set(needs) == {"cond", "cond-window", "cond-x0", "side-exact"}  # not UnCond itself
+    assert (needs["cond"]["needed_n_g"], needs["cond"]["suite_n_g"], needs["cond"]["enough"]) == (16, N, False)
+    assert needs["side-exact"]["needed_n_g"] == (4 * N * S + N_SYN * POOL_STEPS) // S == 41
+    assert "UnCond at 4 steps needs N_G >= 16" in equal_cost_lines([needs["cond"]])[0]
 
 
 # -- a plugin that calls the UNet another way ------------------------------------------------
@@ -343,3 +351,51 @@ def test_a_subset_of_uncond_s_own_pool_never_beats_it_on_distinct_images():
         assert line["reference_k"] == drawn
         assert line["distinct"] <= line["reference_distinct"]
         assert line["verdict_distinct"] != "more"
+
+
+# -- on the page --------------------------------------------------------------------------------
+
+
+def test_the_page_shows_cost_and_compares_at_equal_cost(runs, tmp_path):
+    import json
+
+    from side_bench.report.files import write_report
+
+    written = write_report([runs["8"][1], runs["16"][1]], formats=("md", "json", "csv"), out=tmp_path / "page",
+                           headline="gu-ratio", warn=None)
+    page = Path(written["md"]).read_text()
+    # the cost column: cond at N_G 8 spent 32 + 0.6 x 32 + 12 = 63.2, 7.9 a candidate; at N_G 16
+    # 64 + 0.6 x 64 + 12 = 114.4, 7.2; UnCond 4 at both
+    def last_cells(attack: str) -> set[str]:
+        return {line.rstrip(" |").rsplit("| ", 1)[1] for line in page.split("## Who is who")[0].splitlines()
+                if line.startswith(f"| {attack} |") and "% [" in line}  # the metric tables (intervals)
+
+    assert page.count("| cost / candidate |") >= 2
+    assert last_cells("uncond") == {"4.0"} and last_cells("cond") == {"7.9", "7.2"}
+    assert "UNet forward 1, backward through the UNet 0.9, guide evaluation" in page
+    table = json.loads(Path(written["json"]).read_text())
+    uncond = next(line for line in table if line["attack"] == "uncond" and line["n_generations"] == N)
+    assert uncond["cost"] == 32.0 and uncond["cost_per_candidate"] == 4.0 and uncond["cost_seeds"] == 1
+    budget = json.loads(Path(written["budget"]).read_text())
+    setup = next(s for s in budget["setups"] if "N_G=8" in s["setup"])
+    # cond's 63.2 buys UnCond 15 candidates (60), from its N_G 16 cell (the N_G 8 one spends only 32)
+    line = next(x for x in setup["equal_cost"] if x["attack"] == "cond" and x["arm"] == "reference")
+    assert (line["reference_n_g"], line["reference_k"], line["reference_cost"], line["enough"]) == (16, 15, 60.0, True)
+    assert line["p_distinct"] is not None and line["verdict_distinct"] in ("more", "fewer", "n.s.")
+    exact = next(x for x in setup["equal_cost"] if x["attack"] == "side-exact")
+    assert not exact["enough"] and exact["needed_n_g"] == -(-int(exact["cost"]) // S)
+    curve = next(c for c in setup["curves"] if c["attack"] == "uncond" and c["n_generations"] == N)
+    assert [p["cost"] for p in curve["points"]] == [4.0 * k for k in range(1, N + 1)]
+    assert "Extraction against cost" in page and (tmp_path / "page" / "equal-cost.csv").is_file()
+
+
+def test_a_page_of_rows_without_cost_is_unchanged(tmp_path):
+    from leaderboard_rows import two_attacks_two_seeds, write_run
+
+    from side_bench.report.files import write_report
+
+    run = write_run(tmp_path / "run", two_attacks_two_seeds())
+    page = write_report([run], formats=("md",), warn=None)["md"]
+    assert "cost" not in page and "Extraction against cost" not in page
+    written = write_report([run], formats=("json", "csv"), out=tmp_path / "out", warn=None)
+    assert set(written) == {"json", "csv"} and "cost" not in Path(written["csv"]).read_text().splitlines()[0]

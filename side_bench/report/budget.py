@@ -45,12 +45,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from side_bench.cost import EQUIVALENTS, equivalents
+from side_bench.cost import EQUIVALENTS, SPEND_SHARE, equivalents
 from side_bench.errors import BenchError
 from side_bench.scoring import stats
 
 REFERENCE = {"condition": "none", "extractor": "sample"}  # Carlini et al.'s UnCond
-SPEND_SHARE = 0.9
 CURVE_POINTS = 160
 FALLBACK_CRITERION = "gu-ratio"
 DISTINCT_TEST = f"z-test on occupancy standard errors, {stats.CORRECTION}-corrected"

@@ -154,17 +154,35 @@ def equal_cost_needs(planned: list[PlannedCell], n_generations: dict[int, int]) 
     return needs
 
 
-def equal_cost_lines(needs: list[dict]) -> list[str]:
-    """The dry run's lines for ``equal_cost_needs``: one per attack and the N_G it needs of UnCond."""
+def equal_cost_lines(needs: list[dict], whole_rankers: list[str] = ()) -> list[str]:
+    """The dry run's lines for ``equal_cost_needs``: one per attack and the N_G it needs of UnCond.
+    ``whole_rankers``: the suite's rankers whose score needs all of a cell's candidates (not
+    ``prefix_invariant``): UnCond + such a ranker at equal cost ranks a whole UnCond cell, one
+    that spends 90% to 100% of the budget (``cost.SPEND_SHARE``)."""
+    from side_bench.cost import SPEND_SHARE
+
     lines = []
     for need in needs:
         where = (f"this suite's {need['reference']} has N_G {need['suite_n_g']:,} "
                  f"({'enough' if need['enough'] else 'too few: add a UnCond cell with N_G >= ' + format(need['needed_n_g'], ',')})"
                  if need["reference"] else "this suite has no UnCond cell there (a companion suite must hold one)")
+        whole = ""
+        if whole_rankers:
+            low = math.ceil(SPEND_SHARE * need["cost"] / need["reference_steps"]) if need["reference_steps"] else 0
+            whole = (f"; UnCond + {', '.join(whole_rankers)} (scored among all of a cell's candidates) needs a UnCond "
+                     f"cell with its ranker{'s' if len(whole_rankers) > 1 else ''} and N_G in "
+                     f"[{low:,}, {need['needed_n_g'] - 1 if need['needed_n_g'] > low else low:,}]")
         lines.append(f"equal cost: {need['attack']} @ scale {need['scale']}, seed {need['seed']}: about "
                      f"{need['cost']:,.0f} UNet-evaluation equivalents; UnCond at {need['reference_steps']} steps needs "
-                     f"N_G >= {need['needed_n_g']:,} for its prefix to reach it; {where}")
+                     f"N_G >= {need['needed_n_g']:,} for its prefix to reach it; {where}{whole}")
     return lines
+
+
+def whole_cell_rankers(suite_obj, registry: Registry | None = None) -> list[str]:
+    """The suite's rankers whose score of a candidate depends on the others (not ``prefix_invariant``)."""
+    registry = registry or load_registry()
+    return [spec.name for spec in getattr(suite_obj, "rankers", [])
+            if not getattr(registry.get("rankers", spec.name).component, "prefix_invariant", False)]
 
 
 def _guessed_cost(extractor_settings: dict, n: int) -> dict:
@@ -326,7 +344,7 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     Console(width=width).print(table)
     for line in own_cells_lines(suite_obj):  # one line each, unwrapped, so that it greps whole
         console.print(escape(line), soft_wrap=True)
-    for line in equal_cost_lines(equal_cost_needs(planned, suite_obj.n_generations)):
+    for line in equal_cost_lines(equal_cost_needs(planned, suite_obj.n_generations), whole_cell_rankers(suite_obj)):
         console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
     console.print(
