@@ -87,8 +87,9 @@ def _tidy(counts: dict, zeros: bool = True) -> dict:
 
 
 def fingerprint(image) -> bytes:
-    """8 bytes naming one image's exact values (a float32 tensor on the CPU)."""
-    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=8).digest()
+    """8 bytes naming one image's exact values and dtype (a tensor, on any device)."""
+    return hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=8,
+                           person=str(image.dtype).encode()[:16]).digest()
 
 
 @dataclass

@@ -453,6 +453,10 @@ class Ranker(Protocol):
     candidates are its stored scores' first k: the equal-cost view (report/budget.py) may then
     rank a prefix of a reference cell. A score counted among all candidates (near-duplicates)
     is not.
+
+    Optional: ``attacker: bool`` (default True): False for a score that reads what an attacker
+    does not have (``base-gu`` reads the base model's training images): the equal-cost view
+    never pits it against an attack as "UnCond + ranker".
     """
 
     description: str

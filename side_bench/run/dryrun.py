@@ -168,10 +168,10 @@ def equal_cost_lines(needs: list[dict], whole_rankers: list[str] = ()) -> list[s
                  if need["reference"] else "this suite has no UnCond cell there (a companion suite must hold one)")
         whole = ""
         if whole_rankers:
-            low = math.ceil(SPEND_SHARE * need["cost"] / need["reference_steps"]) if need["reference_steps"] else 0
+            steps = need["reference_steps"] or 1
+            low, high = math.ceil(SPEND_SHARE * need["cost"] / steps), int(need["cost"] // steps)
             whole = (f"; UnCond + {', '.join(whole_rankers)} (scored among all of a cell's candidates) needs a UnCond "
-                     f"cell with its ranker{'s' if len(whole_rankers) > 1 else ''} and N_G in "
-                     f"[{low:,}, {need['needed_n_g'] - 1 if need['needed_n_g'] > low else low:,}]")
+                     f"cell with its ranker{'s' if len(whole_rankers) > 1 else ''} and N_G in [{low:,}, {high:,}]")
         lines.append(f"equal cost: {need['attack']} @ scale {need['scale']}, seed {need['seed']}: about "
                      f"{need['cost']:,.0f} UNet-evaluation equivalents; UnCond at {need['reference_steps']} steps needs "
                      f"N_G >= {need['needed_n_g']:,} for its prefix to reach it; {where}{whole}")
@@ -179,10 +179,12 @@ def equal_cost_lines(needs: list[dict], whole_rankers: list[str] = ()) -> list[s
 
 
 def whole_cell_rankers(suite_obj, registry: Registry | None = None) -> list[str]:
-    """The suite's rankers whose score of a candidate depends on the others (not ``prefix_invariant``)."""
+    """The suite's attacker rankers whose score of a candidate depends on the others (not
+    ``prefix_invariant``; ``attacker`` False ones are never compared)."""
     registry = registry or load_registry()
-    return [spec.name for spec in getattr(suite_obj, "rankers", [])
-            if not getattr(registry.get("rankers", spec.name).component, "prefix_invariant", False)]
+    components = [(spec.name, registry.get("rankers", spec.name).component) for spec in getattr(suite_obj, "rankers", [])]
+    return [name for name, component in components
+            if getattr(component, "attacker", True) and not getattr(component, "prefix_invariant", False)]
 
 
 def _guessed_cost(extractor_settings: dict, n: int) -> dict:
