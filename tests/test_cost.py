@@ -399,3 +399,29 @@ def test_a_page_of_rows_without_cost_is_unchanged(tmp_path):
     assert "cost" not in page and "Extraction against cost" not in page
     written = write_report([run], formats=("json", "csv"), out=tmp_path / "out", warn=None)
     assert set(written) == {"json", "csv"} and "cost" not in Path(written["csv"]).read_text().splitlines()[0]
+
+
+def test_uncond_with_a_ranker_claims_its_top_k_from_what_the_budget_buys():
+    """An attack of 20 claims that spent 3,000 (60 of UnCond's candidates at 50 each). UnCond +
+    denoise-loss (prefix-invariant) ranks the first 60 of its 100-candidate cell; UnCond +
+    clique (scored among all of a cell's candidates) only a whole cell within the budget that
+    spends 90% of it: the 58-candidate cell (2,900), not the 100 one (5,000)."""
+    n_train = 50
+    copies = np.zeros(100, bool)
+    copies[[3, 10, 40, 59, 60, 70]] = True  # four copies in the first 60, two after
+    nearest = np.arange(100) % n_train
+    big = synthetic(copies, nearest, n_train)
+    big.ranker_scores = {"denoise-loss": copies.astype(float) + np.linspace(0, 0.5, 100), "clique": np.ones(100)}
+    small = synthetic(copies[:58], nearest[:58], n_train)
+    small.ranker_scores = {"clique": copies[:58].astype(float)}
+    attack = synthetic(np.arange(20) < 5, np.arange(20), n_train, total=3000.0)
+    lines = {line["arm"]: line for line in at_equal_cost({"attack": "a", "scale": 1, "seed": 0}, attack, [small, big])}
+    plain = lines["reference"]
+    assert (plain["reference_n_g"], plain["reference_k"], plain["reference_claims"]) == (100, 60, 20)
+    assert plain["reference_copies"] == 2  # UnCond alone: its first 20 (copies at 3 and 10)
+    ranked = lines["reference + denoise-loss"]
+    assert (ranked["reference_n_g"], ranked["reference_k"], ranked["reference_claims"]) == (100, 60, 20)
+    assert ranked["reference_copies"] == 4  # its top 20 of the first 60 hold all four copies there
+    clique = lines["reference + clique"]
+    assert (clique["reference_n_g"], clique["reference_k"], clique["reference_copies"]) == (58, 58, 3)
+    assert clique["reference_cost"] == 2900.0
