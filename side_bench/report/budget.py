@@ -147,13 +147,15 @@ class Records:
         return self._loaded[key]
 
 
-def headline_rule(rows: list[dict]):
-    """The copy criterion of the curves and the equal-cost view: the suite's headline metric's
-    ``memorized`` (its highest band when it has bands), else ``FALLBACK_CRITERION``."""
+def headline_rule(rows: list[dict], spec: str | None = None):
+    """The copy criterion of the curves and the equal-cost view: the headline metric's
+    ``memorized`` (``spec``, "METRIC[:BAND]", else the suite's ``headline``; its highest band
+    when it has bands and none is named), else ``FALLBACK_CRITERION``; None when neither decides
+    per candidate."""
     from side_bench.report.compare import copy_rule
 
     named = [str(r["headline"]) for r in rows if isinstance(r.get("headline"), str) and r.get("headline")]
-    metric, _, band = (named[0] if named else FALLBACK_CRITERION).partition(":")
+    metric, _, band = (spec or (named[0] if named else FALLBACK_CRITERION)).partition(":")
     metric_rows = [r for r in rows if r["metric"] == metric]
     for candidate in (metric, FALLBACK_CRITERION):
         try:

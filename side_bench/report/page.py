@@ -642,7 +642,7 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
                 attacks=attack_entries(rows, styles),
                 metrics=metric_entries(table, metric_order, frozenset(m for _, m, _ in models)),
                 reported=[reported_table(path, document) for path, document in reported])
-    add_cost(page, rows, table, styles)
+    add_cost(page, rows, table, styles, headline)
     return page
 
 
@@ -670,9 +670,10 @@ class BudgetSection:
     lines: list[dict] = field(default_factory=list, repr=False)  # report/budget.py's equal-cost lines, as data
 
 
-def add_cost(page: Page, rows: pd.DataFrame, table: pd.DataFrame, styles: dict) -> None:
+def add_cost(page: Page, rows: pd.DataFrame, table: pd.DataFrame, styles: dict, headline: str | None = None) -> None:
     """The cost column in every attack table, and each setup's budget section, when some row
-    carries a measured cost (``leaderboard.with_cost``); else the page is left as it was."""
+    carries a measured cost (``leaderboard.with_cost``); else the page is left as it was.
+    ``headline``: the page's ``--headline``, whose copy criterion the curves count by."""
     from side_bench.cost import EQUIVALENTS_TEXT
     from side_bench.report.leaderboard import has_measured_cost, with_cost
 
@@ -689,7 +690,7 @@ def add_cost(page: Page, rows: pd.DataFrame, table: pd.DataFrame, styles: dict) 
     setups = {cap(setup, 160): setup for setup in table["setup"].unique()}
     for setup_page in page.setups:
         if setup_page.setup in setups:
-            setup_page.budget = budget_section(rows, setups[setup_page.setup], styles)
+            setup_page.budget = budget_section(rows, setups[setup_page.setup], styles, headline)
 
 
 def _cost_column(t: Table, costed: pd.DataFrame) -> None:
@@ -723,16 +724,22 @@ def _percent(value) -> str:
     return "" if value is None or pd.isna(value) else f"{100 * float(value):.2f}%"
 
 
-def budget_section(rows: pd.DataFrame, setup: str, styles: dict) -> BudgetSection | None:
+def budget_section(rows: pd.DataFrame, setup: str, styles: dict, headline: str | None = None) -> BudgetSection | None:
     """The setup's extraction-against-cost curves and equal-cost table (report/budget.py). The
-    reference cells may come from any run loaded (a companion suite on the same models)."""
+    reference cells may come from any run loaded (a companion suite on the same models). A
+    setup none of whose cells measured cost gets only the sentence that says so."""
     from side_bench.report import budget
 
     mine = rows[rows["setup"] == setup]
-    rule = budget.headline_rule(mine.to_dict("records"))
+    rule = budget.headline_rule(mine.to_dict("records"), headline)
     if rule is None:
         return None
     records = budget.Records(rule)
+    cells = mine.drop_duplicates("config_hash")
+    if not any(budget.measured(r) for r in cells.to_dict("records")):
+        return BudgetSection(criterion=cap(rule.label, 120), note="", question="", sentences=[], table=None,
+                             missing=f"No extraction-against-cost curve: none of these {len(cells)} cells measured "
+                                     f"its cost (run before row schema 4).")
     curves = budget.extraction_curves(mine, records)
     targets = {(r.get("model_key"), r["scale"], r["seed"]) for r in mine.to_dict("records")}
     # the reference's cells on these targets from every run loaded, for the reference lines
