@@ -425,3 +425,28 @@ def test_uncond_with_a_ranker_claims_its_top_k_from_what_the_budget_buys():
     clique = lines["reference + clique"]
     assert (clique["reference_n_g"], clique["reference_k"], clique["reference_copies"]) == (58, 58, 3)
     assert clique["reference_cost"] == 2900.0
+
+
+def test_compare_equal_cost_on_the_command_line(runs, tmp_path):
+    import json
+
+    from cli_helpers import assert_refused
+    from click.testing import CliRunner
+    from leaderboard_rows import two_attacks_two_seeds, write_run
+
+    from side_bench.cli import main
+
+    folders = [str(runs["8"][1]), str(runs["16"][1])]
+    result = CliRunner().invoke(main, ["compare", *folders, "cond", "uncond", "--equal-cost", "--gu", "--scale", "16"])
+    assert result.exit_code == 0, result.output
+    # cond at N_G 8 spent 63.2: UnCond's first 15 (60); at N_G 16, 114.4: more than UnCond's 16 hold
+    assert "uncond's first 15 of N_G 16 cost 60" in " ".join(result.output.split())
+    assert "needs N_G >= 29" in " ".join(result.output.split())
+    lines = json.loads(CliRunner().invoke(main, ["compare", *folders, "cond", "uncond", "--equal-cost", "--gu",
+                                                 "--json"]).output)
+    assert {(line["n"], line["reference_k"], line["enough"]) for line in lines} == {(8, 15, True), (16, 16, False)}
+    old = write_run(tmp_path / "old", two_attacks_two_seeds())
+    assert_refused(CliRunner().invoke(main, ["compare", str(old), "side", "uncond", "--equal-cost"]),
+                   "'side' has no measured cost", "row schema 4")
+    assert_refused(CliRunner().invoke(main, [*["compare", folders[0]], "cond", "nobody", "--equal-cost"]),
+                   "no attack 'nobody'")
