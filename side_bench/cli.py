@@ -602,7 +602,7 @@ def _compare_equal_cost(run_dirs, attack, reference, scale, seed, band, by, as_j
                       f"{int(line['reference_n_g']):,} cost {line['reference_cost']:,.0f}", highlight=False)
             if line.get("note"):
                 out.print(f"  {escape(line['note'])}", highlight=False)
-            out.print(f"  distinct training images: {line['distinct']:,} against {int(line['reference_distinct']):,}"
+            out.print(f"  distinct training images: {int(line['distinct']):,} against {int(line['reference_distinct']):,}"
                       f"{_p_line(line.get('p_distinct'), line.get('verdict_distinct'), DISTINCT_TEST)}", highlight=False)
             claims = f"its first {int(line['reference_claims']):,}"
         else:
