@@ -159,4 +159,3 @@ def _distinct_se(mask: np.ndarray, nearest: np.ndarray, n_train: int) -> float:
     candidates holds ~63% of them)."""
     rows = np.flatnonzero(mask)
     return math.sqrt(stats.distinct_variance(rows, nearest[rows], len(mask), n_train))
-
