@@ -412,6 +412,37 @@ def _print_summary(rows: list[dict]) -> None:
                   right=("scale", "seed", "value", "null"))
 
 
+def _print_costs(rows: list[dict]) -> None:
+    """One line per cell: what its attack spent, as the runner measured it (side_bench/cost.py)."""
+    from side_bench.cost import EQUIVALENTS_TEXT, equivalents
+
+    cells = {}
+    for row in rows:
+        cells.setdefault(row["config_hash"], row)
+    lines = []
+    for row in cells.values():
+        spent = row.get("cost")
+        head = [str(row["scale"]), row["attack"], str(row["seed"]), f"{row['n_generations']:,}"]
+        if not isinstance(spent, dict) or not spent.get("measured"):
+            lines.append([*head, *[""] * 7, "not measured"])
+            continue
+        total = equivalents(spent)
+        said = [f"{spent.get('unet_forward', 0):,}", f"{spent.get('unet_backward', 0):,}",
+                f"{spent.get('guide_evals', 0):,}", f"{spent.get('sampled_images', 0):,}",
+                f"{spent.get('classifier_train_images', 0):,}", f"{equivalents(spent.get('fixed')):,.0f}",
+                f"{total:,.0f} ({total / max(row['n_generations'], 1):,.1f}/candidate)"]
+        stages = row.get("stage_seconds") or {}
+        seconds = sum(float(stages.get(stage, 0)) for stage in ("condition", "extraction", "rankers"))
+        notes = [f"attacker {seconds:,.1f} s on {row.get('device') or '?'} (condition, extraction, rankers)",
+                 *(spent.get("unmeasured") or []), *(spent.get("notes") or [])]
+        lines.append([*head, *said, "; ".join(notes)])
+    print_listing(f"cost per cell, measured by the runner ({EQUIVALENTS_TEXT})",
+                  ["scale", "attack", "seed", "N_G", "UNet fwd", "UNet bwd", "guide", "sampled", "classifier imgs",
+                   "fixed (equiv.)", "total (equiv.)", "notes"],
+                  lines, right=("scale", "seed", "N_G", "UNet fwd", "UNet bwd", "guide", "sampled", "classifier imgs",
+                                "fixed (equiv.)", "total (equiv.)"))
+
+
 def parse_settings(pairs: tuple[str, ...], option: str) -> dict:
     """``("path=/x/w.pt", "resize=224")`` -> ``{"path": "/x/w.pt", "resize": 224}``: each value as
     the same text would be read in a suite's TOML table, so the Settings checks see the types a
@@ -516,6 +547,7 @@ def show(run_dir, as_json):
         return
     if rows:
         _print_summary(rows)
+        _print_costs(rows)
     else:
         click.echo("no rows yet")
     for failure in failures:
@@ -678,9 +710,13 @@ def verify(results, as_json):
               help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: ams]")
 @click.option("--band", default="high", show_default=True, help="With a metric of bands (ams): the band of a copy.")
 @click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
+@click.option("--equal-cost", is_flag=True,
+              help="ATTACK_A at its own measured cost against ATTACK_B's prefix of that cost (ATTACK_B: the "
+                   "reference, e.g. uncond, from its smallest cell that reaches it): distinct training images and "
+                   "precision of ATTACK_A's N_G claims, Holm-corrected.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lines as a JSON list.")
 @user_errors
-def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, as_json):
+def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, equal_cost, as_json):
     """Training images two attacks on the same model copied: both, only one, and the tests.
 
     RUN_DIRS: one run folder, or several whose cells attacked the same models (companion suites)."""
@@ -688,6 +724,10 @@ def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, as_json)
 
     if by_gu and by is not None:
         raise BenchError("--gu is --by gu-ratio: give one of them")
+    if equal_cost:
+        _compare_equal_cost(list(run_dirs), attack_a, attack_b, scale, seed, band,
+                            "gu-ratio" if by_gu else by or "ams", as_json)
+        return
     frame = compare_attacks(list(run_dirs), attack_a, attack_b, scale=scale, seed=seed, band=band,
                             by="gu-ratio" if by_gu else by or "ams")
     if as_json:
@@ -704,6 +744,49 @@ def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, as_json)
                   f"only {escape(attack_b)} {line.only_b}", highlight=False)
         out.print(f"  copies: p = {line.p_copies:.3g} (Fisher's exact test, Holm); distinct images: "
                   f"p = {line.p_distinct:.3g} (z-test on occupancy standard errors, Holm)", highlight=False)
+
+
+def _compare_equal_cost(run_dirs, attack, reference, scale, seed, band, by, as_json) -> None:
+    from side_bench.report.budget import DISTINCT_TEST, HEADLINE_QUESTION, PRECISION_TEST, compare_equal_cost
+
+    frame = compare_equal_cost(run_dirs, attack, reference, scale=scale, seed=seed, band=band, by=by)
+    if as_json:
+        click.echo(frame.to_json(orient="records", indent=2))
+        return
+    out.print(f"{escape(attack)} at its own cost against {escape(reference)}'s prefix of that cost; a copy: "
+              f"{escape(str(frame['criterion'].iloc[0]))}; {HEADLINE_QUESTION}", highlight=False)
+    for line in frame.to_dict("records"):
+        head = f"scale {line['scale']}, seed {line['seed']}"
+        if line.get("reference_n_g") is None or line.get("reference_n_g") != line.get("reference_n_g"):
+            out.print(f"{head}, {escape(line['arm'])}: not compared ({escape(line.get('note') or '')})", highlight=False)
+            continue
+        if line["arm"] == "reference":
+            out.print(f"{head}: {escape(attack)} spent {line['cost']:,.0f} UNet-evaluation equivalents for {line['n']:,} "
+                      f"candidates; {escape(reference)}'s first {int(line['reference_k']):,} of N_G "
+                      f"{int(line['reference_n_g']):,} cost {line['reference_cost']:,.0f}", highlight=False)
+            if line.get("note"):
+                out.print(f"  {escape(line['note'])}", highlight=False)
+            out.print(f"  distinct training images: {int(line['distinct']):,} against {int(line['reference_distinct']):,}"
+                      f"{_p_line(line.get('p_distinct'), line.get('verdict_distinct'), DISTINCT_TEST)}", highlight=False)
+            claims = f"its first {int(line['reference_claims']):,}"
+        else:
+            out.print(f"  {escape(line['arm'].replace('reference', reference))}: its top {int(line['reference_claims']):,} "
+                      f"of {int(line['reference_k']):,} ({escape(line.get('note') or '')})", highlight=False)
+            claims = "those"
+        out.print(f"  precision of {line['n']:,} claims: {100 * line['precision']:.2f}% against {claims} "
+                  f"{100 * line['reference_precision']:.2f}%"
+                  f"{_p_line(line.get('p_precision'), line.get('verdict_precision'), PRECISION_TEST)}", highlight=False)
+
+
+def _p_line(p, verdict, test: str) -> str:
+    if p is None or p != p:
+        return " (not tested)"
+    return f": p = {p:.3g} ({test}){'; ' + escape(attack_word(verdict)) if verdict else ''}"
+
+
+def attack_word(verdict: str) -> str:
+    return {"more": "the attack is ahead", "fewer": "the attack is behind", "n.s.": "not significantly different"}.get(
+        verdict, verdict)
 
 
 # -- side-bench cache ---------------------------------------------------------------------------

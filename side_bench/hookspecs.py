@@ -341,6 +341,15 @@ class Extractor(Protocol):
     # its noise predictions, gradients or likelihoods) or "white-box + base model" (also the
     # pre-trained model a fine-tuned target came from, ``TargetModel.base_unet``).
     #
+    # What an extractor spends is measured by the runner where it is spent (side_bench/cost.py),
+    # never taken from the extractor: the target's UNets (``unet`` and ``base_unet``) are counted
+    # at their first layer (``conv_in``: every diffusers UNet has one; a model without it is
+    # counted at its module call), and the core sampler (``ddim_sample``) and classifier
+    # training count the guide, the draws and the training steps. A guidance function given to
+    # ``ddim_sample`` may say what it is with an attribute ``guide`` ("classifier", "kernel"),
+    # how its evaluations are counted. An extractor with a sampling loop of its own is counted
+    # all the same (its UNet evaluations), its cost spread evenly over its candidates.
+    #
     # Optional: ``planned_cost(n) -> dict``, what ``run --dry-run`` counts for ``n`` candidates,
     # since only the extractor knows what it runs: "unet_evals" (the target UNet's image-steps,
     # a guided step counted at its cost in unguided steps, a rejection pool included), and,
@@ -475,7 +484,18 @@ class Ranker(Protocol):
     threshold (a candidate is flagged when score >= threshold; None when the ranker has none).
     Candidate ``i``'s score must not depend on the batch size (seed any noise by (ctx.seed, i)).
     The runner stores every ranker's scores in the per-candidate records; the ranking metrics
-    compare them with the ground truth.
+    compare them with the ground truth. What a ranker spends (UNet evaluations) is measured
+    by the runner and kept apart from the attack's cost (the row's ``cost.rankers``).
+
+    Optional: ``prefix_invariant: bool`` (default False): candidate ``i``'s score does not
+    depend on the other candidates (e.g. a denoising loss), so the scores of a cell's first k
+    candidates are its stored scores' first k: the equal-cost view (report/budget.py) may then
+    rank a prefix of a reference cell. A score counted among all candidates (near-duplicates)
+    is not.
+
+    Optional: ``attacker: bool`` (default True): False for a score that reads what an attacker
+    does not have (``base-gu`` reads the base model's training images): the equal-cost view
+    never pits it against an attack as "UnCond + ranker".
     """
 
     description: str

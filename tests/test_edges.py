@@ -37,7 +37,7 @@ def test_a_version_3_membership_row_gets_the_honest_interval_on_reading():
     # [1 + 63 (1 - t) / (2 - t) + 1023 t / (1 + t)]; from t = 0.97: bracket 506.5, 1 - t = 3.8415 x
     # 0.97 x 506.5 / 65536 = 0.0288, t = 0.9712 (a second step moves it by < 1e-4)
     auc = upgrade_row(membership_row("auc", 1.0), "test")
-    assert auc["schema_version"] == ROW_SCHEMA_VERSION == 4
+    assert auc["schema_version"] == ROW_SCHEMA_VERSION == 5
     assert (auc["value"], auc["ci_high"], auc["n"], auc["count"], auc["se"]) == (1.0, 1.0, 1088, None, None)
     assert auc["interval"] == stats.AUC_INTERVAL and auc["ci_low"] == pytest.approx(0.9712, abs=2e-4)
     # TPR 1 at 1% FPR: 64 of 64 members, Clopper-Pearson lower bound 0.025^(1/64) = 0.94399

@@ -97,6 +97,7 @@ class DenoiseLoss:
     """
 
     description = "minus the target's denoising error at small t (membership-style)"
+    prefix_invariant = True  # a candidate's loss is its own: the first k scores are a prefix's
 
     @dataclass
     class Settings:
@@ -167,6 +168,8 @@ class BaseGu:
     """
 
     description = "minus the Gu ratio NN1/NN2 against a fine-tuned target's base training images (base-copies reads it)"
+    attacker = False  # it reads the base's training images: a reference, never an attacker's ranker
+    prefix_invariant = True  # a candidate's ratio is its own
 
     def score(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext | None):
         base = getattr(target, "base_images", None)

@@ -34,7 +34,16 @@ from markupsafe import Markup
 
 from side_bench.errors import BenchError
 from side_bench.report.galleries import copy_galleries
-from side_bench.report.leaderboard import Warn, aggregate, format_value, load_rows, select, warn_on_stderr
+from side_bench.report.leaderboard import (
+    Warn,
+    aggregate,
+    format_value,
+    has_measured_cost,
+    load_rows,
+    select,
+    warn_on_stderr,
+    with_cost,
+)
 from side_bench.report.page import (
     FINDINGS_FILE,
     INDEX_TITLE,
@@ -54,6 +63,7 @@ from side_bench.report.plots import (
     attack_colours,
     plot_against_scale,
     plot_difference_against_scale,
+    plot_extraction_curves,
     plot_setting_curve,
     plot_sweeps,
     reference_attack,
@@ -63,6 +73,8 @@ from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
 FORMATS = ("md", "html", "csv", "json")
+BUDGET_FILE = "budget.json"  # extraction against cost and the equal-cost lines (issue 29), with --format json
+EQUAL_COST_FILE = "equal-cost.csv"  # the equal-cost lines, with --format csv
 PAGE_FILE = {"md": "leaderboard.md", "html": "index.html", "csv": "leaderboard.csv", "json": "leaderboard.json"}
 INDEX_FILE = {"md": "index.md", "html": "index.html"}
 # The first line of a site index's Markdown (invisible when rendered): it tells a later page
@@ -148,6 +160,13 @@ def _formula_safe(value):
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
+def _plain(value):
+    """numpy and pandas scalars in budget.json as plain numbers (NaN as null is done by the caller)."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
 def render_table(table: pd.DataFrame, fmt: str) -> str:
     """The leaderboard frame as CSV or JSON text."""
     columns = [c for c in table.columns if c not in ("metric_description",)] if fmt == "csv" else table.columns
@@ -196,6 +215,7 @@ def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
                          *([] if model_level else _differences(part, colours, reference, args)),
                          *([] if model_level else plot_sweeps(part, reference=reference, **args))]
     _draw_setting_curves(page, rows, out, colours, reference)
+    _draw_budgets(page, out, colours)
     page.galleries = copy_galleries(rows, out)
 
 
@@ -203,6 +223,30 @@ def _differences(part: pd.DataFrame, colours: dict, reference: str | None, args:
     """The companion panel of a rate plot (each attack minus UnCond), when there is one."""
     figure = plot_difference_against_scale(part, colours=colours, reference=reference, **args)
     return [] if figure is None else [figure]
+
+
+def _draw_budgets(page: Page, out: Path, colours: dict) -> None:
+    """Each setup's extraction-against-cost plot (issue 29), where its runs measured cost."""
+    for setup in page.setups:
+        if setup.budget is not None:
+            figure = plot_extraction_curves(setup.budget.curves, setup=setup.setup, out=out, colours=colours,
+                                            criterion=setup.budget.criterion)
+            setup.budget.figures = [figure] if figure is not None else []
+
+
+def budget_document(page: Page) -> dict | None:
+    """budget.json: every setup's extraction-against-cost curves and equal-cost lines (issue 29);
+    None when no run measured cost (then nothing is written)."""
+    sections = [s for s in page.setups if s.budget is not None]
+    if not sections:
+        return None
+    from side_bench.cost import EQUIVALENTS, EQUIVALENTS_TEXT
+
+    return {"unit": "UNet-evaluation equivalents", "equivalents": EQUIVALENTS, "conversion": EQUIVALENTS_TEXT,
+            "setups": [{"setup": s.setup, "criterion": s.budget.criterion, "question": s.budget.question,
+                        "tests": list(s.budget.tests), "curves": s.budget.curves, "unmeasured": s.budget.missing,
+                        "equal_cost": s.budget.lines}
+                       for s in sections]}
 
 
 def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict,
@@ -265,9 +309,11 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
     if out is None and "html" in formats:
         raise BenchError("--format html: needs --out DIR (the page's images are files next to it)")
     rows = select(load_rows(results, warn=warn), metric=metric, band=band)
-    table = aggregate(rows)
+    table = with_cost(aggregate(rows), rows)  # unchanged when no run measured cost
     pages = {"md", "html"} & set(formats)
-    page = build_page(rows, table, headline=headline, reported=find_reported(reported)) if pages else None
+    budgets = out is not None and bool({"json", "csv"} & set(formats)) and has_measured_cost(rows)
+    page = build_page(rows, table, headline=headline, reported=find_reported(reported)) \
+        if pages or budgets else None
     texts = {}
     if out is None:
         for fmt in formats:
@@ -288,16 +334,25 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
                 text = render_table(table, fmt)
             (staging / PAGE_FILE[fmt]).write_text(text)
             written[fmt] = out_dir / PAGE_FILE[fmt]
-        if page is not None:  # what a site index shows of this page
+        budget = budget_document(page) if page is not None else None
+        extra = set()
+        if budget is not None and "json" in formats:  # the curves and equal-cost lines as data
+            (staging / BUDGET_FILE).write_text(json.dumps(budget, indent=1, default=_plain) + "\n")
+            written["budget"], extra = out_dir / BUDGET_FILE, extra | {BUDGET_FILE}
+        if budget is not None and "csv" in formats:
+            lines = [line for s in budget["setups"] for line in s["equal_cost"]]
+            (staging / EQUAL_COST_FILE).write_text(render_table(pd.DataFrame(lines), "csv"))
+            written["equal-cost"], extra = out_dir / EQUAL_COST_FILE, extra | {EQUAL_COST_FILE}
+        if pages:  # what a site index shows of this page
             summary = page_summary(page, {f: PAGE_FILE[f] for f in sorted(pages)})
             (staging / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
         # a regenerated page must not keep old images or an old summary; a CSV alone leaves them
-        _publish(staging, out_dir, {PAGE_FILE[f] for f in formats}
+        _publish(staging, out_dir, {PAGE_FILE[f] for f in formats} | extra
                  | ({*IMAGE_FOLDERS, SUMMARY_FILE} if pages else set()))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if page is not None and is_index(out_dir.resolve().parent):
+    if pages and is_index(out_dir.resolve().parent):
         written["index"] = write_index(out_dir.resolve().parent, warn=warn)["md"]
     return written
 

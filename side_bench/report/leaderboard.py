@@ -541,7 +541,8 @@ def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str
 
     ``metric`` and ``band`` keep only that metric / band name.
     """
-    return aggregate(select(load_rows(results), metric=metric, band=band))
+    rows = select(load_rows(results), metric=metric, band=band)
+    return with_cost(aggregate(rows), rows)
 
 
 def select(rows: pd.DataFrame, *, metric: str | None = None, band: str | None = None) -> pd.DataFrame:
@@ -681,3 +682,54 @@ def resolution_texts(part: pd.DataFrame, scales: list) -> list[str]:
         found = [value for value in found if value is not None]
         texts.append(format_value("rate", min(found)) if found else "none" if len(lines) else "")
     return texts
+
+
+# ------------------------------------------------------------------------------------------
+# Measured cost (issue 29): beside each line, what its attack spent
+# ------------------------------------------------------------------------------------------
+
+COST_COLUMNS = ("cost", "cost_per_candidate", "cost_seeds")
+
+
+def has_measured_cost(rows: pd.DataFrame) -> bool:
+    """Whether any row carries a cost the runner measured (row schema 5 and later)."""
+    return "cost" in rows and any(isinstance(c, dict) and c.get("measured") for c in rows["cost"])
+
+
+def with_cost(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard frame with ``cost`` (what the attack spent at that scale, the mean over
+    its seeds with a measured cost, in UNet-evaluation equivalents: ``side_bench.cost``),
+    ``cost_per_candidate`` (that over N_G) and ``cost_seeds`` (the seeds it is the mean of; 0:
+    not measured). Unchanged when no row carries a measured cost, so a page of older runs
+    stays as it was. A model-level line (the target, not an attack) has none."""
+    if table.empty or not has_measured_cost(rows):
+        return table
+    from side_bench.cost import equivalents
+
+    spent: dict[tuple, list[float]] = {}
+    cells = rows.drop_duplicates("config_hash")
+    for row in cells.itertuples(index=False):
+        cost = getattr(row, "cost", None)
+        if isinstance(cost, dict) and cost.get("measured"):
+            spent.setdefault((row.setup, row.attack, row.scale), []).append(equivalents(cost))
+    table = table.copy()
+    found = [spent.get((line.setup, line.attack, line.scale), []) for line in table.itertuples(index=False)]
+    model_level = table["model_level"].fillna(False).astype(bool) if "model_level" in table else \
+        pd.Series(False, index=table.index)
+    table["cost"] = [float(np.mean(values)) if values and not level else np.nan
+                     for values, level in zip(found, model_level, strict=True)]
+    table["cost_per_candidate"] = table["cost"] / pd.to_numeric(table["n_generations"], errors="coerce")
+    table["cost_seeds"] = [0 if level else len(values) for values, level in zip(found, model_level, strict=True)]
+    return table
+
+
+def format_cost(values) -> str:
+    """Costs per candidate of one attack over scales: '50', or '53-61' where they differ; '' when none."""
+    known = [float(v) for v in values if v is not None and not pd.isna(v)]
+    if not known:
+        return ""
+    low, high = min(known), max(known)
+    text = f"{low:,.1f}" if low < 10 else f"{low:,.0f}"
+    if high > low * 1.005:
+        text += f"\u2013{high:,.1f}" if high < 10 else f"\u2013{high:,.0f}"
+    return text

@@ -132,6 +132,7 @@ class SetupPage:
     # the other tables above the null where the headline's sentences say no attack is
     chosen: str = ""
     notes: list[str] = field(default_factory=list)
+    budget: BudgetSection | None = None  # extraction against cost, equal cost (issue 29); None: no cost measured
 
 
 @dataclass
@@ -182,6 +183,7 @@ class Page:
     def has_settings_rest(self) -> bool:
         """Whether an attack has settings beyond those that differ (shown on demand)."""
         return any(a.condition_rest or a.extractor_rest for a in self.attacks)
+    cost_note: str = ""  # how the cost column converts (empty: no cost measured, no column)
 
     @property
     def has_details(self) -> bool:
@@ -850,11 +852,211 @@ def build_page(rows: pd.DataFrame, table: pd.DataFrame, *, headline: str | None 
     metric_order = sorted(dict.fromkeys(table["metric"]), key=lambda m: (metric_rank.get(m, 0), first_seen.get(m, 0)))
     heads = list(dict.fromkeys(s.headline.part["metric"].iloc[0] for s in setups))
     metric_order = heads + [m for m in metric_order if m not in heads]
-    return Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
+    page = Page(title=TITLE, marks=MARKS, sources=_sources(rows), setups=setups,
                 attacks=attack_entries(rows, styles),
                 metrics=metric_entries(table, metric_order, frozenset(m for _, m, _ in models)),
                 reported=[reported_table(path, document) for path, document in reported],
                 headline_rule=HEADLINE_RULE if any(s.chosen for s in setups) else "")
+    add_cost(page, rows, table, styles, headline)
+    return page
+
+
+
+# ------------------------------------------------------------------------------------------
+# Cost (issue 29): the cost column, extraction against cost, and the attacks at equal cost.
+# Nothing here changes a page whose runs carry no measured cost.
+# ------------------------------------------------------------------------------------------
+
+COST_HEADING = "cost / candidate"
+BUDGET_TITLE = "Extraction against cost"
+
+
+@dataclass
+class BudgetSection:
+    criterion: str  # what counted as a copy
+    note: str  # how cost is measured and read
+    question: str  # which question the equal-cost view ranks by, and why
+    sentences: list[str]
+    table: Table | None  # the equal-cost comparison (None: nothing to compare)
+    curves: list[dict] = field(default_factory=list, repr=False)  # report/budget.py's, for the plot
+    scales: list[int] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    missing: str = ""  # the cells without measured cost: no curve
+    tests: tuple[str, str] = ("", "")  # the tests of the two questions: distinct images, precision
+    lines: list[dict] = field(default_factory=list, repr=False)  # report/budget.py's equal-cost lines, as data
+
+
+def add_cost(page: Page, rows: pd.DataFrame, table: pd.DataFrame, styles: dict, headline: str | None = None) -> None:
+    """The cost column in every attack table, and each setup's budget section, when some row
+    carries a measured cost (``leaderboard.with_cost``); else the page is left as it was.
+    ``headline``: the page's ``--headline``, whose copy criterion the curves count by."""
+    from side_bench.cost import EQUIVALENTS_TEXT
+    from side_bench.report.leaderboard import has_measured_cost, with_cost
+
+    if not has_measured_cost(rows):
+        return
+    costed = with_cost(table, rows)
+    page.cost_note = (f"The '{COST_HEADING}' column: what the attack spent per candidate at each scale (the range "
+                      f"over scales; the mean over seeds), measured by the runner where the work was done, not "
+                      f"declared by the attack; {EQUIVALENTS_TEXT}. Blank: not measured (runs before row schema 5).")
+    for setup in page.setups:
+        for t in [setup.headline, *setup.details]:
+            if t.part is not None and not is_model_level(t.part):
+                _cost_column(t, costed)
+    setups = {cap(setup, 160): setup for setup in table["setup"].unique()}
+    for setup_page in page.setups:
+        if setup_page.setup in setups:
+            setup_page.budget = budget_section(rows, setups[setup_page.setup], styles, headline)
+
+
+def _cost_column(t: Table, costed: pd.DataFrame) -> None:
+    """One more column: each attack's cost per candidate over the table's scales."""
+    part = costed[(costed["setup"] == t.part["setup"].iloc[0])]
+    per_attack = {attack: format_cost(lines["cost_per_candidate"]) for attack, lines in part.groupby("attack")}
+    labels = {cap(attack): attack for attack in part["attack"].unique()}
+    t.headings = [*t.headings, COST_HEADING]
+    for row in t.rows:
+        text = "" if row.null else per_attack.get(labels.get(row.label, row.label), "")
+        row.cells = [*row.cells, Cell(text, text.split("\u2013")[0].replace(",", "") if text else "")]
+
+
+def format_cost(values) -> str:
+    from side_bench.report.leaderboard import format_cost as formatted
+
+    return formatted(values)
+
+
+def _count(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{int(value):,}"
+
+
+def _p_text(p, verdict: str) -> str:
+    if p is None or pd.isna(p):
+        return ""
+    return f"{'<0.001' if p < 0.001 else f'{p:.3f}'} {verdict}".strip()
+
+
+def _percent(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * float(value):.2f}%"
+
+
+def budget_section(rows: pd.DataFrame, setup: str, styles: dict, headline: str | None = None) -> BudgetSection | None:
+    """The setup's extraction-against-cost curves and equal-cost table (report/budget.py). The
+    reference cells may come from any run loaded (a companion suite on the same models). A
+    setup none of whose cells measured cost gets only the sentence that says so."""
+    from side_bench.report import budget
+
+    mine = rows[rows["setup"] == setup]
+    rule = budget.headline_rule(mine.to_dict("records"), headline)
+    if rule is None:
+        return None
+    records = budget.Records(rule)
+    cells = mine.drop_duplicates("config_hash")
+    if not any(budget.measured(r) for r in cells.to_dict("records")):
+        return BudgetSection(criterion=cap(rule.label, 120), note="", question="", sentences=[], table=None,
+                             missing=f"No extraction-against-cost curve: none of these {len(cells)} cells measured "
+                                     f"its cost (run before row schema 5).")
+    curves = budget.extraction_curves(mine, records)
+    targets = {(r.get("model_key"), r["scale"], r["seed"]) for r in mine.to_dict("records")}
+    # the reference's cells on these targets from every run loaded, for the reference lines
+    extra = [r for r in rows[rows["setup"] != setup].to_dict("records")
+             if budget.is_reference(r) and (r.get("model_key"), r["scale"], r["seed"]) in targets]
+    if extra:
+        curves["curves"] += budget.extraction_curves(extra, records)["curves"]
+    lines = budget.equal_cost([*mine.to_dict("records"), *extra], attacks=list(mine["attack"].unique()),
+                              records=records)
+    missing = ""
+    if curves["unmeasured"]:
+        who = sorted({f"{c['attack']} @ {c['scale']} seed {c['seed']}" for c in curves["unmeasured"]})
+        missing = (f"No curve for {len(who)} cell(s) without measured cost (run before row schema 5): "
+                   + cap(", ".join(who), 400))
+    note = ("Each curve: the copies among the first k candidates of a cell, and the distinct training images they "
+            "copied, against what those k cost (candidate i depends only on the seed and i, so a prefix of a cell "
+            "is a smaller run): the fixed cost first (the condition's pool, a classifier), then each draw of the "
+            "sampler in the order drawn; for a filter over a pool (side-exact) the fewest draws that hold the "
+            "first k candidates, and its last point everything it drew. The reference (UnCond) dashed, from its "
+            "largest cell on the same model in any run shown.")
+    return BudgetSection(criterion=cap(rule.label, 120), note=note, question=budget.HEADLINE_QUESTION,
+                         sentences=_budget_sentences(lines), table=_equal_cost_table(setup, lines, styles),
+                         curves=curves["curves"], scales=sorted({int(c["scale"]) for c in curves["curves"]}),
+                         missing=missing, tests=(budget.DISTINCT_TEST, budget.PRECISION_TEST),
+                         lines=_records(lines))
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """A frame's lines as JSON-ready dicts: NaN as None, numpy scalars as Python numbers."""
+    if frame.empty:
+        return []
+    import json
+
+    return json.loads(frame.to_json(orient="records"))
+
+
+def _equal_cost_table(setup: str, lines: pd.DataFrame, styles: dict) -> Table | None:
+    if lines.empty:
+        return None
+    headings = ["attack", "scale", "seed", "cost (equiv.)", "UnCond at that cost",
+                "distinct images: attack / UnCond", "p (distinct)", "precision of K claims: attack / UnCond",
+                "p (precision)", "note"]
+    # at each target, the attacks in the order of the headline question: more distinct images first
+    order = {"more": 0, "n.s.": 1, "": 2, "fewer": 3}
+    plain = lines[lines["arm"] == "reference"]
+    rank = {(line["scale"], line["seed"], line["attack"]): order.get(line.get("verdict_distinct") or "", 2)
+            for line in plain.to_dict("records")}
+    rows = []
+    keys = sorted({(line["scale"], line["seed"], line["attack"]) for line in lines.to_dict("records")},
+                  key=lambda key: (key[0], key[1], rank.get(key, 2), key[2]))
+    for scale, seed, attack in keys:
+        group = lines[(lines["scale"] == scale) & (lines["seed"] == seed) & (lines["attack"] == attack)]
+        for line in group.to_dict("records"):
+            plain = line["arm"] == "reference"
+            label = cap(attack) if plain else f"{cap(attack, 40)} vs {cap(line['arm'].replace('reference', 'UnCond'), 40)}"
+            bought = (f"{_count(line.get('reference_k'))} of N_G {_count(line.get('reference_n_g'))}"
+                      if line.get("reference_n_g") is not None and not pd.isna(line.get("reference_n_g")) else "")
+            if not plain and bought:
+                bought = f"top {_count(line.get('reference_claims'))} of {bought}"
+            distinct = (f"{_count(line.get('distinct'))} / {_count(line.get('reference_distinct'))}"
+                        if plain and line.get("reference_distinct") is not None
+                        and not pd.isna(line.get("reference_distinct")) else "")
+            precision = (f"{_percent(line.get('precision'))} / {_percent(line.get('reference_precision'))}"
+                         if line.get("reference_precision") is not None
+                         and not pd.isna(line.get("reference_precision")) else "")
+            cells = [Cell(str(scale)), Cell(str(seed)),
+                     Cell(f"{line['cost']:,.0f}" if line.get("cost") is not None and not pd.isna(line.get("cost"))
+                          else "", _sort_key(line.get("cost"))),
+                     Cell(bought), Cell(distinct),
+                     Cell(_p_text(line.get("p_distinct"), line.get("verdict_distinct", "")) if plain else "",
+                          _sort_key(line.get("p_distinct"))),
+                     Cell(precision),
+                     Cell(_p_text(line.get("p_precision"), line.get("verdict_precision", "")),
+                          _sort_key(line.get("p_precision"))),
+                     Cell(cap(line.get("note") or "", 200))]
+            rows.append(Row(label, cells, colour=styles.get(attack, ("", ""))[0]))
+    return Table(key=file_stem("equal-cost", setup), setup=cap(setup, 160), metric="equal cost", band="",
+                 headings=headings, rows=rows, seeds=int(lines["seed"].nunique()))
+
+
+def _budget_sentences(lines: pd.DataFrame) -> list[str]:
+    """Per attack: how often it obtained more, as many or fewer distinct training images than
+    UnCond at its own cost, and how its claims' precision compared (the tested lines only)."""
+    if lines.empty:
+        return []
+    said = []
+    for attack, group in lines.groupby("attack", sort=False):
+        plain = group[group["arm"] == "reference"]
+        parts = []
+        for question, words in (("distinct", "distinct training images"), ("precision", "precision of its claims")):
+            verdicts = [v for v in plain.get(f"verdict_{question}", []) if v]
+            if verdicts:
+                counts = ", ".join(f"{word} at {verdicts.count(word)}" for word in ("more", "n.s.", "fewer")
+                                   if verdicts.count(word))
+                parts.append(f"{words} against UnCond's: {counts} of {len(verdicts)} target(s)")
+        if parts:
+            said.append(f"At equal cost, {cap(attack, 40)}: " + "; ".join(parts) + ".")
+        elif len(plain):
+            notes = [n for n in plain.get("note", []) if isinstance(n, str) and n]
+            said.append(f"{cap(attack, 40)} is not compared at equal cost: {cap(notes[0], 200) if notes else 'untested'}.")
+    return said
 
 
 # ------------------------------------------------------------------------------------------

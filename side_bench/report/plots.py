@@ -511,3 +511,55 @@ def _difference_panel(series: list[tuple[str, tuple[str, str], pd.DataFrame]], *
     _say_axis(axes, _difference_axis(axes, everything, factor))
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(figure, out, stem, title)
+
+
+REFERENCE_STYLE = ("#000000", "--")
+SEED_STYLES = ("-", ":", "-.", (0, (5, 2, 1, 2)))
+
+
+def plot_extraction_curves(curves: list[dict], *, setup: str, out: Path, colours: dict[str, tuple[str, str]],
+                           criterion: str) -> Figure | None:
+    """Extraction against cost (report/budget.py), one panel per scale: distinct training images
+    copied (top) and copies (bottom) against cumulative cost (log axis), one line per attack and
+    seed (line style by seed), the reference's (UnCond's) largest cell per seed dashed black."""
+    if not curves:
+        return None
+    from matplotlib.figure import Figure as MplFigure
+
+    scales = sorted({int(c["scale"]) for c in curves})
+    seeds = sorted({int(c["seed"]) for c in curves})
+    chosen: dict[tuple, dict] = {}  # per attack, scale and seed: the cell with most candidates
+    for c in curves:
+        key = (c["attack"], int(c["scale"]), int(c["seed"]))
+        if c["points"] and (key not in chosen or c["n_generations"] > chosen[key]["n_generations"]):
+            chosen[key] = c
+    figure = MplFigure(figsize=(max(7.2, 2.7 * len(scales) + 1.8), 5.4), dpi=100, layout="constrained")
+    grid = figure.subplots(2, len(scales), squeeze=False, sharex="col")
+    title = f"Extraction against cost ({cap(criterion, 60)})"
+    figure.suptitle(f"{title}\n{cap(setup)}", fontsize=9)
+    handles = {}
+    for column, scale in enumerate(scales):
+        for row, (field, label) in enumerate((("distinct", "distinct training images"), ("copies", "copies"))):
+            axes = grid[row][column]
+            axes.grid(True, alpha=0.3)
+            for (attack, at_scale, seed), c in chosen.items():
+                if at_scale != scale:
+                    continue
+                colour, _ = REFERENCE_STYLE if c.get("reference") else colours.get(attack, ("#000000", "o"))
+                style = REFERENCE_STYLE[1] if c.get("reference") else SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)]
+                x = [p["cost"] for p in c["points"]]
+                y = [p[field] for p in c["points"]]
+                name = cap(attack, 40) + (f" (seed {seed})" if len(seeds) > 1 else "")
+                (line,) = axes.plot(x, y, color=colour, linestyle=style, linewidth=1.3 if c.get("reference") else 1.1)
+                axes.plot(x[-1:], y[-1:], marker="o", markersize=3, color=colour)  # everything it spent
+                handles.setdefault(name, line)
+            axes.set_xscale("log")
+            if row == 0:
+                axes.set_title(f"scale {scale}", fontsize=9)
+            if row == 1:
+                axes.set_xlabel("cost (UNet-eval. equiv., log)", fontsize=8)
+            if column == 0:
+                axes.set_ylabel(label, fontsize=8)
+            axes.tick_params(labelsize=7)
+    figure.legend(list(handles.values()), list(handles), fontsize=7, loc="outside right upper", frameon=False)
+    return _save(figure, out, file_stem("cost", setup, criterion), title)

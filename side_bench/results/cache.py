@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from side_bench import cost
 from side_bench.errors import BenchError
 from side_bench.results.store import atomic_directory, atomic_write, file_lock, sha256_file
 
@@ -56,12 +57,15 @@ def hash_files(folder: Path) -> dict[str, dict]:
     return files
 
 
-def write_manifest(folder: Path, kind: str, adopted: bool = False) -> None:
-    """Hash the entry's files and write its manifest, atomically (after the files)."""
+def write_manifest(folder: Path, kind: str, adopted: bool = False, made_cost: dict | None = None) -> None:
+    """Hash the entry's files and write its manifest, atomically (after the files). ``made_cost``:
+    what making the entry cost an attack (side_bench/cost.py), charged again to a cell that loads it."""
     manifest = {"format": MANIFEST_FORMAT, "kind": kind, "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "files": hash_files(folder)}
     if adopted:  # hashed on first use, not when written: see the module's docstring
         manifest["adopted"] = True
+    if made_cost is not None:
+        manifest["cost"] = made_cost
     atomic_write(Path(folder) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
@@ -135,12 +139,23 @@ def read_cache_entry(folder: Path, load: Callable[[Path], T], kind: str) -> T | 
     before manifests), an error from ``load`` is damage, and an entry that loads is hashed now.
     """
     folder = Path(folder)
+    value = _read_entry(folder, load, kind)
+    if value is None:  # it will be made now: what that costs an attack is measured from here
+        cost.cache_missed(str(folder))
+    return value
+
+
+def _read_entry(folder: Path, load: Callable[[Path], T], kind: str) -> T | None:
     if not folder.is_dir():
         return None
     if (folder / MANIFEST).exists():
         problem = entry_problem(folder)
         if problem is None:
-            return load(folder)
+            value = load(folder)
+            # an attack that loads it is charged what making it cost (side_bench/cost.py)
+            with contextlib.suppress(OSError, ValueError):
+                cost.cache_loaded(read_manifest(folder).get("cost"), kind)
+            return value
         _discard(folder, kind, problem)
         return None
     try:
@@ -151,6 +166,7 @@ def read_cache_entry(folder: Path, load: Callable[[Path], T], kind: str) -> T | 
         return None
     with contextlib.suppress(OSError):  # a read-only cache still serves; it stays unverified
         write_manifest(folder, kind, adopted=True)
+    cost.cache_loaded(None, kind)
     return value
 
 
@@ -171,7 +187,7 @@ def write_cache_entry(folder: Path, kind: str) -> Iterator[Path]:
     another process wrote the same entry first, its copy is kept (``atomic_directory``)."""
     with atomic_directory(folder, complete=MANIFEST) as temporary:
         yield temporary
-        write_manifest(temporary, kind)
+        write_manifest(temporary, kind, made_cost=cost.cache_made(str(folder)))
 
 
 # -- side-bench cache verify ------------------------------------------------------------------

@@ -59,6 +59,8 @@ def to_frame(scores: CandidateScores, seed: int) -> pd.DataFrame:
         "hit_similarity": [scores.hit_similarity[a:b].astype(np.float64)
                            for a, b in zip(starts[:-1], starts[1:], strict=True)],
     })
+    if scores.draws is not None:  # absent: candidate i was draw i + 1 (CandidateScores.draws)
+        frame["draw"] = scores.draws.astype(np.int64)
     for name, values in scores.ranker_scores.items():
         frame[RANKER_PREFIX + name] = np.asarray(values, dtype=np.float64)
     return frame
@@ -152,6 +154,7 @@ def load_scores(path: Path) -> CandidateScores:
         ranker_scores={c[len(RANKER_PREFIX):]: frame[c].to_numpy(np.float64) for c in rankers},
         ranker_thresholds=metadata.get("ranker_thresholds") or {},
         distinct_of=distinct_of, multiplicity=multiplicity, canaries=canaries,
+        draws=frame["draw"].to_numpy(np.int64) if "draw" in frame else None,
     )
 
 

@@ -35,6 +35,12 @@ Schema versions:
        computing these from their value, ``n_train`` (the members) and ``n_null`` (the
        non-members): they depend on nothing else, so the result is what a new run gives.
        Every other row is upgraded unchanged.
+    5  rows (``ROW_SCHEMA_VERSION``): the same fields and ``cost``, what the cell's attack spent
+       as the runner measured it (side_bench/cost.py: UNet evaluations forward and backward,
+       guide evaluations, images sampled, classifier training, per draw and fixed, rankers and
+       diagnostics apart, seconds per attacker stage). Version-4 rows are upgraded with
+       ``cost`` null: not measured. The cost is no part of the config hash: a rerun that
+       measures it lands in the same run folder under the same cell.
 
 A row's ``device`` is the device the cell ran on with what it can do (an object from
 ``side_bench/machine.py``: CPU model, speed flags, native bf16; or the GPU); rows written
@@ -57,7 +63,7 @@ from side_bench.errors import BenchError, one_line
 if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
     import jsonschema
 
-ROW_SCHEMA_VERSION = 4
+ROW_SCHEMA_VERSION = 5
 MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
@@ -170,11 +176,17 @@ def _row_3_to_4(row: dict) -> dict:
     return {**row, **{key: getattr(estimate, key) for key in ("count", "n", "ci_low", "ci_high", "interval", "se")}}
 
 
+def _row_4_to_5(row: dict) -> dict:
+    # written before the runner measured cost: null, never a guess
+    return {**row, "cost": row.get("cost"), "schema_version": 5}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
-ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3, 3: _row_3_to_4}
+ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3, 3: _row_3_to_4,
+                                                  4: _row_4_to_5}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 

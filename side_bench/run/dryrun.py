@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ PLAN_ONLY_ENV = "SIDE_BENCH_PLAN_ONLY"
 THROUGHPUT_FILE = "throughput.json"
 TRAIN_STEP_EVALS = 3.0  # a training image-step (forward and backward) in evaluations
 GUIDED_COST = 1.6  # guided / unguided sampling time (README: sampling throughput)
+REFERENCE_CONDITION, REFERENCE_EXTRACTOR = "none", "sample"  # UnCond, the equal-cost reference (report/budget.py)
 WARN_SECONDS = 24 * 3600.0
 
 
@@ -53,6 +55,12 @@ class PlannedCell:
     classifier_images: int  # classifier epochs x labelled images (an estimate)
     unet_evals: int  # sampled images x DDIM steps
     knn_pairs: int = 0  # candidate (and, once per scale, held-out) x training-image distances
+    # the attack's own planned cost in UNet-evaluation equivalents (side_bench/cost.py), work it
+    # shares with other cells (a surrogate pool, a classifier) counted in full: what its row's
+    # measured cost will say, and what an equal-cost comparison needs of the reference
+    attack_cost: float = 0.0
+    reference: bool = False  # Carlini et al.'s UnCond (condition none, extractor sample): the equal-cost reference
+    reference_steps: int = 0  # its cost per candidate (DDIM steps), when it is the reference
 
 
 def _positive(settings: dict, key: str, default: int = 0) -> int:
@@ -98,9 +106,11 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
         cost = (_planned_cost(extractor, n_generations, cell.attack.extractor.name)
                 or _guessed_cost(extractor_settings, n_generations))
         unet_evals = cost["unet_evals"]
+        attack_cost = float(unet_evals + int(cost.get("classifier_images") or 0))
         if "clusters" in condition_settings:  # a surrogate samples its pool once per (scale, seed, pool)
             n_syn = _positive(condition_settings, "n_syn") or 50 * _positive(condition_settings, "clusters", 100)
             pool = canonical_hash([cell.scale, cell.seed, n_syn, condition_settings.get("ddim_steps", 50)])
+            attack_cost += n_syn * _positive(condition_settings, "ddim_steps", 50)
             if pool not in seen_pools:
                 seen_pools.add(pool)
                 unet_evals += n_syn * _positive(condition_settings, "ddim_steps", 50)
@@ -116,10 +126,67 @@ def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results"
         if cell.scale not in nulls:
             nulls.add(cell.scale)
             knn_pairs += heldout * cell.scale
+        reference = (cell.attack.condition.name, cell.attack.extractor.name) == (REFERENCE_CONDITION, REFERENCE_EXTRACTOR)
         planned.append(PlannedCell(cell.scale, cell.attack.name, cell.seed, cell.config_hash,
                                    store.is_done(cell.config_hash), train_images, note, classifier, unet_evals,
-                                   knn_pairs))
+                                   knn_pairs, attack_cost, reference,
+                                   _positive(extractor_settings, "ddim_steps", 50) if reference else 0))
     return suite_obj, planned, store.run_dir
+
+
+def equal_cost_needs(planned: list[PlannedCell], n_generations: dict[int, int]) -> list[dict]:
+    """What each attack's equal-cost comparison (report/budget.py) needs of the reference, from
+    the plan: per attack cell, its planned cost and the reference's N_G whose prefix reaches it
+    (the planned cost over the reference's cost per candidate), beside the reference cell this
+    suite has at that scale and seed (None when it has none: a companion suite must hold it).
+    A plan: the measured cost decides (a rejection pool's size is known only after the run)."""
+    references = {(p.scale, p.seed): p for p in planned if p.reference}
+    steps = next((p.reference_steps for p in planned if p.reference), 50)
+    needs = []
+    for p in planned:
+        if p.reference:
+            continue
+        here = references.get((p.scale, p.seed))
+        per = here.reference_steps if here else steps
+        needed = max(1, math.ceil(p.attack_cost / per)) if per else 0
+        have = n_generations.get(p.scale) if here else None
+        needs.append({"attack": p.attack, "scale": p.scale, "seed": p.seed, "cost": p.attack_cost,
+                      "reference": here.attack if here else None, "reference_steps": per,
+                      "needed_n_g": needed, "suite_n_g": have, "enough": have is not None and have >= needed})
+    return needs
+
+
+def equal_cost_lines(needs: list[dict], whole_rankers: list[str] = ()) -> list[str]:
+    """The dry run's lines for ``equal_cost_needs``: one per attack and the N_G it needs of UnCond.
+    ``whole_rankers``: the suite's rankers whose score needs all of a cell's candidates (not
+    ``prefix_invariant``): UnCond + such a ranker at equal cost ranks a whole UnCond cell, one
+    that spends 90% to 100% of the budget (``cost.SPEND_SHARE``)."""
+    from side_bench.cost import SPEND_SHARE
+
+    lines = []
+    for need in needs:
+        where = (f"this suite's {need['reference']} has N_G {need['suite_n_g']:,} "
+                 f"({'enough' if need['enough'] else 'too few: add a UnCond cell with N_G >= ' + format(need['needed_n_g'], ',')})"
+                 if need["reference"] else "this suite has no UnCond cell there (a companion suite must hold one)")
+        whole = ""
+        if whole_rankers:
+            steps = need["reference_steps"] or 1
+            low, high = math.ceil(SPEND_SHARE * need["cost"] / steps), int(need["cost"] // steps)
+            whole = (f"; UnCond + {', '.join(whole_rankers)} (scored among all of a cell's candidates) needs a UnCond "
+                     f"cell with its ranker{'s' if len(whole_rankers) > 1 else ''} and N_G in [{low:,}, {high:,}]")
+        lines.append(f"equal cost: {need['attack']} @ scale {need['scale']}, seed {need['seed']}: about "
+                     f"{need['cost']:,.0f} UNet-evaluation equivalents; UnCond at {need['reference_steps']} steps needs "
+                     f"N_G >= {need['needed_n_g']:,} for its prefix to reach it; {where}{whole}")
+    return lines
+
+
+def whole_cell_rankers(suite_obj, registry: Registry | None = None) -> list[str]:
+    """The suite's attacker rankers whose score of a candidate depends on the others (not
+    ``prefix_invariant``; ``attacker`` False ones are never compared)."""
+    registry = registry or load_registry()
+    components = [(spec.name, registry.get("rankers", spec.name).component) for spec in getattr(suite_obj, "rankers", [])]
+    return [name for name, component in components
+            if getattr(component, "attacker", True) and not getattr(component, "prefix_invariant", False)]
 
 
 def _guessed_cost(extractor_settings: dict, n: int) -> dict:
@@ -284,6 +351,8 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     width = max(console.width, 110, 90 + max((len(p.attack) for p in planned), default=0))
     Console(width=width).print(table)
     for line in own_cells_lines(suite_obj):  # one line each, unwrapped, so that it greps whole
+        console.print(escape(line), soft_wrap=True)
+    for line in equal_cost_lines(equal_cost_needs(planned, suite_obj.n_generations), whole_cell_rankers(suite_obj)):
         console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
     if suite_obj.data_note:

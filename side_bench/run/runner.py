@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from side_bench import cost
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
@@ -169,26 +170,31 @@ class CellRunner:
         with timer("target"):
             target, model_key, target_model = self._target(cell, data, condition, ctx)
         self.target_ready(cell.config_hash)
-        with timer("condition"):
-            labelled = condition.attack_labels(target, data, ctx)
-        with timer("extraction"):
-            candidates = check_candidates(
-                extractor.extract(target, labelled, config["n_generations"], ctx),
-                config["n_generations"], target.image_shape,
-                registry.get("extractors", cell.attack.extractor.name).describe())
-        candidates01 = to_unit(candidates.images)  # what rankers, features and the gallery see
+        # the attacker's stages run under the cost meter: what they spend is counted where it is
+        # spent (side_bench/cost.py), the target's UNets hooked before the condition sees them
+        with cost.metering((target.unet, "target"), (getattr(target, "base_unet", None), "base")) as meter:
+            with timer("condition"), meter.stage("condition"):
+                labelled = condition.attack_labels(target, data, ctx)
+            with timer("extraction"), meter.stage("extraction"):
+                candidates = check_candidates(
+                    extractor.extract(target, labelled, config["n_generations"], ctx),
+                    config["n_generations"], target.image_shape,
+                    registry.get("extractors", cell.attack.extractor.name).describe())
+            candidates01 = to_unit(candidates.images)  # what rankers, features and the gallery see
+            with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
+                rankings = self._rankings(config, candidates01, target, ctx, meter)
+            spent = cell_cost(meter, candidates.images)
         bands = [Band(**b) for b in config["bands"]]
         metrics = build_metrics(registry, config)
         who = {name: registry.get("metrics", (config.get("metric_components") or {}).get(name, name)).describe()
                for name in metrics}
-        with timer("rankers"):  # the attacker's own scores: candidates and model, no training set
-            rankings = self._rankings(config, candidates01, target, ctx)
         with timer("scoring"):
             ctx.progress("scoring", 0, 2)
             reference, reference_key = self._reference(config, data, features, ctx.device, planted)
             scores = reference.score(candidates01, bands, targets=candidates.targets)
             scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
             scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
+            scores.draws = spent.pop("draw_of")
             rows = metric_rows(scores, {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)},
                                bands, who)
         with timer("model-metrics"):
@@ -231,7 +237,7 @@ class CellRunner:
             "stage_seconds": timer.seconds, "device": describe_device(self.device), "versions": config["versions"],
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
-            "hits_truncated": scores.hits_truncated,
+            "hits_truncated": scores.hits_truncated, "cost": spent,
         }
         return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
 
@@ -281,13 +287,15 @@ class CellRunner:
             self._built_features[key] = self.registry.build("features", spec["name"], spec["settings"])
         return self._built_features[key]
 
-    def _rankings(self, config: dict, candidates01, target, ctx: RunContext) -> dict:
-        """{ranker name: (scores, threshold)} for the suite's rankers (none by default)."""
+    def _rankings(self, config: dict, candidates01, target, ctx: RunContext, meter=None) -> dict:
+        """{ranker name: (scores, threshold)} for the suite's rankers (none by default); each
+        ranker's cost counted apart (``meter``: the cell's cost meter)."""
         rankings = {}
         for spec in config.get("rankers", []):
             registration = self.registry.get("rankers", spec["name"])
             ranker = self.registry.build("rankers", spec["name"], spec.get("settings", {}))
-            result = ranker.score(candidates01, target, ctx)
+            with meter.stage(f"ranker:{registration.name}") if meter is not None else contextlib.nullcontext():
+                result = ranker.score(candidates01, target, ctx)
             rankings[registration.name] = check_ranking(result, len(candidates01), registration.describe())
         return rankings
 
@@ -349,6 +357,18 @@ class StageTimer:
             yield
         finally:
             self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - started, 3)
+
+
+def cell_cost(meter, images) -> dict:
+    """The row's ``cost`` (side_bench/cost.py ``Meter.record``), and under ``draw_of`` which
+    draw made each candidate (None: candidate i was draw i + 1, or it could not be told). The
+    attacker's seconds are the row's ``stage_seconds`` (condition, extraction, rankers)."""
+    import numpy as np
+
+    draws = meter.draw_of(images)
+    record = meter.record(len(images), draws)
+    ordered = draws is None or np.array_equal(np.asarray(draws), np.arange(1, len(images) + 1))
+    return {**record, "draw_of": None if ordered else np.asarray(draws, dtype=np.int64)}
 
 
 def target_hit(targets, nearest_index, train_targets) -> dict | None:

@@ -36,6 +36,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from side_bench import cost
 from side_bench.errors import BenchError
 from side_bench.hookspecs import ProgressCallback
 from side_bench.results.cache import cache_lock, read_cache_entry, write_cache_entry
@@ -263,6 +264,7 @@ def tweedie_denoiser(target, device: torch.device | None = None) -> Denoiser:
     return denoise
 
 
+@cost.preparation  # a fixed cost of the attack, not a draw's (side_bench/cost.py)
 def train_classifier(classifier: TimeConditionedResNet, images: torch.Tensor, labels: torch.Tensor,
                      scheduler_config: dict, *, steps: int, batch_size: int, learning_rate: float,
                      seed: int, device: torch.device, progress: ProgressCallback,
@@ -293,6 +295,10 @@ def train_classifier(classifier: TimeConditionedResNet, images: torch.Tensor, la
     losses = []
     for step in range(steps):
         batch = torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)
+        cost.add("classifier_train_steps", 1)
+        cost.add("classifier_train_images", len(batch))
+        cost.add("classifier_pgd_passes", len(batch) * adversarial_steps if adversarial_eps else 0)
+        cost.add("classifier_penalty_passes", len(batch) if gradient_penalty else 0)
         clean, target = images[batch], labels[batch]
         if classifier.noise_aware or denoiser is not None:
             timesteps = torch.randint(scheduler.config.num_train_timesteps, (len(batch),), generator=generator)
@@ -351,6 +357,7 @@ def log_prob_gradient(classifier: nn.Module, temperature: float = 1.0, denoiser:
             selected = log_probs[torch.arange(len(x_in), device=x_in.device), labels].sum()
             return torch.autograd.grad(selected, x_in)[0]
 
+    guidance.guide = "classifier"  # what the sampler counts it as (side_bench/cost.py)
     return guidance
 
 
@@ -390,6 +397,7 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
 
 
 @torch.no_grad()
+@cost.benchmark_only  # the benchmark's measurement, not the attacker's work (side_bench/cost.py)
 def accuracy_by_noise(classifier: nn.Module, images: torch.Tensor, labels: torch.Tensor, scheduler_config: dict,
                       *, seed: int, device: torch.device, draws: int = 4, temperature: float = 1.0,
                       bands=NOISE_BANDS, batch_size: int = 1024, denoiser: Denoiser | None = None) -> dict:

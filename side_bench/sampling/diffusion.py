@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from side_bench import cost
 from side_bench.hookspecs import ProgressCallback, TargetModel
 
 GuidanceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -129,6 +130,7 @@ class EMA:
             average.copy_(current)
 
 
+@cost.preparation  # trained during an attack (never the target's): a fixed cost of it (side_bench/cost.py)
 def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels: torch.Tensor | None,
                    *, steps: int, batch_size: int, learning_rate: float, ema_decay: float,
                    seed: int, device: torch.device, progress: ProgressCallback,
@@ -147,6 +149,8 @@ def train_denoiser(unet, scheduler: DDPMScheduler, images: torch.Tensor, labels:
     labels = labels.to(device) if labels is not None else None
     num_timesteps = scheduler.config.num_train_timesteps
     for step in range(steps):
+        cost.add("model_train_steps", 1)
+        cost.add("model_train_images", batch_size)
         batch = torch.randint(len(images), (batch_size,), generator=generator)
         clean = images[batch.to(device)]
         noise = torch.randn(clean.shape, generator=generator).to(device)
@@ -210,21 +214,30 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
         x = x.to(device)
         labels_device = labels.to(device) if labels is not None else None
         unet_labels = labels_device if target.num_classes else None
-        for step, t in enumerate(scheduler.timesteps):
-            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                if compile == "none":
-                    eps = unet(x, t, class_labels=unet_labels).sample.float()
-                else:
-                    if graphs:  # each step a new replay: the last one's outputs are read already
-                        torch.compiler.cudagraph_mark_step_begin()
-                    # the timestep on the device, as the UNet would move it, so the graph holds no copy from the CPU
-                    eps = network(x, t.to(device), class_labels=unet_labels).sample.float()
-            if factors[step] is not None:
-                grad = guidance(x, t.to(device).expand(len(x)), labels_device)
-                eps = eps - factors[step] * grad
-            x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-            progress("sampling", start * num_steps + (step + 1) * len(indices), total)
-        outputs.append(x.clamp(-1, 1).cpu())
+        # the cost meter (side_bench/cost.py) counts the UNet at its first layer; the guide, and
+        # which draw each image is, are counted here, where the sampler calls and makes them
+        with cost.sampling_batch(len(indices)) as batch:
+            for step, t in enumerate(scheduler.timesteps):
+                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    if compile == "none":
+                        eps = unet(x, t, class_labels=unet_labels).sample.float()
+                    else:
+                        if graphs:  # each step a new replay: the last one's outputs are read already
+                            torch.compiler.cudagraph_mark_step_begin()
+                        # the timestep on the device, as the UNet would move it, so the graph holds no copy from the CPU
+                        eps = network(x, t.to(device), class_labels=unet_labels).sample.float()
+                if factors[step] is not None:
+                    grad = guidance(x, t.to(device).expand(len(x)), labels_device)
+                    cost.add("guide_evals", len(x))
+                    if getattr(guidance, "guide", None) == "kernel":
+                        cost.add("kernel_evals", len(x))
+                    eps = eps - factors[step] * grad
+                x = scheduler.step(eps, t, x, eta=0.0).prev_sample
+                progress("sampling", start * num_steps + (step + 1) * len(indices), total)
+            images = x.clamp(-1, 1).cpu()
+            if batch is not None:
+                batch.outputs(images)
+        outputs.append(images)
         if labels is not None:
             labels_out.append(labels.cpu())
     images = torch.cat(outputs)

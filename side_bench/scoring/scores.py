@@ -159,6 +159,10 @@ class CandidateScores:
     # when the cell planted no canaries (run/canaries.py). A canary's multiplicity is d too,
     # unless the data set held the image already (then it is not planted).
     canaries: np.ndarray | None = None
+    # (n,) int64: the 1-based draw of the sampler that made candidate i, in the order the
+    # extraction sampled (side_bench/cost.py): a prefix of k candidates needed draws up to
+    # max(draws[:k]). None: candidate i was draw i + 1 (or the attack's cost was not measured).
+    draws: np.ndarray | None = None
     # band -> its (rows, training indices): UMS's bootstrap asks for them once per resample
     _band_pairs: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -177,6 +181,8 @@ class CandidateScores:
         self.multiplicity = np.asarray(self.multiplicity, dtype=np.int64)
         if self.canaries is not None:
             self.canaries = np.asarray(self.canaries, dtype=np.int64)
+        if self.draws is not None:
+            self.draws = np.asarray(self.draws, dtype=np.int64)
 
     @property
     def n_candidates(self) -> int:
