@@ -41,3 +41,20 @@ def test_compile_stays_out_of_the_config_at_its_default_and_is_checked():
     with pytest.raises(BenchError, match=r"^attacks\[0\]: compile: expected one of none, graphs, reduce-overhead, "
                                          r"got 'fast'$"):
         Sample.Settings(compile="fast").validate("attacks[0]")
+
+
+def test_the_cost_meter_counts_the_compiled_loop_as_the_eager_one():
+    # the meter hooks the UNet's first layer (side_bench/cost.py): a compiled UNet must still
+    # reach it, or a compiled run would read as cheaper than it was. 4 images x 3 steps = 12.
+    from side_bench import cost
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                       down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                       norm_num_groups=4).eval()
+    target = TargetModel(unet=unet, scheduler_config={"num_train_timesteps": 1000}, num_classes=0,
+                         trained_with="none", image_shape=(1, 8, 8), identity={})
+    for mode in ("none", "graphs"):
+        with cost.metering((unet, "target")) as meter, meter.stage("extraction"):
+            ddim_sample(target, 4, seed=1, num_steps=3, batch_size=4, device=CPU, compile=mode)
+        assert [batch.counts for batch in meter.ledger] == [{"unet_forward": 12, "sampled_images": 4}], mode
