@@ -52,9 +52,9 @@ def test_a_version_3_membership_row_gets_the_honest_interval_on_reading():
     # of the members, an n that is not members + non-members
     other = make_row(schema_version=3, metric="ranker-auc", unit="ratio", value=1.0, se=0.0, ci_low=1.0,
                      ci_high=1.0, interval="bootstrap-percentile")
-    assert upgrade_row(other, "test") == {**other, "schema_version": 4}
+    assert upgrade_row(other, "test") == {**other, "schema_version": 5, "cost": None}
     for odd in (membership_row("tpr@1%", 0.5001), {**membership_row("auc", 1.0), "n": 99}):
-        assert upgrade_row(odd, "test") == {**odd, "schema_version": 4}
+        assert upgrade_row(odd, "test") == {**odd, "schema_version": 5, "cost": None}
 
 
 def test_two_separable_models_pool_to_the_score_interval_of_their_mean(tmp_path):
