@@ -635,8 +635,11 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @main.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print every check (passed, failed, skipped) as a JSON list.")
+@click.option("--targets", "targets", default=None, type=click.Path(file_okay=False), metavar="PACK",
+              help="A shared-targets pack (targets export): every row's target model must be one of its models, "
+                   "file for file (sha256).")
 @user_errors
-def verify(results, as_json):
+def verify(results, as_json, targets):
     """Check that result folders' rows follow from their settings and per-candidate records.
 
     RESULTS: run folders, suite folders or a results root. For every row: the config hash
@@ -644,10 +647,11 @@ def verify(results, as_json):
     files are the cell's own, and every metric recomputed from them gives its numbers.
     One line per failed check (FAILED, file:line, check, row, why), then a summary;
     exit code 1 when a check failed. Links, path escapes, NaN and truncated files are refused.
+    With --targets PACK, each row's recorded target model must also be the pack's.
     """
     from side_bench.scoring.verify import failures, summary, verify_runs
 
-    checks = verify_runs(results)
+    checks = verify_runs(results, targets=targets)
     if as_json:
         click.echo(checks.to_json(orient="records", indent=2))
     else:
