@@ -586,9 +586,17 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
 @click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
               help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
                    "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")
+@click.option("--targets", "targets", default=None, type=click.Path(file_okay=False), metavar="PACK",
+              help="A shared-targets pack: a submission (a run folder with a submission.toml) is verified only if "
+                   "its rows attacked the pack's models.")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported, headline, index_dir):
-    """Tables and plots across scales from run folders, suite folders or a results root."""
+def leaderboard(results, metric, band, formats, out, reported, headline, index_dir, targets):
+    """Tables and plots across scales from run folders, suite folders or a results root.
+
+    A run folder with a submission.toml is a submission: it is verified here (side-bench verify)
+    and its attacks marked as a verified or unverified submission; other folders are this
+    project's runs.
+    """
     from side_bench.report.files import write_index, write_report
 
     if not results and index_dir is None:
@@ -601,7 +609,7 @@ def leaderboard(results, metric, band, formats, out, reported, headline, index_d
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
-                           headline=headline) if results else {}
+                           headline=headline, targets=targets) if results else {}
     if index_dir is not None:
         written["index"] = write_index(index_dir)["md"]
     for fmt, value in written.items():

@@ -45,6 +45,7 @@ from side_bench.report.page import (
     page_summary,
 )
 from side_bench.report.plots import attack_colours, plot_against_scale, plot_setting_curve, plot_sweeps, setting_curves
+from side_bench.report.submissions import mark_origins, mark_page, origin_columns
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -219,16 +220,32 @@ def _publish(staging: Path, out: Path, replaced: set[str]) -> None:
         os.replace(staging, out)
 
 
+def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str | None = None,
+                      band: str | None = None, targets: str | Path | None = None) -> pd.DataFrame:
+    """The leaderboard frame of the result files under ``results`` (see ``aggregate``), with each
+    line's ``origin`` and ``submission`` (``report/submissions.py``: submitted folders verified
+    here, ``targets`` the pack their target models are checked against).
+
+    ``metric`` and ``band`` keep only that metric / band name.
+    """
+    rows, _ = mark_origins(load_rows(results), targets=targets, warn=warn_on_stderr)
+    rows = select(rows, metric=metric, band=band)
+    return origin_columns(aggregate(rows), rows)
+
+
 def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path | None = None,
                  metric: str | None = None, band: str | None = None, reported: Iterable[str | Path] = (),
-                 headline: str | None = None, warn: Warn | None = warn_on_stderr) -> dict[str, str | Path]:
+                 headline: str | None = None, warn: Warn | None = warn_on_stderr,
+                 targets: str | Path | None = None) -> dict[str, str | Path]:
     """Build the leaderboard of ``results`` and write it.
 
     With ``out``: writes each format's file there (plus plots/ and galleries/ for md and
     html), atomically, and returns {format: path}. Without: returns {format: text} (html
     needs ``out``: its images are files). ``headline`` (``METRIC`` or ``METRIC:BAND``)
     overrides the suites' headline metric; ``warn`` receives one line per run left out or
-    value not ranked (default: stderr).
+    value not ranked (default: stderr). A run folder with a ``submission.toml`` is verified
+    here and its attacks marked with their origin (``report/submissions.py``; ``targets``: a
+    pack their rows' target models are checked against).
     """
     formats = list(dict.fromkeys(formats))
     for fmt in formats:
@@ -236,10 +253,13 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
             raise BenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None and "html" in formats:
         raise BenchError("--format html: needs --out DIR (the page's images are files next to it)")
-    rows = select(load_rows(results, warn=warn), metric=metric, band=band)
-    table = aggregate(rows)
+    rows, submitted = mark_origins(load_rows(results, warn=warn), targets=targets, warn=warn)
+    rows = select(rows, metric=metric, band=band)
+    table = origin_columns(aggregate(rows), rows)
     pages = {"md", "html"} & set(formats)
     page = build_page(rows, table, headline=headline, reported=find_reported(reported)) if pages else None
+    if page is not None:
+        mark_page(page, rows, submitted)
     texts = {}
     if out is None:
         for fmt in formats:
@@ -322,5 +342,5 @@ def write_index(root: str | Path, *, warn: Warn | None = warn_on_stderr) -> dict
     return written
 
 
-__all__ = ["FORMATS", "NULL_LABEL", "format_value", "render_html", "render_index", "render_markdown",
+__all__ = ["FORMATS", "NULL_LABEL", "build_leaderboard", "format_value", "render_html", "render_index", "render_markdown",
            "render_table", "write_index", "write_report"]
