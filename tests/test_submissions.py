@@ -194,3 +194,24 @@ def test_a_page_without_submissions_regenerates_byte_for_byte(tmp_path):
         assert (out / name).read_bytes() == (published / name).read_bytes(), f"{name} changed"
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == sorted(p.relative_to(published)
                                                                         for p in published.rglob("*"))
+
+
+def test_clashing_names_are_renamed_by_source_and_this_projects_keep_theirs():
+    """One setup: uncond from this project, from a submission verified in one folder and not in
+    another (other cells), and from a second submission; my-attack from one source only."""
+    from side_bench.report.submissions import _rename_clashes
+
+    mine = {"attack": "my-attack", "authors": ["A"]}
+    theirs = {"attack": "their-attack", "authors": ["B"]}
+    sources = ["", json.dumps([mine, VERIFIED]), json.dumps([mine, UNVERIFIED]), json.dumps([theirs, VERIFIED]),
+               json.dumps([mine, VERIFIED])]
+    rows = pd.DataFrame({"setup": ["s"] * 5, "attack": ["uncond"] * 4 + ["my-attack"],
+                         "attack_base": ["uncond"] * 4 + ["my-attack"], "_source": sources})
+    renamed = _rename_clashes(rows)
+    assert renamed["attack"].tolist() == ["uncond", "uncond (submission my-attack)",
+                                          "uncond (submission my-attack, unverified)",
+                                          "uncond (submission their-attack)", "my-attack"]
+    assert renamed["attack_base"].tolist() == renamed["attack"].tolist() and "_source" not in renamed
+    # in another setup the same names do not clash
+    other = rows.assign(setup=["s", "t", "u", "v", "w"])
+    assert _rename_clashes(other)["attack"].tolist() == rows["attack"].tolist()

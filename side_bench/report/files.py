@@ -228,8 +228,7 @@ def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str
 
     ``metric`` and ``band`` keep only that metric / band name.
     """
-    rows, _ = mark_origins(load_rows(results), targets=targets, warn=warn_on_stderr)
-    rows = select(rows, metric=metric, band=band)
+    rows, _ = mark_origins(select(load_rows(results), metric=metric, band=band), targets=targets, warn=warn_on_stderr)
     return origin_columns(aggregate(rows), rows)
 
 
@@ -253,8 +252,8 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
             raise BenchError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     if out is None and "html" in formats:
         raise BenchError("--format html: needs --out DIR (the page's images are files next to it)")
-    rows, submitted = mark_origins(load_rows(results, warn=warn), targets=targets, warn=warn)
-    rows = select(rows, metric=metric, band=band)
+    rows = select(load_rows(results, warn=warn), metric=metric, band=band)
+    rows, submitted = mark_origins(rows, targets=targets, warn=warn)  # after select: a bad --metric costs nothing
     table = origin_columns(aggregate(rows), rows)
     pages = {"md", "html"} & set(formats)
     page = build_page(rows, table, headline=headline, reported=find_reported(reported)) if pages else None

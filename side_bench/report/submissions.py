@@ -207,6 +207,7 @@ def mark_origins(rows: pd.DataFrame, *, targets: str | Path | None = None, cache
     rows["origin"], rows["submission"] = PROJECT, ""
     if not submitted:
         return rows, []
+    rows["_source"] = ""
     verdicts = {folder: verify_submission(folder, targets=targets, cache_dir=cache_dir) for folder in submitted}
     sources: dict[tuple, dict] = {}  # (submission, origin) -> the folders of one legend entry
     for folder, submission in submitted.items():
@@ -218,6 +219,7 @@ def mark_origins(rows: pd.DataFrame, *, targets: str | Path | None = None, cache
         mask = rows["run_dir"] == folder
         rows.loc[mask, "origin"] = origin
         rows.loc[mask, "submission"] = json.dumps({**submission.as_dict(), "verification": verdict.text()})
+        rows.loc[mask, "_source"] = json.dumps([submission.as_dict(), origin])  # one source: folders alike
         sources.setdefault((submission, origin), {"folders": [], "verdicts": []})
         sources[(submission, origin)]["folders"].append(folder)
         sources[(submission, origin)]["verdicts"].append(verdict)
@@ -237,22 +239,21 @@ def mark_origins(rows: pd.DataFrame, *, targets: str | Path | None = None, cache
 
 
 def _rename_clashes(rows: pd.DataFrame) -> pd.DataFrame:
-    """A submitted attack whose name another source also uses in the same setup gets
-    ' (submission ATTACK)' (and, for a second status of one submission, ', unverified'):
-    rows of different origins are never averaged together."""
-    source = [("", "") if o == PROJECT else (s, o) for s, o in zip(rows["submission"], rows["origin"], strict=True)]
-    rows = rows.assign(_source=[json.dumps(s) for s in source])
+    """A submitted attack whose name another source (``_source``: '' for this project, else the
+    submission's fields and origin) also uses in the same setup gets ' (submission ATTACK)'
+    (and, for a second status of one submission, ', unverified'): rows of different origins
+    are never averaged together."""
     renamed = {}
     for (_, attack), part in rows.groupby(["setup", "attack"], sort=False):
         kinds = list(dict.fromkeys(part["_source"]))
         if len(kinds) < 2:
             continue
         for kind in kinds:
+            if not kind:
+                continue  # this project's rows keep their names
             submission, origin = json.loads(kind)
-            if not submission:
-                continue
-            label = f"submission {json.loads(submission)['attack']}"
-            statuses = {json.loads(k)[1] for k in kinds if json.loads(k)[0] == submission}
+            label = f"submission {submission['attack']}"
+            statuses = {json.loads(k)[1] for k in kinds if k and json.loads(k)[0] == submission}
             if len(statuses) > 1 and origin == UNVERIFIED:
                 label += ", unverified"
             renamed[(kind, attack)] = label
