@@ -8,6 +8,8 @@ string from a result file is capped (``leaderboard.cap``) and escaped by the tem
 (HTML: Jinja2's autoescape; Markdown: an escaper applied to every expression); figures
 reported by papers are shown in their own section, never in the tables of reproduced
 numbers. ``--out`` is written atomically: into a temporary folder beside it, renamed at the end.
+Submitted run folders (a ``submission.toml`` beside ``rows.jsonl``) are verified here and each
+attack's origin marked (``submissions.py``); without one, nothing of this shows.
 
 Beside each page goes ``summary.json`` (its headline tables and sentences); ``write_index``
 builds a site index (``index.html`` and ``index.md``) from the summaries of every page in a
