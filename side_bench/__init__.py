@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "audit": "side_bench.run.audit",
-    "build_leaderboard": "side_bench.report.leaderboard",
+    "build_leaderboard": "side_bench.report.files",
     "write_report": "side_bench.report.files",
     "run_suite": "side_bench.run.runner",
     "score_arrays": "side_bench.run.runner",

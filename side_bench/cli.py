@@ -618,9 +618,17 @@ def score(generated, train, heldout, features, feature_settings, metrics, knn, a
 @click.option("--index", "index_dir", default=None, type=click.Path(file_okay=False),
               help="Also (without RESULTS: only) build DIR/index.html and index.md, the headline of every page in "
                    "DIR's subfolders, e.g. --index results/published; a page written beside it later refreshes it.")
+@click.option("--targets", "targets", default=None, type=click.Path(file_okay=False), metavar="PACK",
+              help="A shared-targets pack: a submission (a run folder with a submission.toml) is verified only if "
+                   "its rows attacked the pack's models.")
 @user_errors
-def leaderboard(results, metric, band, formats, out, reported, headline, index_dir):
-    """Tables and plots across scales from run folders, suite folders or a results root."""
+def leaderboard(results, metric, band, formats, out, reported, headline, index_dir, targets):
+    """Tables and plots across scales from run folders, suite folders or a results root.
+
+    A run folder with a submission.toml is a submission: it is verified here (side-bench verify)
+    and its attacks marked as a verified or unverified submission; other folders are this
+    project's runs.
+    """
     from side_bench.report.files import write_index, write_report
 
     if not results and index_dir is None:
@@ -633,7 +641,7 @@ def leaderboard(results, metric, band, formats, out, reported, headline, index_d
     if not reported and Path("results/reported").is_dir():
         reported = ("results/reported",)
     written = write_report(results, formats=formats, out=out, metric=metric, band=band, reported=reported,
-                           headline=headline) if results else {}
+                           headline=headline, targets=targets) if results else {}
     if index_dir is not None:
         written["index"] = write_index(index_dir)["md"]
     for fmt, value in written.items():
@@ -667,8 +675,11 @@ def rescore(run_dir, band_specs, metrics, out_dir):
 @main.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print every check (passed, failed, skipped) as a JSON list.")
+@click.option("--targets", "targets", default=None, type=click.Path(file_okay=False), metavar="PACK",
+              help="A shared-targets pack (targets export): every row's target model must be one of its models, "
+                   "file for file (sha256).")
 @user_errors
-def verify(results, as_json):
+def verify(results, as_json, targets):
     """Check that result folders' rows follow from their settings and per-candidate records.
 
     RESULTS: run folders, suite folders or a results root. For every row: the config hash
@@ -676,10 +687,11 @@ def verify(results, as_json):
     files are the cell's own, and every metric recomputed from them gives its numbers.
     One line per failed check (FAILED, file:line, check, row, why), then a summary;
     exit code 1 when a check failed. Links, path escapes, NaN and truncated files are refused.
+    With --targets PACK, each row's recorded target model must also be the pack's.
     """
     from side_bench.scoring.verify import failures, summary, verify_runs
 
-    checks = verify_runs(results)
+    checks = verify_runs(results, targets=targets)
     if as_json:
         click.echo(checks.to_json(orient="records", indent=2))
     else:

@@ -221,3 +221,114 @@ def test_model_level_intervals_must_follow_from_their_values(run):
 def test_no_rows_is_a_one_line_error(tmp_path):
     assert_refused(CliRunner().invoke(main, ["verify", str(tmp_path)]), "no rows.jsonl found")
     assert_refused(CliRunner().invoke(main, ["verify", str(tmp_path / "nowhere")]), "no such folder")
+
+
+
+# ------------------------------------------------------------------------------------------
+# --targets PACK: each row's target model is the pack's
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pack_run(clean_run):
+    """The clean run's target exported as a pack, and the same suite run against that pack
+    (loaded, never trained: its rows' target_model names the pack)."""
+    from side_bench import run_suite
+    from side_bench.run.targets import export_targets
+
+    root = clean_run.parents[2]
+    pack = root / "pack"
+    export_targets(clean_run, pack, cache_dir=root / "cache")
+    run_suite(str(root / "tiny.toml"), results_dir=root / "pack-results", cache_dir=root / "pack-cache", targets=pack)
+    return pack, next((root / "pack-results" / "tiny").iterdir())
+
+
+def failed_against(run_dir: Path, pack: Path) -> list[tuple]:
+    """(file, line, check, detail) of every failed check, the target check included."""
+    return [(c.file, None if c.line is pd.NA else c.line, c.check, c.detail)
+            for c in failures(verify_runs([run_dir], targets=pack)).itertuples()]
+
+
+def edit_target(run_dir: Path, change) -> None:
+    """``change`` every row's target_model, in rows.jsonl and in the cell records alike (so that
+    only the target check can tell)."""
+    rows = rows_of(run_dir)
+    for row in rows:
+        change(row)
+    write_rows(run_dir, rows)
+    for config_hash in {r["config_hash"] for r in rows}:
+        edit_record(run_dir, config_hash, lambda record: [change(r) for r in record["rows"]])
+
+
+def test_a_run_against_a_pack_verifies_with_targets(pack_run, clean_run):
+    from side_bench.run.targets import read_pack
+
+    pack, run_dir = pack_run
+    rows = rows_of(run_dir)
+    assert {r["target_model"]["pack"] for r in rows} == {read_pack(pack).sha256}  # loaded from the pack
+    checks = verify_runs([run_dir], targets=pack)
+    assert failures(checks).empty, failures(checks).to_string()
+    assert summary(checks).set_index("check").loc["target", "ok"] == len(rows)
+    result = CliRunner().invoke(main, ["verify", str(run_dir), "--targets", str(pack)])
+    assert result.exit_code == 0, result.output
+    assert "every check passed in 1 run folder" in result.stderr
+    # the run the pack was exported from attacked the same files (trained here: its pack is null)
+    assert {r["target_model"]["pack"] for r in rows_of(clean_run)} == {None}
+    assert failed_against(clean_run, pack) == []
+    # without --targets there is no target check at all
+    assert "target" not in set(verify_runs([run_dir])["check"])
+
+
+def test_an_edited_target_model_fails_the_target_check_on_every_row(pack_run, tmp_path):
+    pack, original = pack_run
+    run_dir = Path(shutil.copytree(original, tmp_path / original.name))
+    weights = "diffusion_pytorch_model.safetensors"
+    recorded = rows_of(run_dir)[0]["target_model"]["files"][weights]
+    edit_target(run_dir, lambda row: row["target_model"]["files"].update({weights: "0" * 64}))
+    found = failed_against(run_dir, pack)
+    assert {check for _, _, check, _ in found} == {"target"}  # nothing else notices
+    assert [line for _, line, _, _ in found] == list(range(1, len(rows_of(run_dir)) + 1))
+    key = rows_of(run_dir)[0]["target_model"]["key"]
+    assert found[0][3] == (f"target model {key[:12]} is not the pack's: file {weights}: sha256 000000000000, "
+                           f"the pack's {recorded[:12]}")
+    result = CliRunner().invoke(main, ["verify", str(run_dir), "--targets", str(pack)])
+    assert result.exit_code == 1
+    lines = [line for line in result.stdout.splitlines() if line.startswith("FAILED")]
+    assert len(lines) == len(found) and all("\ttarget\t" in line and "/rows.jsonl:" in line for line in lines)
+
+
+def test_rows_without_a_target_identity_fail_with_their_line(pack_run, tmp_path):
+    pack, original = pack_run
+    run_dir = Path(shutil.copytree(original, tmp_path / original.name))
+    edit_target(run_dir, lambda row: row.pop("target_model"))  # as rows written before it was recorded
+    found = failed_against(run_dir, pack)
+    assert {check for _, _, check, _ in found} == {"target"} and len(found) == len(rows_of(run_dir))
+    assert found[0][3] == (f"no target identity recorded: run with side-bench >= 0.1.0 at commit 49f897a and "
+                           f"--targets {pack}")
+
+
+def test_a_pack_without_the_rows_model_fails_each_row_and_a_broken_pack_is_one_line(pack_run, tmp_path):
+    """A consistent pack that holds another model (as one exported from another run would):
+    every row fails its target check naming its model; a pack that lists a model it lacks is
+    refused before any folder is checked (exit 2)."""
+    from side_bench.results.store import sha256_file
+    from side_bench.run.targets import PACK_FILE, TARGET_FILE
+
+    pack, run_dir = pack_run
+    other = Path(shutil.copytree(pack, tmp_path / "other-pack"))
+    manifest = json.loads((other / PACK_FILE).read_text())
+    (key, listed), = manifest["models"].items()
+    stranger = "f" * 64
+    (other / "models" / key).rename(other / "models" / stranger)
+    target_file = other / "models" / stranger / TARGET_FILE
+    target_file.write_text(json.dumps({**json.loads(target_file.read_text()), "model_key": stranger}))
+    manifest["models"] = {stranger: {**listed, "target_sha256": sha256_file(target_file)}}
+    (other / PACK_FILE).write_text(json.dumps(manifest))
+    found = failed_against(run_dir, other)
+    assert {check for _, _, check, _ in found} == {"target"} and len(found) == len(rows_of(run_dir))
+    assert found[0][3] == f"target model {key[:12]} is not in the pack {other} (it holds scale 16 seed 0)"
+    # the model's folder gone while pack.json still lists it: the pack itself is refused
+    broken = Path(shutil.copytree(pack, tmp_path / "broken-pack"))
+    shutil.rmtree(broken / "models" / key)
+    result = CliRunner().invoke(main, ["verify", str(run_dir), "--targets", str(broken)])
+    assert_refused(result, f"models/{key}/{TARGET_FILE}: missing from the pack")

@@ -8,6 +8,8 @@ string from a result file is capped (``leaderboard.cap``) and escaped by the tem
 (HTML: Jinja2's autoescape; Markdown: an escaper applied to every expression); figures
 reported by papers are shown in their own section, never in the tables of reproduced
 numbers. ``--out`` is written atomically: into a temporary folder beside it, renamed at the end.
+Submitted run folders (a ``submission.toml`` beside ``rows.jsonl``) are verified here and each
+attack's origin marked (``submissions.py``); without one, nothing of this shows.
 
 Beside each page goes ``summary.json`` (its headline tables and sentences); ``write_index``
 builds a site index (``index.html`` and ``index.md``) from the summaries of every page in a
@@ -69,6 +71,7 @@ from side_bench.report.plots import (
     reference_attack,
     setting_curves,
 )
+from side_bench.report.submissions import mark_origins, mark_page, origin_columns
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -291,16 +294,31 @@ def _publish(staging: Path, out: Path, replaced: set[str]) -> None:
         os.replace(staging, out)
 
 
+def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str | None = None,
+                      band: str | None = None, targets: str | Path | None = None) -> pd.DataFrame:
+    """The leaderboard frame of the result files under ``results`` (see ``aggregate``), with each
+    line's ``origin`` and ``submission`` (``report/submissions.py``: submitted folders verified
+    here, ``targets`` the pack their target models are checked against).
+
+    ``metric`` and ``band`` keep only that metric / band name.
+    """
+    rows, _ = mark_origins(select(load_rows(results), metric=metric, band=band), targets=targets, warn=warn_on_stderr)
+    return with_cost(origin_columns(aggregate(rows), rows), rows)
+
+
 def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path | None = None,
                  metric: str | None = None, band: str | None = None, reported: Iterable[str | Path] = (),
-                 headline: str | None = None, warn: Warn | None = warn_on_stderr) -> dict[str, str | Path]:
+                 headline: str | None = None, warn: Warn | None = warn_on_stderr,
+                 targets: str | Path | None = None) -> dict[str, str | Path]:
     """Build the leaderboard of ``results`` and write it.
 
     With ``out``: writes each format's file there (plus plots/ and galleries/ for md and
     html), atomically, and returns {format: path}. Without: returns {format: text} (html
     needs ``out``: its images are files). ``headline`` (``METRIC`` or ``METRIC:BAND``)
     overrides the suites' headline metric; ``warn`` receives one line per run left out or
-    value not ranked (default: stderr).
+    value not ranked (default: stderr). A run folder with a ``submission.toml`` is verified
+    here and its attacks marked with their origin (``report/submissions.py``; ``targets``: a
+    pack their rows' target models are checked against).
     """
     formats = list(dict.fromkeys(formats))
     for fmt in formats:
@@ -309,11 +327,14 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
     if out is None and "html" in formats:
         raise BenchError("--format html: needs --out DIR (the page's images are files next to it)")
     rows = select(load_rows(results, warn=warn), metric=metric, band=band)
-    table = with_cost(aggregate(rows), rows)  # unchanged when no run measured cost
+    rows, submitted = mark_origins(rows, targets=targets, warn=warn)  # after select: a bad --metric costs nothing
+    table = with_cost(origin_columns(aggregate(rows), rows), rows)  # with_cost: unchanged when no run measured cost
     pages = {"md", "html"} & set(formats)
     budgets = out is not None and bool({"json", "csv"} & set(formats)) and has_measured_cost(rows)
     page = build_page(rows, table, headline=headline, reported=find_reported(reported)) \
         if pages or budgets else None
+    if page is not None:
+        mark_page(page, rows, submitted)
     texts = {}
     if out is None:
         for fmt in formats:
@@ -437,5 +458,5 @@ def write_index(root: str | Path, *, warn: Warn | None = warn_on_stderr) -> dict
     return written
 
 
-__all__ = ["FORMATS", "NULL_LABEL", "format_value", "render_html", "render_index", "render_markdown",
+__all__ = ["FORMATS", "NULL_LABEL", "build_leaderboard", "format_value", "render_html", "render_index", "render_markdown",
            "render_table", "write_index", "write_report"]

@@ -26,6 +26,7 @@ import pandas as pd
 
 from side_bench.errors import BenchError
 from side_bench.results.records import find_rows_files, read_cell_record, read_manifest, read_rows_file
+from side_bench.results.submission import submission_source
 from side_bench.scoring import stats
 
 SETUP_COLUMNS = ["setup", "suite", "dataset", "model", "features", "n_generations"]
@@ -137,8 +138,9 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
     ``gallery_path`` (absolute, None when the run has no gallery for the cell), ``headline``
     (the suite's headline metric from the run's manifest, when it names one) and
     ``metric_order`` (the position of the metric in the suite) and ``model_level`` (a metric of
-    the target model, see ``model_lines``). The same cell (config hash)
-    found twice, e.g. in a copy of a run, is kept once.
+    the target model, see ``model_lines``) and ``submission_source`` (the sha256 of the run
+    folder's ``submission.toml``, '' for none). The same cell (config hash) found twice in one
+    source, e.g. in a copy of a run, is kept once.
 
     Hostile or broken files: a run with no rows (every cell failed) is left out with a
     warning (all of them empty: ``BenchError``); a non-finite value, or a rate outside
@@ -157,6 +159,7 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
         order = [m if isinstance(m, str) else m.get("name") for m in config.get("metrics") or []
                  if isinstance(m, (str, dict))]
         rows = read_rows_file(rows_file)
+        source = submission_source(run_dir)  # '' for this project's runs (report/submissions.py)
         if not rows:
             empty.append(str(run_dir))
             continue
@@ -173,7 +176,8 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
             if not isinstance(level, bool):
                 level = metric_needs_model(str(components.get(row["metric"], row["metric"])))
             records.append({"headline": headline, **row, "model_level": level, "attack_base": base, "swept": swept,
-                            "run_dir": str(run_dir), "gallery_path": _gallery_path(run_dir, row),
+                            "run_dir": str(run_dir), "submission_source": source,
+                            "gallery_path": _gallery_path(run_dir, row),
                             "metric_order": order.index(row["metric"]) if row["metric"] in order else len(order)})
         for problem in problems[:5]:
             warn(f"{problem}; shown as n/a, never ranked")
@@ -186,7 +190,8 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
     frame = pd.DataFrame(records)
     if frame.empty:
         return frame
-    frame = frame.drop_duplicates(subset=["config_hash", "metric", "band"], keep="first").reset_index(drop=True)
+    frame = frame.drop_duplicates(subset=["config_hash", "metric", "band", "submission_source"],
+                                  keep="first").reset_index(drop=True)
     frame["setup"] = _setup_labels(frame)
     frame["dataset"] = [(d or {}).get("name", "") if isinstance(d, dict) else str(d or "") for d in frame["dataset"]]
     frame["model"] = [(m or {}).get("name", "") if isinstance(m, dict) else str(m or "") for m in frame["model"]]
@@ -533,16 +538,6 @@ def _test_group(part: pd.DataFrame) -> pd.DataFrame:
     part["best"] = [len(lines) > 1 and leaders == [i] and bool(part["above_null"].iloc[i]) for i in range(len(lines))]
     part["test"] = [stats.test_name(e) for e in estimates]
     return part
-
-
-def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str | None = None,
-                      band: str | None = None) -> pd.DataFrame:
-    """The leaderboard frame of the result files under ``results`` (see ``aggregate``).
-
-    ``metric`` and ``band`` keep only that metric / band name.
-    """
-    rows = select(load_rows(results), metric=metric, band=band)
-    return with_cost(aggregate(rows), rows)
 
 
 def select(rows: pd.DataFrame, *, metric: str | None = None, band: str | None = None) -> pd.DataFrame:

@@ -178,6 +178,9 @@ class Page:
     galleries: list[Gallery] = field(default_factory=list)
     reported: list[ReportedTable] = field(default_factory=list)
     headline_rule: str = ""  # HEADLINE_RULE when it chose a setup's headline, for the legend
+    # submitted attacks (report/submissions.py): the legend's "Submissions" table and the marks' meaning
+    submissions: list = field(default_factory=list)
+    origin_legend: str = ""
 
     @property
     def has_settings_rest(self) -> bool:

@@ -24,7 +24,11 @@ when it says so. For every run folder under the paths given, and every row of it
   exactly, values within ``VALUE_TOLERANCE``, intervals and standard errors within
   ``INTERVAL_TOLERANCE``; the null baseline likewise. A model-level metric (``needs_model``)
   needs the target model, which a run folder does not hold: it is ``skipped``, except that a
-  membership AUC's or TPR's interval must follow from its value and group sizes.
+  membership AUC's or TPR's interval must follow from its value and group sizes;
+- ``target`` (only with ``targets``, a shared-targets pack, ``run --targets``): the row's
+  ``target_model`` is one of the pack's models, found by its key, and names the same files
+  with the same sha256 (the weights the row attacked are the pack's). A row without
+  ``target_model`` (written before rows recorded it) fails: there is nothing to compare.
 
 Hostile folders are refused line by line, never followed or executed: a link anywhere in the
 folder (``folder``), a recorded file name outside that layout (``../``, an absolute path), a
@@ -61,7 +65,9 @@ INTERVAL_FIELDS = ("ci_low", "ci_high", "se")
 NULL_EXACT = ("null_count", "null_n")
 NULL_VALUE = ("null_value",)
 NULL_INTERVAL = ("null_ci_low", "null_ci_high", "null_se")
-CHECKS = ("folder", "schema", "record", "config-hash", "record-file", "values")
+CHECKS = ("folder", "schema", "record", "config-hash", "record-file", "values", "target")
+# the first side-bench whose rows say which weights they attacked (row field target_model)
+TARGET_IDENTITY_SINCE = "0.1.0 at commit 49f897a"
 CHECK_COLUMNS = ["run", "file", "line", "row", "check", "status", "detail"]
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -128,15 +134,24 @@ def find_run_folders(paths) -> list[Path]:
     return unique
 
 
-def verify_runs(paths, *, registry=None) -> pd.DataFrame:
-    """Check every run folder under ``paths`` (see the module's docstring); one line per check."""
+def verify_runs(paths, *, registry=None, targets=None) -> pd.DataFrame:
+    """Check every run folder under ``paths`` (see the module's docstring); one line per check.
+
+    ``targets``: a shared-targets pack (its folder): every row's target model must be one of
+    its models (the ``target`` check). A pack that is itself altered or incomplete is a
+    ``BenchError`` before any folder is checked."""
     from side_bench.registry import load_registry
 
     folders = find_run_folders(paths)
+    pack = None
+    if targets is not None:
+        from side_bench.run.targets import read_pack
+
+        pack = read_pack(targets)  # every model file against its sha256: the reference must be sound
     registry = registry or load_registry()
     checks: list[Check] = []
     for folder in folders:
-        checks += RunVerifier(folder, registry).run()
+        checks += RunVerifier(folder, registry, pack).run()
     frame = pd.DataFrame([asdict(c) for c in checks], columns=CHECK_COLUMNS)
     frame["line"] = frame["line"].astype("Int64")  # a row's line, or <NA> for a file's check
     return frame
@@ -157,10 +172,11 @@ def strict_json(text: str):
 
 
 class RunVerifier:
-    def __init__(self, folder: Path, registry):
+    def __init__(self, folder: Path, registry, pack=None):
         self.folder = folder
         self.root = folder.resolve()
         self.registry = registry
+        self.pack = pack  # run.targets.Pack: the target check, or None
         self.checks: list[Check] = []
         self.scores: dict[str, object] = {}  # record file -> CandidateScores (or the error reading it)
 
@@ -177,6 +193,10 @@ class RunVerifier:
             by_cell.setdefault(row["config_hash"], []).append((number, row))
         for config_hash, numbered in by_cell.items():
             self._cell(config_hash, numbered, records.get(config_hash))
+        if self.pack is not None:
+            for number, row in rows:
+                problem = target_problem(row, self.pack)
+                self.add("rows.jsonl", number, _label(row), "target", "failed" if problem else "ok", problem or "")
         for config_hash, record in records.items():
             if config_hash not in by_cell and isinstance(record, dict) and record.get("status") == "done" \
                     and record.get("rows"):
@@ -443,6 +463,32 @@ class RunVerifier:
             differences = _differences(row, again)
             self.add("rows.jsonl", number, label, "values", "failed" if differences else "ok",
                      "; ".join(differences[:4]))
+
+
+def target_problem(row: dict, pack) -> str | None:
+    """Why a row's recorded target model is not one of ``pack``'s models (``run.targets.Pack``),
+    or None when it is: found by its key, the same files with the same sha256. Which pack the
+    row names (``target_model.pack``) does not decide: a model trained here and exported into
+    the pack, or a pack exported twice, are the same weights."""
+    identity = row.get("target_model")
+    if not isinstance(identity, dict):
+        return (f"no target identity recorded: run with side-bench >= {TARGET_IDENTITY_SINCE} and --targets "
+                f"{shown(pack.root, 80)}")
+    key = identity.get("key")
+    if not isinstance(key, str) or key not in pack.targets:
+        held = ", ".join(sorted({f"scale {t.get('scale')} seed {t.get('seed')}" for t in pack.targets.values()}))
+        return (f"target model {shown(str(key)[:12])} is not in the pack {shown(pack.root, 80)} "
+                f"(it holds {shown(held, 120)})")
+    expected = pack.identity(key)["files"]
+    recorded = identity.get("files") if isinstance(identity.get("files"), dict) else {}
+    differing = sorted(name for name in set(expected) | set(recorded) if expected.get(name) != recorded.get(name))
+    if differing:
+        name = differing[0]
+        said = (f"file {shown(name, 60)}: sha256 {shown(str(recorded.get(name) or 'absent')[:12])}, "
+                f"the pack's {shown(str(expected.get(name) or 'absent')[:12])}")
+        more = f" (and {len(differing) - 1} more)" if len(differing) > 1 else ""
+        return f"target model {key[:12]} is not the pack's: {said}{more}"
+    return None
 
 
 def _label(row: dict, metric: bool = True) -> str:
