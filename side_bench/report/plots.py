@@ -107,6 +107,17 @@ def _error_bars(lines: pd.DataFrame, factor: float):
     return value * factor, [low * factor, high * factor]
 
 
+
+def _lines_against_scale(axes, frame: pd.DataFrame, order: list, colours: dict, bars_of, factor: float) -> None:
+    """One line per attack (in ``order``) against scale, with the error bars ``bars_of(lines,
+    factor)`` gives: the rates themselves, or their differences to the reference attack."""
+    for attack in order:
+        lines = frame[frame["attack"] == attack].sort_values("scale")
+        values, bars = bars_of(lines, factor)
+        colour, marker = colours.get(attack, ("#000000", "o"))
+        axes.errorbar(lines["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
+                      color=colour, label=cap(attack, 40))
+
 def _log_scale_axis(axes, scales) -> None:
     scales = sorted({int(s) for s in scales})
     if len(scales) > 1 and min(scales) > 0:
@@ -136,12 +147,7 @@ def plot_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str
         axes.plot(nulls["scale"], null_values * factor, color=NULL_COLOUR, linestyle="--", linewidth=1,
                   label="null (held-out)")
     _, order, _, _ = wide(part)  # the legend lists the attacks in the table's order
-    for attack in order:
-        lines = part[part["attack"] == attack].sort_values("scale")
-        values, bars = _error_bars(lines, factor)
-        colour, marker = colours.get(attack, ("#000000", "o"))
-        axes.errorbar(lines["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
-                      color=colour, label=cap(attack, 40))
+    _lines_against_scale(axes, part, order, colours, _error_bars, factor)
     _log_scale_axis(axes, part["scale"])
     axes.set_xlabel("scale (training images, log axis)")
     axes.set_ylabel(_y_label(metric, unit))
@@ -473,12 +479,7 @@ def plot_difference_against_scale(part: pd.DataFrame, *, metric: str, band: str,
         return _save(figure, out, file_stem("dots-diff", metric, band, setup), title)
     figure, axes = _new_axes(title, setup)
     axes.axhline(0, color=colours.get(reference, (NULL_COLOUR,))[0], linewidth=1.2, label=f"{cap(reference, 40)} (0)")
-    for attack in order:
-        mine = lines[lines["attack"] == attack].sort_values("scale")
-        values, bars = _difference_bars(mine, factor)
-        colour, marker = colours.get(attack, ("#000000", "o"))
-        axes.errorbar(mine["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
-                      color=colour, label=cap(attack, 40))
+    _lines_against_scale(axes, lines, order, colours, _difference_bars, factor)
     _log_scale_axis(axes, part["scale"])
     axes.set_xlabel("scale (training images, log axis)")
     axes.set_ylabel(_difference_label(metric, unit, reference))
