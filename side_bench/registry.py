@@ -55,12 +55,6 @@ class Provenance:
     def as_dict(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
 
-    def label(self) -> str:
-        if not self.distribution:
-            return "no distribution"
-        text = f"{self.distribution} {self.version}"
-        return f"{text}, source {self.source_hash[:12]}" if self.source_hash else text
-
 
 @dataclass
 class Registration:
