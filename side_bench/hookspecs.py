@@ -76,6 +76,11 @@ ProgressCallback = Callable[[str, int, int], None]
 """``progress(stage, completed, total)``: e.g. ("training", 120, 2000). Stages are free text."""
 
 
+def no_progress(stage: str, done: int, total: int) -> None:
+    """The progress callback of a caller that does not listen: the one default everywhere."""
+    return None
+
+
 ADDED_SETTING = "side_bench.added_setting"
 """The dataclass field metadata key that ``added_setting`` sets (read by the registry)."""
 
@@ -214,7 +219,7 @@ class RunContext:
     seed: int  # the cell's seed
     cache_dir: Path  # where trained models and classifiers are cached, by config hash
     features: Features  # the suite's feature extractor (SIDE clusters in its space)
-    progress: ProgressCallback = field(default=lambda stage, done, total: None)
+    progress: ProgressCallback = no_progress
 
 
 # --------------------------------------------------------------------------------------------

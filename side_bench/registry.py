@@ -1,8 +1,11 @@
 """The plugin manager and the registry of named components.
 
 Built-ins and third-party plugins are found the same way: entry points in the group
-``side_bench``. ``SIDE_BENCH_PLUGINS`` (a comma-separated list of entry-point names or of
-distribution names) restricts which of them load; unset, all load.
+``side_bench``. The built-ins have one, ``builtins``, whose package lists its plugin modules
+(its ``BUILTIN_MODULES``); each module is a plugin of its own,
+``builtin-<module>``. ``SIDE_BENCH_PLUGINS`` (a comma-separated list of plugin names, i.e.
+entry-point names and built-in names, or of distribution names) restricts which of them load;
+unset, all load.
 
 Every registration knows where it came from (its ``Provenance``): the distribution that
 declared the entry point, its version and, for an editable or local install (or a
@@ -22,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -41,6 +45,7 @@ from side_bench.hookspecs import ADDED_SETTING, KINDS
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "side_bench"
 CORE_DISTRIBUTION = "side-bench"  # its built-in plugins are required, never skipped
+BUILTINS_ENTRY_POINT = "builtins"  # side-bench's one entry point: the package listing the built-in modules
 
 
 
@@ -54,12 +59,6 @@ class Provenance:
 
     def as_dict(self) -> dict[str, str | None]:
         return dataclasses.asdict(self)
-
-    def label(self) -> str:
-        if not self.distribution:
-            return "no distribution"
-        text = f"{self.distribution} {self.version}"
-        return f"{text}, source {self.source_hash[:12]}" if self.source_hash else text
 
 
 @dataclass
@@ -154,15 +153,48 @@ def _plugin_allowed(entry_point, allowed: set[str] | None) -> bool:
     return _normalized(entry_point.name) in allowed or distribution in allowed
 
 
+@dataclass(frozen=True)
+class ModuleEntryPoint:
+    """One built-in plugin module, standing in for an entry point of its own: what the rest of
+    the registry reads of an entry point (name, value, dist, ``load()``), nothing more."""
+
+    name: str  # "builtin-metrics"
+    value: str  # the module: the package of the ``builtins`` entry point, a dot, the listed module
+    dist: Any  # the distribution of the built-ins' one entry point (side-bench)
+    group: str = ENTRY_POINT_GROUP
+
+    def load(self):
+        return importlib.import_module(self.value)
+
+
+def builtin_plugins(entry_point) -> list:
+    """The entry point itself, or, for side-bench's own ``builtins`` (whose package lists its
+    plugin modules in ``BUILTIN_MODULES``, as pytest's ``default_plugins``), one
+    ``ModuleEntryPoint`` per listed module, named ``builtin-<module>``: each built-in is then
+    loaded, listed, restricted and given its provenance as when it had an entry point of its own."""
+    dist = entry_point.dist
+    core = dist is not None and _normalized(dist.metadata["Name"] or dist.name) == CORE_DISTRIBUTION
+    if not (core and entry_point.name == BUILTINS_ENTRY_POINT):
+        return [entry_point]
+    package = entry_point.value.split(":")[0].strip()
+    modules = importlib.import_module(package).BUILTIN_MODULES  # the package imports nothing else
+    return [ModuleEntryPoint(f"builtin-{module.replace('_', '-')}", f"{package}.{module}", dist)
+            for module in modules]
+
+
 def selected_entry_points() -> list:
-    """The entry points of the group that ``SIDE_BENCH_PLUGINS`` lets load (first of each name)."""
+    """The entry points of the group that ``SIDE_BENCH_PLUGINS`` lets load (first of each name),
+    the built-ins' one entry point expanded into one per built-in module (``builtin_plugins``);
+    a built-in is selected by its own name, by ``builtins`` or by the distribution's name."""
     raw = os.environ.get(PLUGINS_ENV)
     allowed = {_normalized(part.strip()) for part in raw.split(",") if part.strip()} if raw else None
     selected, names = [], set()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if _plugin_allowed(entry_point, allowed) and entry_point.name not in names:
-            names.add(entry_point.name)
-            selected.append(entry_point)
+        whole = _plugin_allowed(entry_point, allowed)
+        for plugin in builtin_plugins(entry_point):
+            if (whole or _plugin_allowed(plugin, allowed)) and plugin.name not in names:
+                names.add(plugin.name)
+                selected.append(plugin)
     return selected
 
 

@@ -22,6 +22,27 @@ def test_builtins_are_plain_entry_point_plugins():
     assert "quickstart" in registry.names("suites")
 
 
+def test_builtins_are_one_entry_point_that_lists_every_module(monkeypatch):
+    import importlib.metadata
+
+    import side_bench_builtins
+    from side_bench.registry import selected_entry_points
+
+    monkeypatch.delenv("SIDE_BENCH_PLUGINS", raising=False)
+    ours = [ep.name for ep in importlib.metadata.distribution("side-bench").entry_points if ep.group == "side_bench"]
+    assert ours == ["builtins"]
+    # every plugin module of the package is listed (a new one cannot be forgotten), each as its own plugin
+    on_disk = {path.stem for path in Path(side_bench_builtins.__file__).parent.glob("*.py")} - {"__init__"}
+    assert set(side_bench_builtins.BUILTIN_MODULES) == on_disk and len(on_disk) == 17
+    selected = {ep.name: ep.value for ep in selected_entry_points()}
+    assert selected["builtin-metrics"] == "side_bench_builtins.metrics"
+    assert selected["builtin-image-datasets"] == "side_bench_builtins.image_datasets"
+    assert "builtins" not in selected
+    # the one entry point's name selects them all, as the distribution's does
+    monkeypatch.setenv("SIDE_BENCH_PLUGINS", "builtins")
+    assert {ep.name for ep in selected_entry_points()} == {f"builtin-{m.replace('_', '-')}" for m in on_disk}
+
+
 def test_restriction_variable_limits_what_loads(monkeypatch):
     monkeypatch.setenv("SIDE_BENCH_PLUGINS", "builtin-metrics")
     registry = load_registry()

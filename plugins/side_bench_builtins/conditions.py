@@ -159,8 +159,13 @@ class SurrogateClusters:
 
     def nearest_kept(self, embeddings: np.ndarray) -> np.ndarray:
         """Label (0..kept-1) of the nearest kept centroid (cosine) for any embeddings."""
-        vectors = _unit(embeddings)
-        return np.argmax(vectors @ self.centroids.T, axis=1).astype(np.int64)
+        return nearest_centroid(embeddings, self.centroids)
+
+
+def nearest_centroid(embeddings: np.ndarray, unit_centroids: np.ndarray) -> np.ndarray:
+    """(n,) int64: the row of ``unit_centroids`` nearest (cosine) to each embedding: the one
+    assignment rule of the surrogate's pool and of the images labelled after it."""
+    return np.argmax(_unit(embeddings) @ unit_centroids.T, axis=1).astype(np.int64)
 
 
 def _unit(embeddings: np.ndarray) -> np.ndarray:
@@ -275,8 +280,7 @@ class SurrogateLabelledImages(LabelledImages):
     def nearest_kept(self, images: torch.Tensor, features, device) -> torch.Tensor:
         """(n,) int64: the label (0..kept-1) of each image's nearest kept centroid (cosine) in the
         space of ``features``: the assignment that gave the pool its pseudo-labels."""
-        embeddings = _unit(embed_all(features, images, device).numpy())
-        return torch.from_numpy(np.argmax(embeddings @ self.centroids.numpy().T, axis=1).astype(np.int64))
+        return torch.from_numpy(nearest_centroid(embed_all(features, images, device).numpy(), self.centroids.numpy()))
 
 
 class Surrogate:

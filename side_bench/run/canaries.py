@@ -47,11 +47,6 @@ class CanarySpec:
     def n_canaries(self) -> int:
         return len(self.counts) * self.per_count
 
-    @property
-    def n_copies(self) -> int:
-        """Training images the canaries add: sum of d x per_count."""
-        return sum(self.counts) * self.per_count
-
     def as_config(self) -> dict[str, Any]:
         return {"counts": list(self.counts), "per_count": self.per_count}
 

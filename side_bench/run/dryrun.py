@@ -296,11 +296,6 @@ def estimate(suite_obj, planned: list[PlannedCell], kind: str, registry: Registr
             "label": constants["devices"][kind].get("label", kind)}
 
 
-def estimate_seconds(suite_obj, planned: list[PlannedCell], device: str) -> float:
-    """A rough wall time for the cells still to run on ``device`` (see the module's docstring)."""
-    return estimate(suite_obj, planned, "cuda" if device.startswith("cuda") else "cpu")["seconds"]
-
-
 def own_cells_lines(suite_obj) -> list[str]:
     """For the attacks that set their own scales or seeds, which seed runs at which scales, one
     line per distinct plan: "seed 0 at scales 64, 80, 96; seed 2 at scales 80, 96: uncond, cond"."""

@@ -22,7 +22,7 @@ from side_bench import cost
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
-from side_bench.hookspecs import RunContext
+from side_bench.hookspecs import RunContext, no_progress
 from side_bench.machine import describe as describe_device
 from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
@@ -74,10 +74,6 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _quiet(stage: str, done: int, total: int) -> None:
-    return None
-
-
 def _unheard(config_hash: str) -> None:
     return None
 
@@ -89,7 +85,7 @@ class CellRunner:
     device: str
     cache_dir: str
     run_dir: str
-    progress: Callable[[str, int, int], None] = field(default=_quiet, repr=False)
+    progress: Callable[[str, int, int], None] = field(default=no_progress, repr=False)
     targets: str | None = None  # a shared-targets pack (run/targets.py): load every target from it, never train
     # called with the cell's config hash when its target model is trained or loaded: the local
     # executor's workers tell its ModelQueue, which then hands out the model's other cells
@@ -104,7 +100,7 @@ class CellRunner:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(progress=_quiet, target_ready=_unheard, _registry=None, _splits={}, _references={}, _null_rows={},
+        state.update(progress=no_progress, target_ready=_unheard, _registry=None, _splits={}, _references={}, _null_rows={},
                      _model_metric_rows={}, _target_labels={}, _built_features={})
         return state
 
@@ -481,7 +477,7 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     }
     store.write_manifest(manifest)
     runner = CellRunner(device=device, cache_dir=str(cache_dir or default_cache_dir()),
-                        run_dir=str(store.run_dir), progress=progress or _quiet, _registry=registry,
+                        run_dir=str(store.run_dir), progress=progress or no_progress, _registry=registry,
                         targets=str(Path(targets).resolve()) if targets is not None else None)
     by_hash = {c.config_hash: c for c in cells}
     attempted: set[str] = set()  # a cell that fails here is not retried in this run

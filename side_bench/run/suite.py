@@ -224,7 +224,65 @@ def _check_band_range(bands: list[Band], features_name: str, features_object, wh
 
 
 def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
+    """Check a suite's TOML table, building every component once so that a bad name or setting
+    fails before any work, and return the ``Suite``. The checks run in the order of the steps
+    below (cheap first, the data set's own ``check`` last), so one mistake gives one error."""
     where = path
+    _check_top_level(raw, where)
+    named = _ComponentNames(registry)
+    dataset, model, features, per_scale_raw = _core_components(raw, named, where)
+    # Build each component once now, so bad names and settings fail before any work.
+    dataset_object = _build_dataset(registry, dataset, where)
+    model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
+    declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
+    _check_shapes(dataset, dataset_object, model, declared, where)
+    canaries = parse_canaries(raw.get("canaries"), where)
+    features_object = registry.build("features", features.name, features.settings, f"{where}: features")
+    metrics, metric_settings, metric_components = _parse_metrics(raw["metrics"], named, registry, where)
+    rankers = _parse_rankers(raw.get("rankers", []), named, registry, where)
+    band_table = raw.get("bands") or {k: list(v) for k, v in features_object.default_bands.items()}
+    bands = make_bands(band_table, f"{where}: [bands]")
+    _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
+    headline = _headline(raw.get("headline"), metrics, bands, registry, where)
+
+    scales = _int_list(raw["scales"], "scales", where, 1)
+    seeds = _int_list(raw.get("seeds", [0]), "seeds", where, 0)
+    attacks, attack_cells = _parse_attacks(raw["attacks"], scales, seeds, declared, model.name, named, registry, where)
+    model_per_scale = _model_per_scale(per_scale_raw, model, scales, registry, where)
+    _check_canary_metrics(metrics, metric_settings, metric_components, canaries, registry, where)
+    full = [(scale, seed) for scale in scales for seed in seeds]
+    attack_cells = {name: pairs for name, pairs in attack_cells.items() if sorted(pairs) != sorted(full)}
+    _check_scales(scales, dataset_object, dataset.name, canaries, where)
+    knn_backend = _knn_backend(raw.get("scoring", {}), where)
+    n_generations = _generations_per_scale(raw["n_generations"], scales, where)
+    warnings = _null_warnings(dataset_object, headline, metrics, metric_settings, metric_components,
+                              n_generations, registry, where)
+    if declared is not None and getattr(dataset_object, "fixed_scale", None) is None:
+        # a model trained elsewhere, scored against a subset the data set picked by seed
+        warnings.append(f"{where}: [dataset] {dataset.name!r} picks each scale's training set itself (a seed-fixed "
+                        f"subset), but [model] {model.name!r} was trained elsewhere: the images scored against, and "
+                        "held out, are that subset, not necessarily the model's training images (image-folder: name "
+                        "them with train and heldout)")
+    check = getattr(dataset_object, "check", None)
+    if check is not None:  # last: it may read every image, and everything cheap has passed
+        _with_suite_path(check, where)
+    return Suite(
+        name=raw["name"], path=path, description=raw.get("description", ""),
+        dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),
+        model=ComponentSpec(model.name, settings_dict(model_object) or model.settings),
+        features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
+        metrics=metrics, metric_settings=metric_settings, metric_components=metric_components, rankers=rankers, bands=bands, attacks=attacks,
+        scales=scales, seeds=seeds, attack_cells=attack_cells,
+        n_generations=n_generations, knn_backend=knn_backend,
+        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=named.plugins, headline=headline,
+        canaries=canaries, model_per_scale=model_per_scale, warnings=warnings,
+        data_note=str(getattr(dataset_object, "data_note", "") or ""),
+        heldout_size=getattr(dataset_object, "heldout_size", None),
+    )
+
+
+def _check_top_level(raw: dict[str, Any], where: str) -> None:
+    """Known top-level keys of the right types, the required ones present, a usable name."""
     for key, value in raw.items():
         if key not in TOP_LEVEL_KEYS:
             raise BenchError(f"{where}: unknown key {key!r} (expected one of: {', '.join(TOP_LEVEL_KEYS)})")
@@ -237,13 +295,23 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
             raise BenchError(f"{where}: missing key {key!r}")
     safe_name(raw["name"], f"{where}: name")
 
-    plugins: dict[str, dict] = {}  # "kind/name" -> provenance of every component named
 
-    def named(kind: str, name: str, at: str) -> str:
-        registration = registry.get(kind, name, at)
-        plugins[registration.key] = registration.provenance.as_dict()
-        return registration.name  # aliases resolved: the config names the component one way
+class _ComponentNames:
+    """Resolves each component a suite names (aliases to one canonical name, so the config names
+    it one way) and keeps the provenance of every one: ``plugins``, "kind/name" -> dict."""
 
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.plugins: dict[str, dict] = {}
+
+    def __call__(self, kind: str, name: str, at: str) -> str:
+        registration = self.registry.get(kind, name, at)
+        self.plugins[registration.key] = registration.provenance.as_dict()
+        return registration.name
+
+
+def _core_components(raw: dict[str, Any], named: _ComponentNames, where: str):
+    """[dataset], [model] (its ``per_scale`` table apart, returned raw) and ``features``, named."""
     dataset = _component(raw["dataset"], f"{where}: [dataset]")
     model = _component(raw["model"], f"{where}: [model]")
     per_scale_raw = model.settings.get("per_scale", {})
@@ -252,17 +320,15 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     dataset = ComponentSpec(named("datasets", dataset.name, f"{where}: [dataset]"), dataset.settings)
     model = ComponentSpec(named("models", model.name, f"{where}: [model]"), model.settings)
     features = ComponentSpec(named("features", features.name, f"{where}: features"), features.settings)
-    # Build each component once now, so bad names and settings fail before any work.
-    dataset_object = _build_dataset(registry, dataset, where)
-    model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
-    declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
-    _check_shapes(dataset, dataset_object, model, declared, where)
-    canaries = parse_canaries(raw.get("canaries"), where)
-    features_object = registry.build("features", features.name, features.settings, f"{where}: features")
+    return dataset, model, features, per_scale_raw
+
+
+def _parse_metrics(entries: list, named: _ComponentNames, registry: Registry, where: str):
+    """``metrics = [...]`` -> (row labels, label -> settings, label -> metric where they differ)."""
     metrics, metric_settings, metric_components = [], {}, {}
-    if not raw["metrics"]:
+    if not entries:
         raise BenchError(f"{where}: metrics: expected a non-empty list of metric names (e.g. [\"ams\", \"p95\"])")
-    for entry in raw["metrics"]:
+    for entry in entries:
         if not isinstance(entry, (str, dict)):
             raise BenchError(f"{where}: metrics: expected metric names or tables {{ name = ..., setting = ... }}, "
                              f"got {entry!r}")
@@ -282,8 +348,13 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         metric_settings[label] = settings_dict(metric) or spec.settings
         if label != canonical:
             metric_components[label] = canonical
+    return metrics, metric_settings, metric_components
+
+
+def _parse_rankers(entries: list, named: _ComponentNames, registry: Registry, where: str) -> list[ComponentSpec]:
+    """``rankers = [...]`` -> one ComponentSpec each, with the settings the ranker was built with."""
     rankers = []
-    for entry in raw.get("rankers", []):
+    for entry in entries:
         if not isinstance(entry, (str, dict)):
             raise BenchError(f"{where}: rankers: expected ranker names or tables {{ name = ..., setting = ... }}, "
                              f"got {entry!r}")
@@ -293,27 +364,17 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
             raise BenchError(f"{where}: rankers: {spec.name!r} is listed twice")
         ranker = registry.build("rankers", canonical, spec.settings, f"{where}: rankers.{canonical}")
         rankers.append(ComponentSpec(canonical, settings_dict(ranker) or spec.settings))
-    band_table = raw.get("bands") or {k: list(v) for k, v in features_object.default_bands.items()}
-    bands = make_bands(band_table, f"{where}: [bands]")
-    _check_band_range(bands, features.name, features_object, f"{where}: [bands]")
-    headline = _headline(raw.get("headline"), metrics, bands, registry, where)
+    return rankers
 
-    scales = _int_list(raw["scales"], "scales", where, 1)
-    seeds = _int_list(raw.get("seeds", [0]), "seeds", where, 0)
+
+def _parse_attacks(entries: list, scales: list[int], seeds: list[int], declared, model_name: str,
+                   named: _ComponentNames, registry: Registry, where: str):
+    """``[[attacks]]`` -> (attacks, name -> its (scale, seed) cells): each table checked, its sweeps
+    expanded, each condition and extractor built once; a name may repeat only to add cells."""
     attacks, first_at, attack_cells = [], {}, {}  # first_at: name -> (its AttackSpec, where it was defined)
-    for number, attack in enumerate(raw["attacks"]):
+    for number, attack in enumerate(entries):
         at = f"{where}: attacks[{number}]"
-        if not isinstance(attack, dict):
-            raise BenchError(f"{at}: expected a table")
-        unknown = set(attack) - ATTACK_KEYS
-        if unknown:
-            raise BenchError(f"{at}: unknown key {sorted(unknown)[0]!r} (expected one of: {', '.join(sorted(ATTACK_KEYS))})")
-        for key in ("name", "condition", "extractor"):
-            if not isinstance(attack.get(key), str):
-                raise BenchError(f"{at}: missing key {key!r} (a string)")
-        for key in ("condition_settings", "extractor_settings"):
-            if not isinstance(attack.get(key, {}), dict):
-                raise BenchError(f"{at}: {key}: expected a table")
+        _check_attack_table(attack, at)
         condition_name = named("conditions", attack["condition"], f"{at}: condition")
         extractor_name = named("extractors", attack["extractor"], f"{at}: extractor")
         grid = _attack_grid(attack, scales, seeds, at)
@@ -323,7 +384,7 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 try:
                     condition.check_target(declared)
                 except BenchError as error:
-                    raise BenchError(f"{at}: condition {condition_name!r} does not fit [model] {model.name!r}: {error}") from None
+                    raise BenchError(f"{at}: condition {condition_name!r} does not fit [model] {model_name!r}: {error}") from None
             extractor = registry.build("extractors", extractor_name, extractor_settings, f"{at}: extractor_settings")
             spec = AttackSpec(
                 name,
@@ -348,63 +409,64 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
                 raise BenchError(f"{at}: {name!r} at scale {overlap[0][0]}, seed {overlap[0][1]} is already "
                                  f"in {earlier_at.rpartition(': ')[2]} (expected other scales or seeds)")
             attack_cells[name].extend(grid)
+    return attacks, attack_cells
 
-    model_per_scale = _model_per_scale(per_scale_raw, model, scales, registry, where)
+
+def _check_attack_table(attack, at: str) -> None:
+    """One ``[[attacks]]`` table: known keys; name, condition and extractor strings; settings tables."""
+    if not isinstance(attack, dict):
+        raise BenchError(f"{at}: expected a table")
+    unknown = set(attack) - ATTACK_KEYS
+    if unknown:
+        raise BenchError(f"{at}: unknown key {sorted(unknown)[0]!r} (expected one of: {', '.join(sorted(ATTACK_KEYS))})")
+    for key in ("name", "condition", "extractor"):
+        if not isinstance(attack.get(key), str):
+            raise BenchError(f"{at}: missing key {key!r} (a string)")
+    for key in ("condition_settings", "extractor_settings"):
+        if not isinstance(attack.get(key, {}), dict):
+            raise BenchError(f"{at}: {key}: expected a table")
+
+
+def _check_canary_metrics(metrics: list[str], metric_settings: dict, metric_components: dict, canaries,
+                          registry: Registry, where: str) -> None:
+    """A metric that needs planted canaries is listed only with a ``canaries`` table."""
     for label in metrics:
         metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
         if getattr(metric, "needs_canaries", False) and canaries is None:
             raise BenchError(f"{where}: metrics.{label}: needs planted canaries; add a top-level "
                              "canaries = { counts = [...], per_count = N } or drop the metric")
-    full = [(scale, seed) for scale in scales for seed in seeds]
-    attack_cells = {name: pairs for name, pairs in attack_cells.items() if sorted(pairs) != sorted(full)}
+
+
+def _check_scales(scales: list[int], dataset_object, dataset_name: str, canaries, where: str) -> None:
+    """The scales the data set can give: its one fixed scale, or at most its training images
+    (with the canaries beside them)."""
     fixed = getattr(dataset_object, "fixed_scale", None)
     if fixed is not None and scales != [fixed]:
-        raise BenchError(f"{where}: scales: dataset {dataset.name!r} takes one scale, {fixed}: the size of the "
+        raise BenchError(f"{where}: scales: dataset {dataset_name!r} takes one scale, {fixed}: the size of the "
                          f"training set it names (every training image is scored against); got "
                          f"{', '.join(map(str, scales))}")
     available = getattr(dataset_object, "max_scale", None)
-    if available is not None:
-        for scale in scales:
-            if scale > available:
-                raise BenchError(
-                    f"{where}: scales: {scale} is larger than the {available} training images "
-                    f"dataset {dataset.name!r} holds beside its held-out split"
-                )
-            if canaries is not None and scale + canaries.n_canaries > available:
-                raise BenchError(
-                    f"{where}: canaries: scale {scale} and {canaries.n_canaries} canaries need "
-                    f"{scale + canaries.n_canaries} images beside the held-out split; dataset "
-                    f"{dataset.name!r} holds {available}"
-                )
-    scoring = raw.get("scoring", {})
+    if available is None:
+        return
+    for scale in scales:
+        if scale > available:
+            raise BenchError(
+                f"{where}: scales: {scale} is larger than the {available} training images "
+                f"dataset {dataset_name!r} holds beside its held-out split"
+            )
+        if canaries is not None and scale + canaries.n_canaries > available:
+            raise BenchError(
+                f"{where}: canaries: scale {scale} and {canaries.n_canaries} canaries need "
+                f"{scale + canaries.n_canaries} images beside the held-out split; dataset "
+                f"{dataset_name!r} holds {available}"
+            )
+
+
+def _knn_backend(scoring: dict, where: str) -> str:
+    """``[scoring] knn`` (the only key of [scoring]), checked."""
     if set(scoring) - {"knn"}:
         raise BenchError(f"{where}: [scoring]: unknown keys {sorted(set(scoring) - {'knn'})} (expected only knn)")
-    knn_backend = check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
-    n_generations = _generations_per_scale(raw["n_generations"], scales, where)
-    warnings = _null_warnings(dataset_object, headline, metrics, metric_settings, metric_components,
-                              n_generations, registry, where)
-    if declared is not None and getattr(dataset_object, "fixed_scale", None) is None:
-        # a model trained elsewhere, scored against a subset the data set picked by seed
-        warnings.append(f"{where}: [dataset] {dataset.name!r} picks each scale's training set itself (a seed-fixed "
-                        f"subset), but [model] {model.name!r} was trained elsewhere: the images scored against, and "
-                        "held out, are that subset, not necessarily the model's training images (image-folder: name "
-                        "them with train and heldout)")
-    check = getattr(dataset_object, "check", None)
-    if check is not None:  # last: it may read every image, and everything cheap has passed
-        _with_suite_path(check, where)
-    return Suite(
-        name=raw["name"], path=path, description=raw.get("description", ""),
-        dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),
-        model=ComponentSpec(model.name, settings_dict(model_object) or model.settings),
-        features=ComponentSpec(features.name, settings_dict(features_object) or features.settings),
-        metrics=metrics, metric_settings=metric_settings, metric_components=metric_components, rankers=rankers, bands=bands, attacks=attacks,
-        scales=scales, seeds=seeds, attack_cells=attack_cells,
-        n_generations=n_generations, knn_backend=knn_backend,
-        gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=plugins, headline=headline,
-        canaries=canaries, model_per_scale=model_per_scale, warnings=warnings,
-        data_note=str(getattr(dataset_object, "data_note", "") or ""),
-        heldout_size=getattr(dataset_object, "heldout_size", None),
-    )
+    return check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
 
 
 def _with_suite_path(build, where: str):

@@ -16,7 +16,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from side_bench import cost
-from side_bench.hookspecs import ProgressCallback, TargetModel
+from side_bench.hookspecs import ProgressCallback, TargetModel, no_progress
 
 GuidanceFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """guidance(x_t, t, class_labels) -> grad_x log p(c | x_t, t), same shape as x_t."""
@@ -180,7 +180,7 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
                 guidance: GuidanceFn | None = None, guidance_scale: float = 0.0,
                 guidance_t_min: int = 0, guidance_t_max: int | None = None,
                 dtype: torch.dtype = torch.float32, compile: str = "none",
-                progress: ProgressCallback = lambda *a: None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                progress: ProgressCallback = no_progress) -> tuple[torch.Tensor, torch.Tensor | None]:
     """DDIM (eta = 0) from per-sample noise; returns (images in [-1, 1] on CPU, labels).
 
     ``compile``: how the UNet runs (``COMPILE_MODES``): eager, or compiled into CUDA graphs of

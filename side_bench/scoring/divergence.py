@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from side_bench.hookspecs import ProgressCallback
+from side_bench.hookspecs import ProgressCallback, no_progress
 from side_bench.sampling.diffusion import sample_generator
 
 LogDensity = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -97,7 +97,7 @@ def log_mixture(points: torch.Tensor, centers: torch.Tensor, width: float, chunk
 
 def memorization_divergence(train: torch.Tensor, log_density: LogDensity, *, eps: float, draws: int,
                             seed: int = 0, train_labels: torch.Tensor | None = None, batch_size: int = 64,
-                            progress: ProgressCallback = lambda *a: None) -> DivergenceEstimate:
+                            progress: ProgressCallback = no_progress) -> DivergenceEstimate:
     """Estimate M = KL(q_eps || p_theta) in nats per image; ``train`` (N, C, H, W) in [-1, 1].
 
     With ``train_labels`` (a class-conditional model), draw j comes from training image i with
