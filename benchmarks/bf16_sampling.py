@@ -209,6 +209,7 @@ CATEGORIES = (  # (category, does a profiler event's name belong to it)
      or n.startswith("mkldnn::_linear")),
     ("GroupNorm (fused with SiLU, adds, cat)", lambda n: n.startswith("graph_") and "group_norm" in n),
     ("other fused elementwise", lambda n: n.startswith("graph_")),
+    ("copies (layout, contiguity)", lambda n: n in ("aten::copy_", "aten::clone", "aten::contiguous")),
 )
 
 
