@@ -48,10 +48,10 @@ def autocast_dtype(precision: str, where: str = "precision") -> torch.dtype:
 #                     sin: up to 1.2e-6 per forward in fp32 on a CPU), so not bit-identical.
 #                     With a 16-bit precision the whole UNet runs in it (a copy, its weights
 #                     cast once), not under autocast, and on a CPU in channels-last layout:
-#                     the fastest path measured on a CPU with native bf16 (AMX), about 3x eager
-#                     fp32 for the quickstart UNet where eager bf16 autocast is 1.5x
-#                     (benchmarks/bf16_sampling.py). Every batch is padded to the first one's
-#                     size, so the last, partial one does not compile the UNet again.
+#                     the fastest path measured on a CPU with native bf16 (AMX): the quickstart
+#                     UNet 2.5-3x eager fp32 where eager bf16 autocast is 1.5x, fastest at batch
+#                     1024 (benchmarks/bf16_sampling.py). Every batch is padded to the first
+#                     one's size, so the last, partial one does not compile the UNet again.
 # Either compiles once per UNet, batch shape and precision (tens of seconds on a CPU; inductor's
 # on-disk cache makes the next process's compile of the same architecture a few seconds).
 COMPILE_MODES = ("none", "graphs", "reduce-overhead")
@@ -278,9 +278,9 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
                 else:
                     if graphs:  # each step a new replay: the last one's outputs are read already
                         torch.compiler.cudagraph_mark_step_begin()
-                    # x_t stays fp32 between steps (the DDIM update below is a few elementwise
-                    # operations per pixel, well under 1% of a step, and in 16 bits it would
-                    # round x_t to 8 mantissa bits fifty times over); only the UNet's input is cast
+                    # x_t stays fp32 between steps: the DDIM update below is a few elementwise
+                    # operations per pixel (0.09% of an eager fp32 forward, measured), and in 16
+                    # bits it would round x_t again at every step; only the UNet's input is cast
                     inputs = x.to(dtype) if cast else x
                     if fill:
                         inputs = torch.cat([inputs, inputs.new_zeros((fill, *inputs.shape[1:]))])
