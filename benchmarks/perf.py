@@ -17,6 +17,11 @@
 - hardware (issue 21): the quickstart UNet's image-steps/s against this machine's own fp32
   matmul GFLOP/s at one thread (the fraction of peak, FLOPs per image-step counted with
   torch.utils.flop_counter), bf16 autocast / fp32, two one-thread processes at once / one;
+- bf16 (issue 32): the sampling loop in eager bf16 autocast and compiled bf16 (the whole UNet
+  cast, inductor: ``precision = "bf16"``, ``compile = "reduce-overhead"``) / eager fp32, and the
+  compiled path's fraction of the bf16 matmul peak; training (benchmarks/training_speed.py's
+  step): compiled fp32, eager and compiled bf16 autocast / eager fp32, and eager fp32's
+  fraction of the fp32 matmul peak; each row carries the CPU (side_bench.machine);
 - 51,200 candidates (the paper's largest N_G) on the quickstart UNet, 50 DDIM steps, sampled
   and scored against 773 8x8 training images, unguided and SIDE-guided, in one process and as
   two one-thread processes of half each (targets: 6 and 10 minutes on the 2-core CPU);
@@ -24,7 +29,8 @@
 - quickstart (opt-in, --quickstart): `side-bench run` cold (fresh cache, target 10 min)
   and warm (cache filled, target 30 s); --warm-cache DIR measures warm against that cache.
 
-Timings are the minimum over interleaved repeats (the machine may be shared).
+Timings are the minimum over interleaved repeats (the medians for bf16 and training; the machine
+may be shared).
 """
 
 from __future__ import annotations
@@ -334,6 +340,107 @@ def candidates(n: int, full: int = 51_200) -> list[dict]:
     return rows
 
 
+def bf16_sampling(n: int, steps: int, compiled_batch: int, repeats: int) -> list[dict]:
+    """The sampling loop (``ddim_sample``) on the quickstart UNet at one thread: eager bf16
+    autocast and compiled bf16 (``precision = "bf16"``, ``compile = "reduce-overhead"``: the whole
+    UNet cast once, inductor) against eager fp32, medians of interleaved repeats, in one run;
+    eager at the suites' batch 256, compiled at ``compiled_batch`` (the fastest measured by
+    benchmarks/bf16_sampling.py), and the compiled path's fraction of this thread's bf16
+    matmul peak, measured here. The first compile is outside the timing (tens of seconds)."""
+    import statistics
+
+    from bf16_sampling import quickstart_unet
+
+    from side_bench.machine import describe
+    from side_bench.sampling.diffusion import ddim_sample
+
+    torch.set_num_threads(1)
+    unet = quickstart_unet()
+    flops = unet_flops(unet)
+    target = target_of(unet)
+    common = dict(seed=0, num_steps=steps, device=torch.device("cpu"))
+    variants = {
+        "eager fp32 @ 256": lambda: ddim_sample(target, n, batch_size=256, **common),
+        "eager bf16 autocast @ 256": lambda: ddim_sample(target, n, batch_size=256, dtype=torch.bfloat16, **common),
+        f"compiled bf16 @ {compiled_batch}": lambda: ddim_sample(target, n, batch_size=compiled_batch, dtype=torch.bfloat16,
+                                                                compile="reduce-overhead", **common),
+    }
+    for function in variants.values():
+        function()  # warm-up and compile
+    samples = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, function in variants.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append(time.perf_counter() - start)
+    rates = {name: n * steps / statistics.median(values) for name, values in samples.items()}
+    fp32, eager16, compiled16 = rates.values()
+    peak = matmul_gflops(torch.bfloat16, 2048, repeats)
+    shape = (f"quickstart UNet (bench-unet [32, 64], 8 groups), 1x8x8, N={n}, {steps} DDIM steps, one thread, "
+             f"{flops / 1e9:.4f} GFLOP per image-step; bf16 {native_bf16_note()}; medians of {repeats}")
+    seconds = {f"{name} image-steps/s": rate for name, rate in rates.items()}
+    device = describe("cpu")
+    return [
+        {"name": "sampling: eager bf16 autocast / eager fp32 (speed-up)", "ratio": None, "target": None,
+         "speedup": eager16 / fp32, "shape": shape, "seconds": seconds, "device": device},
+        {"name": "sampling: compiled bf16 (whole UNet bf16, inductor) / eager fp32 (speed-up)", "ratio": None,
+         "target": None, "speedup": compiled16 / fp32, "shape": shape, "seconds": seconds, "device": device},
+        {"name": "sampling: compiled bf16 / this thread's bf16 matmul peak (fraction of peak)", "ratio": None,
+         "target": None, "fraction_of_peak": compiled16 * flops / 1e9 / peak, "shape": shape,
+         "seconds": {"compiled bf16 image-steps/s": compiled16, "bf16 matmul GFLOP/s (2048^3)": peak},
+         "device": device},
+    ]
+
+
+def training_speed(steps: int, repeats: int) -> list[dict]:
+    """Training steps of the quickstart UNet (batch 64, one thread; benchmarks/training_speed.py's
+    step, checked bit-identical to train_denoiser's at the defaults): compiled fp32 and eager
+    and compiled bf16 autocast (with a fused AdamW and a foreach EMA) against eager fp32, in one
+    run, and eager fp32's fraction of this thread's fp32 matmul peak (forward + backward FLOPs
+    counted). Measures only: the training defaults stay fp32 eager."""
+    import statistics
+
+    from bf16_sampling import quickstart_unet
+    from training_speed import VARIANTS, Trainer, step_flops
+
+    from side_bench.machine import describe
+
+    torch.set_num_threads(1)
+    batch = 64
+    images = torch.rand(773, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    names = ["eager fp32", "compiled fp32 + fused AdamW + foreach EMA", "eager bf16 autocast",
+             "compiled bf16 autocast + fused AdamW + foreach EMA"]
+    trainers = {name: Trainer(quickstart_unet(), images, batch=batch, precision=VARIANTS[name][0],
+                              compile=VARIANTS[name][1], fused=VARIANTS[name][2], foreach=VARIANTS[name][3])
+                for name in names}
+    for trainer in trainers.values():
+        for _ in range(3):  # warm-up: compiles forward and backward
+            trainer.step()
+    samples = {name: [] for name in names}
+    for _ in range(repeats):
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                trainer.step()
+            samples[name].append((time.perf_counter() - start) / steps)
+    rates = {name: batch / statistics.median(values) for name, values in samples.items()}
+    flops = step_flops(images, batch)
+    peak = matmul_gflops(torch.float32, 1024, repeats)
+    shape = (f"quickstart UNet, batch {batch}, one thread, {flops / 1e9:.4f} GFLOP per image-step (forward + "
+             f"backward); {steps} steps a timing, medians of {repeats}")
+    seconds = {f"{name} image-steps/s": rate for name, rate in rates.items()}
+    fp32 = rates["eager fp32"]
+    device = describe("cpu")
+    rows = [{"name": f"training: {name} / eager fp32 (speed-up)", "ratio": None, "target": None,
+             "speedup": rates[name] / fp32, "shape": shape, "seconds": seconds, "device": device}
+            for name in names[1:]]
+    rows.append({"name": "training: eager fp32 / this thread's fp32 matmul peak (fraction of peak)", "ratio": None,
+                 "target": None, "fraction_of_peak": fp32 * flops / 1e9 / peak, "shape": shape,
+                 "seconds": {"eager fp32 image-steps/s": fp32, "fp32 matmul GFLOP/s (1024^3)": peak},
+                 "device": device})
+    return rows
+
+
 STARTUP_COMMANDS = (["--help"], ["--version"], ["plugins"], ["suites"])
 
 
@@ -384,7 +491,7 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
-PARTS = ["sampling", "guidance", "knn", "memory", "growth", "hardware", "candidates", "startup"]
+PARTS = ["sampling", "guidance", "knn", "memory", "growth", "hardware", "bf16", "training", "candidates", "startup"]
 
 
 def main(argv=None) -> int:
@@ -407,11 +514,11 @@ def main(argv=None) -> int:
     if args.quick:
         sizes = dict(sample=(64, 20), knn=(2000, 10000, 512), memory=(50_000, 10_000, 512),
                      ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3,
-                     unet=(64, 1.0), candidates=512)
+                     unet=(64, 1.0), candidates=512, bf16=(512, 5, 1024, 3), training=(5, 3))
     else:
         sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(200_000, 50_000, 512),
                      ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
-                     unet=(256, 5.0), candidates=51_200)
+                     unet=(256, 5.0), candidates=51_200, bf16=(4096, 10, 1024, 5), training=(10, 5))
     benchmarks = {
         "sampling": lambda: [sampling(*sizes["sample"], sizes["repeats"])],
         "guidance": lambda: [guidance(*sizes["sample"], sizes["repeats"])],
@@ -419,6 +526,8 @@ def main(argv=None) -> int:
         "memory": lambda: [knn_memory(*sizes["memory"])],
         "growth": lambda: growth(sizes["ng"], sizes["train"], sizes["steps"], 2 if args.quick else 3),
         "hardware": lambda: hardware(*sizes["unet"]),
+        "bf16": lambda: bf16_sampling(*sizes["bf16"]),
+        "training": lambda: training_speed(*sizes["training"]),
         "candidates": lambda: candidates(sizes["candidates"]),
         "startup": startup,
     }

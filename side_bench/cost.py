@@ -118,6 +118,10 @@ class Meter:
         self.top_images = 0  # images the UNets' module calls received
         self.leaf_images = 0  # images their first layers received
         self.exported = False
+        # set around a compiled UNet's call (``compiled_call``): the hooks are traced into the
+        # compiled graph, where a count they changed would be a guard that recompiles every step,
+        # so they stay quiet there and the sampler counts the call itself
+        self.compiled = False
         self._marks: dict[str, dict] = {}
         self._handles: list = []
 
@@ -169,11 +173,11 @@ class Meter:
         leaf = getattr(unet, "conv_in", None)
 
         def top(module, args, kwargs):
-            if meter.where is not None:
+            if meter.where is not None and not meter.compiled:
                 meter.top_images += _batch(args[0] if args else kwargs.get("sample"))
 
         def first_layer(module, args, output):
-            if meter.where is None:
+            if meter.where is None or meter.compiled:
                 return
             n = int(output.shape[0])
             meter.leaf_images += n
@@ -194,7 +198,7 @@ class Meter:
             handles.append(leaf.register_forward_hook(first_layer))
         else:  # no first layer to count at: the module's calls, forward only
             def whole(module, args, kwargs, output):
-                if meter.where is not None:
+                if meter.where is not None and not meter.compiled:
                     n = _batch(args[0] if args else kwargs.get("sample"))
                     meter.leaf_images += n
                     meter.add("unet_forward", n)
@@ -326,6 +330,23 @@ def metering(*unets: tuple[Any, str]) -> Iterator[Meter]:
         meter.unwatch()
         meter.where = None
         _current = before
+
+
+@contextlib.contextmanager
+def compiled_call(n: int) -> Iterator[None]:
+    """Around one call of a compiled UNet on ``n`` images (padding included: the work is done):
+    the hooks stay out of the compiled graph's guards and the call is counted here, forward."""
+    if _current is None:
+        yield
+        return
+    _current.compiled = True
+    try:
+        yield
+    finally:
+        _current.compiled = False
+    _current.leaf_images += n
+    _current.top_images += n
+    _current.add("unet_forward", n)
 
 
 def add(kind: str, n: float) -> None:

@@ -35,7 +35,9 @@ from side_bench.plugin_api import (
 class SamplingSettings:
     ddim_steps: int = 50
     batch_size: int = 256
-    precision: str = "fp32"  # UNet forward in fp32, bf16 or fp16 (autocast); guidance stays fp32
+    # UNet forward in fp32, bf16 or fp16 (autocast; with compile = "reduce-overhead" the whole UNet
+    # cast once); guidance stays fp32
+    precision: str = "fp32"
     # how the UNet runs: "none" (eager), "graphs" (CUDA graphs of eager's kernels: the same
     # images, fewer launches) or "reduce-overhead" (inductor's fused kernels); ddim_sample's COMPILE_MODES
     compile: str = added_setting("none")

@@ -47,9 +47,16 @@ def autocast_dtype(precision: str, where: str = "precision") -> torch.dtype:
 #                     CUDA graphs on CUDA): faster where the model is large, but fused
 #                     reductions round differently (GroupNorm, the time embedding's exp and
 #                     sin: up to 1.2e-6 per forward in fp32 on a CPU), so not bit-identical.
-# Either compiles once per UNet, batch shape and precision (tens of seconds on a CPU).
+#                     With a 16-bit precision the whole UNet runs in it (a copy, its weights
+#                     cast once), not under autocast, and on a CPU in channels-last layout:
+#                     the fastest path measured on a CPU with native bf16 (AMX): the quickstart
+#                     UNet 2.5-3x eager fp32 where eager bf16 autocast is 1.5x, fastest at batch
+#                     1024 (benchmarks/bf16_sampling.py). Every batch is padded to the first
+#                     one's size, so the last, partial one does not compile the UNet again.
+# Either compiles once per UNet, batch shape and precision (tens of seconds on a CPU; inductor's
+# on-disk cache makes the next process's compile of the same architecture a few seconds).
 COMPILE_MODES = ("none", "graphs", "reduce-overhead")
-_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unet -> {mode: compiled module}
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unet -> {(mode, dtype): compiled module}
 
 
 def check_compile_mode(mode: str, where: str = "compile") -> str:
@@ -60,28 +67,72 @@ def check_compile_mode(mode: str, where: str = "compile") -> str:
     return mode
 
 
-def compiled_unet(unet: torch.nn.Module, mode: str) -> torch.nn.Module:
-    """``unet`` run as ``mode`` says (see ``COMPILE_MODES``), compiled once per module and mode."""
+def compiled_unet(unet: torch.nn.Module, mode: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """``unet`` run as ``mode`` says (see ``COMPILE_MODES``), compiled once per module, mode and
+    dtype. For "reduce-overhead" with a 16-bit ``dtype`` the compiled module is a copy of
+    ``unet`` cast to it (its inputs must be cast too: ``ddim_sample`` does), its weights copied
+    again whenever ``unet``'s have changed since; ``unet`` itself is left as it was (guidance
+    through the UNet and training use its fp32 weights)."""
     if check_compile_mode(mode) == "none":
         return unet
     modes = _compiled.setdefault(unet, {})
-    if mode not in modes:
+    # "graphs" runs eager's kernels under the caller's autocast, whatever the dtype: one entry
+    key = (mode, dtype if mode == "reduce-overhead" else None)
+    if key not in modes:
         if mode == "graphs":
             from torch._inductor import list_mode_options
 
             if "lite" in list_mode_options():
                 options = {**list_mode_options("lite"), "triton.cudagraphs": True}
-                modes[mode] = torch.compile(unet, options=options, dynamic=False)
+                modes[key] = torch.compile(unet, options=options, dynamic=False)
             elif next(unet.parameters()).is_cuda:  # an older torch: dynamo's CUDA graphs of eager kernels
-                modes[mode] = torch.compile(unet, backend="cudagraphs", dynamic=False)
+                modes[key] = torch.compile(unet, backend="cudagraphs", dynamic=False)
             else:
                 from side_bench.errors import BenchError
 
                 raise BenchError(f"compile 'graphs': torch {torch.__version__} has no inductor lite mode; "
                                  "on a CPU use compile = 'none' (graphs gain nothing there)")
+        elif dtype == torch.float32:
+            modes[key] = torch.compile(unet, mode="reduce-overhead", dynamic=False)
         else:
-            modes[mode] = torch.compile(unet, mode="reduce-overhead", dynamic=False)
-    return modes[mode]
+            # The whole UNet in bf16 (or fp16), weights cast once: under autocast every
+            # convolution casts its fp32 weights again, and GroupNorm and SiLU run in fp32
+            # between casts; cast, inductor fuses each norm and activation into one 16-bit-in,
+            # 16-bit-out kernel that computes in fp32 inside (its reductions accumulate in fp32).
+            network = copy.deepcopy(unet).requires_grad_(False).to(dtype)
+            if not next(network.parameters()).is_cuda:  # oneDNN's convolutions want NHWC (measured on a CPU only)
+                network = network.to(memory_format=torch.channels_last)
+            modes[key] = _CastCopy(torch.compile(network, mode="reduce-overhead", dynamic=False), network, unet)
+    compiled = modes[key]
+    if isinstance(compiled, _CastCopy):
+        compiled.refresh()
+        return compiled.compiled
+    return compiled
+
+
+class _CastCopy:
+    """A compiled 16-bit copy of a UNet and the versions of the weights it was cast from: an
+    in-place change of the original's (training it further) is copied over before the next use
+    (the weights are the compiled graph's inputs, so nothing is compiled again)."""
+
+    def __init__(self, compiled, network: torch.nn.Module, source: torch.nn.Module):
+        self.compiled, self.network = compiled, network
+        self.source = weakref.ref(source)
+        self.versions = self._versions(source)
+
+    @staticmethod
+    def _versions(module: torch.nn.Module) -> list[int]:
+        return [t._version for t in (*module.parameters(), *module.buffers())]
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        source = self.source()
+        if source is None or self._versions(source) == self.versions:
+            return
+        for copied, original in zip((*self.network.parameters(), *self.network.buffers()),
+                                    (*source.parameters(), *source.buffers()), strict=True):
+            copied.copy_(original)
+        self.versions = self._versions(source)
 
 
 def derive_seed(*parts) -> int:
@@ -184,7 +235,9 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
     """DDIM (eta = 0) from per-sample noise; returns (images in [-1, 1] on CPU, labels).
 
     ``compile``: how the UNet runs (``COMPILE_MODES``): eager, or compiled into CUDA graphs of
-    eager's own kernels ("graphs", the same images), or inductor's fused kernels.
+    eager's own kernels ("graphs", the same images), or inductor's fused kernels
+    ("reduce-overhead"; with ``dtype`` bf16 or fp16 the whole UNet in that dtype rather than
+    autocast, x_t and the DDIM update kept in fp32).
 
     For a class-conditional target without ``class_labels`` given, each sample draws its label
     uniformly from its own generator. With ``guidance``, the predicted noise becomes
@@ -197,8 +250,12 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
     scheduler = DDIMScheduler.from_config(target.scheduler_config)
     scheduler.set_timesteps(num_steps)
     unet = target.unet.to(device).eval()
-    network = compiled_unet(unet, compile)
+    network = compiled_unet(unet, compile, dtype)
     graphs = compile != "none" and torch.device(device).type == "cuda"
+    # "reduce-overhead" in 16 bits: the network is a cast copy; its inputs are cast, no autocast
+    cast = compile == "reduce-overhead" and dtype != torch.float32
+    autocast = dtype != torch.float32 and not cast
+    padded = min(n, batch_size) if compile == "reduce-overhead" else 0  # one batch shape: one compile
     draw_labels = target.num_classes if class_labels is None else 0
     t_max = scheduler.config.num_train_timesteps if guidance_t_max is None else guidance_t_max
     guided = guidance is not None and guidance_scale != 0.0
@@ -214,18 +271,29 @@ def ddim_sample(target: TargetModel, n: int, *, seed: int, num_steps: int, batch
         x = x.to(device)
         labels_device = labels.to(device) if labels is not None else None
         unet_labels = labels_device if target.num_classes else None
+        fill = padded - len(indices) if padded > len(indices) else 0  # the last batch, padded with zeros
+        network_labels = unet_labels
+        if fill and unet_labels is not None:
+            network_labels = torch.cat([unet_labels, unet_labels.new_zeros(fill)])
         # the cost meter (side_bench/cost.py) counts the UNet at its first layer; the guide, and
         # which draw each image is, are counted here, where the sampler calls and makes them
         with cost.sampling_batch(len(indices)) as batch:
             for step, t in enumerate(scheduler.timesteps):
-                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=autocast):
                     if compile == "none":
                         eps = unet(x, t, class_labels=unet_labels).sample.float()
                     else:
                         if graphs:  # each step a new replay: the last one's outputs are read already
                             torch.compiler.cudagraph_mark_step_begin()
+                        # x_t stays fp32 between steps: the DDIM update below is a few elementwise
+                        # operations per pixel (0.09% of an eager fp32 forward, measured), and in 16
+                        # bits it would round x_t again at every step; only the UNet's input is cast
+                        inputs = x.to(dtype) if cast else x
+                        if fill:
+                            inputs = torch.cat([inputs, inputs.new_zeros((fill, *inputs.shape[1:]))])
                         # the timestep on the device, as the UNet would move it, so the graph holds no copy from the CPU
-                        eps = network(x, t.to(device), class_labels=unet_labels).sample.float()
+                        with cost.compiled_call(len(inputs)):
+                            eps = network(inputs, t.to(device), class_labels=network_labels).sample[:len(x)].float()
                 if factors[step] is not None:
                     grad = guidance(x, t.to(device).expand(len(x)), labels_device)
                     cost.add("guide_evals", len(x))
