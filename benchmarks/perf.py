@@ -514,7 +514,7 @@ def main(argv=None) -> int:
     if args.quick:
         sizes = dict(sample=(64, 20), knn=(2000, 10000, 512), memory=(50_000, 10_000, 512),
                      ng=[64, 128, 256], train=[1024, 4096, 16384], steps=10, repeats=3,
-                     unet=(64, 1.0), candidates=512, bf16=(512, 5, 1024, 3), training=(5, 3))
+                     unet=(64, 1.0), candidates=512, bf16=(1024, 5, 1024, 3), training=(5, 3))
     else:
         sizes = dict(sample=(256, 50), knn=(5000, 50_000, 512), memory=(200_000, 50_000, 512),
                      ng=[128, 256, 512], train=[4096, 16384, 65536], steps=25, repeats=5,
