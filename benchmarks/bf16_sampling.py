@@ -277,12 +277,7 @@ def main(argv=None) -> int:
     print(json.dumps(found["sampling_loop"], indent=1), flush=True)
     found["profile"] = profile(base, best)
     print(json.dumps(found["profile"], indent=1), flush=True)
-    found["machine"] = perf.machine()
-    found["command"] = "python benchmarks/bf16_sampling.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(found, indent=2, default=str))
-    print("written:", out)
+    perf.write_measured(found, args.out, "bf16_sampling.py", argv)
     return 0
 
 

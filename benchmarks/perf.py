@@ -491,6 +491,18 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads(), "load_average": os.getloadavg()}
 
 
+def write_measured(found: dict, out: str, script: str, argv: list[str] | None) -> None:
+    """A benchmark's JSON with the machine it ran on and the command that gives it again."""
+    from pathlib import Path
+
+    found["machine"] = machine()
+    found["command"] = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(found, indent=2, default=str))
+    print("written:", path)
+
+
 PARTS = ["sampling", "guidance", "knn", "memory", "growth", "hardware", "bf16", "training", "candidates", "startup"]
 
 

@@ -192,12 +192,7 @@ def main(argv=None) -> int:
     total = sum(parts.values())
     found["eager_fp32_parts"] = {part: seconds / total for part, seconds in parts.items()}
     print("eager fp32 step:", ", ".join(f"{k} {100 * v:.0f}%" for k, v in found["eager_fp32_parts"].items()))
-    found["machine"] = perf.machine()
-    found["command"] = "python benchmarks/training_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(found, indent=2, default=str))
-    print("written:", out)
+    perf.write_measured(found, args.out, "training_speed.py", argv)
     return 0
 
 
