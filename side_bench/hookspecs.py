@@ -391,8 +391,9 @@ class MetricValue:
     """What ``Metric.compute`` returns: a value with what is behind it.
 
     A rate is ``count`` of ``n`` with a binomial interval; a statistic that is not a count
-    (UMS, a percentile) carries a seeded bootstrap interval and its standard error ``se``,
-    which the leaderboard's tests use. ``value`` None means "cannot be computed here", with
+    carries its own interval (UMS the occupancy interval, a percentile order statistics, a
+    membership AUC a score interval, the rest a seeded bootstrap: ``scoring/stats.py``) and
+    its standard error ``se`` where the leaderboard's tests use one. ``value`` None means "cannot be computed here", with
     ``reason`` saying why (e.g. "needs at least 2 training images"); it is written as null.
     """
 
@@ -402,7 +403,7 @@ class MetricValue:
     ci_low: float | None = None  # 95% interval
     ci_high: float | None = None
     interval: str | None = None  # how the interval was made: "wilson", "bootstrap-percentile", ...
-    se: float | None = None  # standard error (bootstrap); None for counts (the test uses k and n)
+    se: float | None = None  # standard error; None for counts (the test uses k and n)
     reason: str | None = None
 
 
