@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Regenerate every published leaderboard page (and the site index beside them) from the
+# committed run folders: the commands at the top of each study's page in docs/findings/.
+# No run is recomputed. Usage: bash results/publish.sh  (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+page() {  # page SUITE [leaderboard options...]
+  local suite=$1; shift
+  side-bench leaderboard "results/$suite" "$@" --format md --format html --out "results/published/$suite"
+}
+page digits-scales
+page digits-power --headline gu-ratio
+page digits-power-bound
+page digits-power-side
+page digits-canaries --headline canary-recall
+page digits-finetune --headline gu-ratio
