@@ -294,6 +294,12 @@ def _publish(staging: Path, out: Path, replaced: set[str]) -> None:
         os.replace(staging, out)
 
 
+def leaderboard_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard frame of (origin-marked) rows: ``aggregate``, each line's origin, and its
+    measured cost (columns added only when some run measured it)."""
+    return with_cost(origin_columns(aggregate(rows), rows), rows)
+
+
 def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str | None = None,
                       band: str | None = None, targets: str | Path | None = None) -> pd.DataFrame:
     """The leaderboard frame of the result files under ``results`` (see ``aggregate``), with each
@@ -303,7 +309,7 @@ def build_leaderboard(results: Iterable[str | Path] | str | Path, *, metric: str
     ``metric`` and ``band`` keep only that metric / band name.
     """
     rows, _ = mark_origins(select(load_rows(results), metric=metric, band=band), targets=targets, warn=warn_on_stderr)
-    return with_cost(origin_columns(aggregate(rows), rows), rows)
+    return leaderboard_table(rows)
 
 
 def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path | None = None,
@@ -328,7 +334,7 @@ def write_report(results, *, formats: Iterable[str] = ("md",), out: str | Path |
         raise BenchError("--format html: needs --out DIR (the page's images are files next to it)")
     rows = select(load_rows(results, warn=warn), metric=metric, band=band)
     rows, submitted = mark_origins(rows, targets=targets, warn=warn)  # after select: a bad --metric costs nothing
-    table = with_cost(origin_columns(aggregate(rows), rows), rows)  # with_cost: unchanged when no run measured cost
+    table = leaderboard_table(rows)
     pages = {"md", "html"} & set(formats)
     budgets = out is not None and bool({"json", "csv"} & set(formats)) and has_measured_cost(rows)
     page = build_page(rows, table, headline=headline, reported=find_reported(reported)) \

@@ -283,14 +283,14 @@ class CellRunner:
             self._built_features[key] = self.registry.build("features", spec["name"], spec["settings"])
         return self._built_features[key]
 
-    def _rankings(self, config: dict, candidates01, target, ctx: RunContext, meter=None) -> dict:
+    def _rankings(self, config: dict, candidates01, target, ctx: RunContext, meter: cost.Meter) -> dict:
         """{ranker name: (scores, threshold)} for the suite's rankers (none by default); each
         ranker's cost counted apart (``meter``: the cell's cost meter)."""
         rankings = {}
         for spec in config.get("rankers", []):
             registration = self.registry.get("rankers", spec["name"])
             ranker = self.registry.build("rankers", spec["name"], spec.get("settings", {}))
-            with meter.stage(f"ranker:{registration.name}") if meter is not None else contextlib.nullcontext():
+            with meter.stage(f"ranker:{registration.name}"):
                 result = ranker.score(candidates01, target, ctx)
             rankings[registration.name] = check_ranking(result, len(candidates01), registration.describe())
         return rankings
