@@ -344,9 +344,10 @@ def compiled_call(n: int) -> Iterator[None]:
         yield
     finally:
         _current.compiled = False
-    _current.leaf_images += n
-    _current.top_images += n
-    _current.add("unet_forward", n)
+    if _current.where is not None:  # as the hooks count: only where the meter is counting
+        _current.leaf_images += n
+        _current.top_images += n
+        _current.add("unet_forward", n)
 
 
 def add(kind: str, n: float) -> None:
