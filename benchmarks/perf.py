@@ -131,17 +131,18 @@ def knn_data(n_queries, n_base, dim, seed=0):
 
 
 def knn(n_queries, n_base, dim, repeats):
-    from side_bench.scoring.knn import ExactIndex
+    from side_bench.scoring.knn import ExactIndex, faiss_available
 
     base, queries = knn_data(n_queries, n_base, dim)
-    indices = {backend: ExactIndex(base, "l2", backend) for backend in ("torch", "faiss")}
+    backends = ("torch", "faiss") if faiss_available() else ("torch",)  # faiss: an optional extra
+    indices = {backend: ExactIndex(base, "l2", backend) for backend in backends}
     times = best_of({
         "matmul": lambda: queries @ base.T,
         **{f"scoring ({b})": (lambda i=i: i.search_with_hits(queries, 1, BANDS)) for b, i in indices.items()},
     }, repeats)
     shape = f"{n_queries} x {n_base} x {dim}"
     return [{"name": f"k-NN scoring, {backend} / bare torch matmul", "ratio": times[f"scoring ({backend})"] / times["matmul"],
-             "target": 1.3, "seconds": times, "shape": shape} for backend in ("torch", "faiss")]
+             "target": 1.3, "seconds": times, "shape": shape} for backend in backends]
 
 
 def knn_memory_child(n_queries, n_base, dim, backend):

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from optional_packages import FAISS
 from PIL import Image
 
 from side_bench.results.candidates import load_scores, write_scores
@@ -20,7 +21,7 @@ from side_bench.scoring.scores import Band, CandidateScores, Reference, distinct
 from side_bench_builtins.metrics import UMS, GuRatio
 
 PIXEL = SimpleNamespace(similarity="l2", embed=lambda images: images.reshape(len(images), -1).float())
-BACKENDS = ("faiss", "torch")
+BACKENDS = (FAISS, "torch")
 
 
 def eight_bit_images(n: int, seed: int, shape=(3, 16, 16)) -> torch.Tensor:

@@ -14,6 +14,7 @@ bands: empty [0.3, 0.5), low [0.5, 0.75), mid [0.75, 0.875), high [0.875, 1.0]
 
 import numpy as np
 import pytest
+from optional_packages import FAISS
 
 from side_bench import BenchError, score_arrays
 
@@ -27,7 +28,7 @@ def values(frame):
             for r in frame.to_dict("records")}
 
 
-@pytest.fixture(params=["faiss", "torch"])
+@pytest.fixture(params=[FAISS, "torch"])
 def scored(request):
     frame = score_arrays(CANDIDATES, TRAIN, features="pixel", bands=BANDS, knn=request.param,
                          metrics=("ams", "ums", "p95", "gu-ratio", "carlini-l2"))

@@ -6,6 +6,7 @@ unconditional target), and the labelled images an extractor may learn a classifi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import asdict, dataclass
 
@@ -253,6 +254,9 @@ class SurrogateSettings:
             raise BenchError(f"{where}: clusters: expected at least 2, got {self.clusters}")
         if self.kmeans not in ("sklearn", "faiss"):
             raise BenchError(f"{where}: kmeans: expected 'sklearn' or 'faiss', got {self.kmeans!r}")
+        if self.kmeans == "faiss" and importlib.util.find_spec("faiss") is None:  # an optional extra
+            raise BenchError(f"{where}: kmeans: 'faiss' asked for, but faiss is not installed "
+                             "(pip install 'side-bench[faiss]')")
         if self.dropped not in DROPPED:
             raise BenchError(f"{where}: dropped: expected 'remove' or 'relabel', got {self.dropped!r}")
         if not -1 <= self.tau <= 1:

@@ -21,7 +21,7 @@ import tomllib
 from side_bench.errors import BenchError
 from side_bench.registry import Registry, settings_dict
 from side_bench.run.canaries import CanarySpec, parse_canaries
-from side_bench.scoring.knn import check_backend
+from side_bench.scoring.knn import check_backend, faiss_available, resolve_backend
 from side_bench.scoring.scores import Band, make_bands
 
 TOP_LEVEL_KEYS = {
@@ -466,7 +466,11 @@ def _knn_backend(scoring: dict, where: str) -> str:
     """``[scoring] knn`` (the only key of [scoring]), checked."""
     if set(scoring) - {"knn"}:
         raise BenchError(f"{where}: [scoring]: unknown keys {sorted(set(scoring) - {'knn'})} (expected only knn)")
-    return check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
+    backend = check_backend(scoring.get("knn", "auto"), f"{where}: [scoring] knn")
+    if backend == "faiss" and not faiss_available():  # an optional extra
+        raise BenchError(f"{where}: [scoring] knn: 'faiss' asked for, but faiss is not installed "
+                         "(pip install 'side-bench[faiss]')")
+    return backend
 
 
 def _with_suite_path(build, where: str):
@@ -647,10 +651,48 @@ def default_run_id(cells: list[Cell]) -> str:
     return "run-" + canonical_hash(configs)[:12]
 
 
+# Packages that are optional extras (pyproject.toml), by the module a setting names to choose
+# them: a cell's config (and so its hash) holds their versions only when the cell uses them, so
+# that installing or upgrading faiss reruns only the cells that search or cluster with it.
+OPTIONAL_PACKAGES = {"faiss": ("faiss-cpu", "faiss-gpu")}
+
+
+def _settings_values(value: Any):
+    """Every string in a config's settings, nested tables and lists included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _settings_values(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _settings_values(item)
+
+
+def cell_versions(config: dict[str, Any], installed: dict[str, str]) -> dict[str, str]:
+    """The installed versions a cell's config holds: every required package's, and an optional
+    package's (``OPTIONAL_PACKAGES``) only where the cell uses it: its k-NN backend resolves to
+    it, or one of its components' settings names it (the surrogate condition's ``kmeans =
+    "faiss"``); the way a component chooses an optional implementation is a setting naming it.
+
+    Before issue 30 every installed package entered every cell (faiss-cpu was required): those
+    configs hash as they were recorded, and ``every_package`` gives them again (the runner's
+    fall-back to a run folder that holds them, run/prepared.py ``prepare_run``)."""
+    components = {key: config[key] for key in ("dataset", "model", "attack", "features", "metric_settings",
+                                               "rankers")}
+    used = set(_settings_values(components))
+    if resolve_backend(config["knn"]) in OPTIONAL_PACKAGES:
+        used.add(resolve_backend(config["knn"]))
+    optional = {package for module, packages in OPTIONAL_PACKAGES.items() if module not in used for package in packages}
+    return {package: version for package, version in installed.items() if package not in optional}
+
+
 def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
-                 features_identity: dict[str, Any]) -> list[Cell]:
+                 features_identity: dict[str, Any], every_package: bool = False) -> list[Cell]:
     """scale x attack x seed; each cell's config holds every input that changes its numbers,
-    the distribution, version and source hash of every plugin it uses included (``plugins``)."""
+    the distribution, version and source hash of every plugin it uses included (``plugins``),
+    and the ``versions`` of the installed packages it uses (``cell_versions``; all of them with
+    ``every_package``, as every cell's config held before issue 30)."""
     cells = []
     # the suite's seeds, then any seed only some attacks run; an attack without its own
     # scales or seeds runs at all of the suite's, in the same order as before they existed
@@ -679,6 +721,8 @@ def expand_cells(suite: Suite, *, versions: dict[str, str], device: str,
             "versions": versions,
             "plugins": cell_plugins(suite, attack),
         }
+        if not every_package:
+            config["versions"] = cell_versions(config, versions)
         if suite.canaries is not None:  # only then: a suite without canaries keeps its hashes
             config["canaries"] = suite.canaries.as_config()
         if suite.model_per_scale:  # the same at every scale, so that the leaderboard keeps one setup

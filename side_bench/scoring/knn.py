@@ -37,6 +37,7 @@ EXACT_BLOCK_BYTES = 8 * 2**20
 
 
 def faiss_available() -> bool:
+    """faiss is installed (an optional extra: ``pip install 'side-bench[faiss]'``)."""
     try:
         import faiss  # noqa: F401
     except ImportError:
@@ -44,10 +45,6 @@ def faiss_available() -> bool:
     return True
 
 
-# auto: the chunked torch search, on CPU and CUDA alike. Measured (issue 21, benchmarks/perf.py
-# --quick, 2,000 x 10,000 x 512, idle 2-core CPU): search + band hits took 1.11x a bare matmul
-# with torch, 1.71x with faiss; and faiss keeps a second copy of the base (9 GB for CelebA at
-# 64 px). faiss stays available by name.
 BACKENDS = ("auto", "faiss", "torch")
 
 
@@ -59,11 +56,25 @@ def check_backend(backend: str, where: str = "knn backend") -> str:
 
 
 def resolve_backend(backend: str) -> str:
-    """The backend that will run: 'auto' decided, 'faiss' only when faiss is installed."""
+    """The backend that runs: 'auto' decided, 'faiss' only when faiss is installed.
+
+    The rule for 'auto': faiss where it is faster, torch otherwise; it has been faster nowhere
+    measured, so 'auto' is the chunked torch search on every device. On CPU (one thread,
+    search + band hits, benchmarks/perf.py's knn): torch 1.11x a bare matmul against faiss's
+    1.71x at 2,000 x 10,000 x 512 (issue 21, idle machine); again in issue 30 (faiss-cpu 1.15.1,
+    torch 2.13.0, loaded 2-core machine, best of 3): 0.35 s against 0.57 s at that shape, 0.030 s
+    against 0.040 s at 1,000 x 4,096 x 192. On CUDA the faiss
+    backend would search on the GPU (faiss-gpu) but runs its exact float64 pass on the CPU,
+    where torch keeps both passes on the GPU; faiss-gpu has not been measured (its wheel is not
+    carried to the GPU machines). faiss also keeps a second copy of the base (9 GB for CelebA at
+    64 px). Both give the same neighbours and distances (the exact pass decides), so the rule
+    changes speed, never numbers; a cell's config records 'auto' and, only where the resolved
+    backend is faiss, faiss's version (run/suite.py ``cell_versions``).
+    """
     if check_backend(backend) == "auto":
         return "torch"
     if backend == "faiss" and not faiss_available():
-        raise BenchError("knn backend 'faiss' asked for, but faiss is not installed")
+        raise BenchError("knn backend 'faiss' asked for, but faiss is not installed (pip install 'side-bench[faiss]')")
     return backend
 
 
@@ -83,8 +94,8 @@ class ExactIndex:
         if similarity not in ("l2", "cosine"):
             raise BenchError(f"similarity: expected 'l2' or 'cosine', got {similarity!r}")
         self.similarity = similarity
-        self.backend = resolve_backend(backend)
         self.device = torch.device(device)
+        self.backend = resolve_backend(backend)
         self.chunk_bytes = chunk_bytes
         raw = base.detach().float().reshape(len(base), -1)  # a view of the caller's images for pixels
         fast = torch.nn.functional.normalize(raw, dim=1) if similarity == "cosine" else raw

@@ -527,10 +527,17 @@ def _settings_differ(row: dict, config: dict) -> list[str]:
         "extractor_settings": extractor.get("settings"), "features": features.get("name"),
         "features_identity": features.get("identity"), "dataset": config.get("dataset"),
         "model": config.get("model"), "n_generations": config.get("n_generations"),
-        "versions": config.get("versions"), "plugins": config.get("plugins", {}),
+        "plugins": config.get("plugins", {}),
         "metric_settings": (config.get("metric_settings") or {}).get(row.get("metric"), {}),
     }
     differing = [key for key, value in expected.items() if key in row and row[key] != value]
+    # a row records every installed version (provenance); the config only those its cell uses
+    # (run/suite.py cell_versions), and the row must agree with each of them
+    hashed, recorded = config.get("versions"), row.get("versions")
+    if "versions" in row and recorded != hashed and not (
+            isinstance(hashed, dict) and isinstance(recorded, dict)
+            and all(k in recorded and recorded[k] == v for k, v in hashed.items())):
+        differing.append("versions")
     if row.get("metric") not in (config.get("metrics") or []):
         differing.append("metric")
     if row.get("band") is not None:
