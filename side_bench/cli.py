@@ -147,7 +147,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
         workers, targets):
     """Run a suite: train or load models, attack them, score, write results."""
     from side_bench.results.store import check_writable
-    from side_bench.run.suite import check_data_root, safe_name
+    from side_bench.run.suite import safe_name
 
     if run_id is not None:  # a folder under --results: never a path out of it
         safe_name(run_id, "--run-id")
@@ -160,36 +160,48 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
     if dry_run and targets:
         raise BenchError("--targets: not with --dry-run (the plan counts the trainings a pack saves)")
     if dry_run:
-        from side_bench.run.dryrun import print_plan
+        from side_bench.run.dryrun import prepare_plan
 
-        estimate = print_plan(suite, device=device, results_dir=results_dir, run_id=run_id, console=out,
-                              check_data_root=data_root_given)
-        if estimate and estimate.get("warning"):  # the cost first: beyond a day is the one to see
-            click.echo(f"warning: {estimate['warning']}", err=True)
-        for warning in (estimate or {}).get("warnings", []):
-            click.echo(f"warning: {warning}", err=True)
+        _print_plan(prepare_plan(suite, device=device, results_dir=results_dir, run_id=run_id,
+                                 data_root_given=data_root_given))
         return None
 
-    from side_bench.registry import load_registry
-    from side_bench.run.runner import CellFailed, default_cache_dir, prepare_run, run_suite
+    from side_bench.run.prepared import prepare_run
+    from side_bench.run.runner import default_cache_dir
 
     check_writable(cache_dir or default_cache_dir(), "--cache-dir")
-    registry = load_registry()
-    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
-                                          registry=registry, targets=targets)
-    if data_root_given:
-        check_data_root(suite_obj, registry)
-    check_writable(store.run_dir, "--results")
-    executor_settings = {"address": address} if address else None
-    from side_bench.run.runner import set_workers
+    # refuse before output: the suite, the targets, --data-root, the executor's settings, and
+    # --workers where it does not apply
+    prepared = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id, targets=targets,
+                           executor=executor, executor_settings={"address": address} if address else None,
+                           workers=workers, threads=threads, data_root_given=data_root_given)
+    _run_prepared(prepared, suite, cache_dir=cache_dir, fail_fast=fail_fast)
 
-    # refuse before output: the executor's settings, and --workers where it does not apply
-    done_before = sum(store.is_done(c.config_hash) for c in cells)
+
+def _print_plan(prepared) -> None:
+    """The dry run's table and totals (``run --dry-run``, ``audit --dry-run``), its warnings on stderr."""
+    from side_bench.run.dryrun import print_plan
+
+    estimate = print_plan(prepared, console=out)
+    if estimate and estimate.get("warning"):  # the cost first: beyond a day is the one to see
+        click.echo(f"warning: {estimate['warning']}", err=True)
+    for warning in (estimate or {}).get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _run_prepared(prepared, label: str, *, cache_dir, fail_fast: bool = False) -> None:
+    """Run a prepared run (``side-bench run``, ``audit``) with progress, then its summary and
+    profile; exit 1 where a cell failed, 130 on an interrupt."""
+    from side_bench.results.store import check_writable
+    from side_bench.run.runner import CellFailed, run_prepared
+
+    store, cells, suite_obj, targets, workers = (prepared.store, prepared.cells, prepared.suite, prepared.targets,
+                                                 prepared.workers)
+    check_writable(store.run_dir, "--results")
+    done_before = prepared.cells_done()
     for warning in suite_obj.warnings:
         click.echo(f"warning: {warning}", err=True)
-    workers = set_workers(registry.build("executors", executor, executor_settings, where=f"--executor {executor}"),
-                          executor, workers, cells=len(cells) - done_before, device=device, threads=threads)
-    console.print(f"[bold]{escape(suite)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
+    console.print(f"[bold]{escape(label)}[/]: {len(cells)} cells ({done_before} already done) -> {store.run_dir}"
                   + (f" ({workers} workers)" if workers > 1 else "")
                   + (f"; targets from the pack {escape(str(targets))}, none trained" if targets else ""))
     if suite_obj.data_note:  # which images are the training set and which the null baseline
@@ -230,10 +242,8 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
             stage_tasks.clear()
 
         try:
-            rows = run_suite(suite, device=device, results_dir=results_dir, cache_dir=cache_dir,
-                             executor=executor, run_id=run_id, fail_fast=fail_fast,
-                             executor_settings=executor_settings, threads=threads, workers=workers,
-                             progress=progress, on_cell=on_cell, targets=targets)
+            rows = run_prepared(prepared, cache_dir=cache_dir, fail_fast=fail_fast, progress=progress,
+                                on_cell=on_cell)
         except CellFailed as failure:
             click.echo(f"error: {failure}\n{failure.record['traceback']}", err=True)
             sys.exit(1)
@@ -279,8 +289,7 @@ def run(suite, device, results_dir, cache_dir, executor, address, run_id, fail_f
               help="torch threads on CPU (0: torch's default).")
 @click.option("--dry-run", is_flag=True, help="Check everything and show the suite and its cells; write nothing.")
 @user_errors
-@click.pass_context
-def audit(ctx, model, train, heldout, out, attacks, n_generations, ddim_steps, device, cache_dir, threads, dry_run):
+def audit(model, train, heldout, out, attacks, n_generations, ddim_steps, device, cache_dir, threads, dry_run):
     """Audit a diffusers model: does it copy its training images, and does it leak which they were?
 
     Writes OUT/audit.toml (edit it and rerun with `side-bench run --suite OUT/audit.toml --results
@@ -291,26 +300,19 @@ def audit(ctx, model, train, heldout, out, attacks, n_generations, ddim_steps, d
                       device=device, ddim_steps=ddim_steps)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)
-    if dry_run:
-        import tempfile
-
-        from side_bench.run.dryrun import print_plan
-
-        with tempfile.TemporaryDirectory() as folder:  # the plan reads a suite file; none is written in OUT
-            suite_file = Path(folder) / plan.suite_file.name
-            suite_file.write_text(plan.toml())
-            estimate = print_plan(str(suite_file), device=device, results_dir=plan.out, run_id=None, console=out_console)
-        for warning in ([estimate["warning"]] if (estimate or {}).get("warning") else []) + plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
+    if dry_run:  # the plan of the run the audit prepared (plan.prepared): nothing is written in OUT
+        _print_plan(plan.prepared)
         click.echo(f"would write {plan.suite_file}, {plan.run_dir}/ and {plan.out / 'index.html'}; the suite:\n")
         click.echo(plan.toml(), nl=False)
         return
     _check_cache_dir(cache_dir)
     write_suite(plan)
     failed = 0
-    try:  # the run command itself: its checks, progress, summary and profile
-        ctx.invoke(run, suite=str(plan.suite_file), device=device, results_dir=str(plan.out), cache_dir=cache_dir,
-                   threads=threads)
+    try:  # the run command's own progress, summary and profile, of the run the plan prepared
+        from side_bench.run.prepared import for_executor
+
+        _run_prepared(for_executor(plan.prepared, "local", workers="auto", threads=threads), str(plan.suite_file),
+                      cache_dir=cache_dir)
     except SystemExit as stop:
         if stop.code != 1:  # 1: some cells failed; the page shows the others
             raise

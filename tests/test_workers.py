@@ -28,7 +28,7 @@ def test_two_workers_give_the_rows_of_one(write_suite, tmp_path, monkeypatch):
     # its own cache, so the two workers train the models themselves (two at once: ModelQueue).
     # Its default, --workers auto, on a machine of two cores: one single-thread worker per core
     monkeypatch.delenv("SIDE_BENCH_WORKERS")
-    monkeypatch.setattr("side_bench.run.runner.cpu_cores", lambda: 2)
+    monkeypatch.setattr("side_bench.run.prepared.cpu_cores", lambda: 2)
     result = CliRunner().invoke(main, ["run", "--suite", str(suite), "--results", str(tmp_path / "two"),
                                        "--cache-dir", str(tmp_path / "cache-two")])
     assert result.exit_code == 0, result.output
@@ -69,7 +69,7 @@ def test_workers_are_refused_where_they_do_not_apply(write_suite, tmp_path):
 def test_auto_is_one_single_thread_worker_per_core_where_cells_are_many(monkeypatch):
     from side_bench.run.runner import auto_workers, set_workers
 
-    monkeypatch.setattr("side_bench.run.runner.cpu_cores", lambda: 8)
+    monkeypatch.setattr("side_bench.run.prepared.cpu_cores", lambda: 8)
     assert auto_workers(cells=20) == 8
     assert auto_workers(cells=3) == 3  # no idle process
     assert auto_workers(cells=1) == 1 and auto_workers(cells=0) == 1

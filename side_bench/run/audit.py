@@ -16,13 +16,15 @@ run again with ``side-bench run --suite OUT/audit.toml --results OUT``:
 
 ``plan_audit`` validates all of it (the suite's own checks included: model and data shape,
 every image decoding, train and held-out sharing an image) and writes nothing; ``write_suite``
-writes the TOML; the runner runs it (``run_suite``, or the CLI's ``run``); ``finish_audit``
+writes the TOML; the runner runs the run ``plan_audit`` prepared (``run_prepared``, as the CLI's
+``run`` does, without validating again); ``finish_audit``
 builds the page ``OUT/index.html`` (``report/audit.py``). ``audit`` does the four in a row.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -35,7 +37,8 @@ import tomllib
 from side_bench.errors import BenchError, resolve_device
 from side_bench.registry import Registry, load_registry
 from side_bench.results.store import atomic_write, check_writable
-from side_bench.run.suite import MAX_GENERATIONS, Cell, Suite, default_run_id, parse_suite
+from side_bench.run.prepared import PreparedRun, for_executor, prepare_run
+from side_bench.run.suite import MAX_GENERATIONS, Cell, Suite, parse_suite
 
 WHERE = "side-bench audit"  # how errors found while validating name the audit (no suite file yet)
 SUITE_NAME = "audit"  # the run folder is OUT/audit/<run-id>/, as `run --suite OUT/audit.toml --results OUT` makes it
@@ -66,14 +69,14 @@ DEFAULT_ATTACKS = ("uncond", "side")
 
 @dataclass
 class AuditPlan:
-    """A validated audit: the suite it runs (``raw``, the TOML's contents) and where it goes."""
+    """A validated audit: the suite it runs (``raw``, the TOML's contents), the run prepared
+    from it (run/prepared.py: what the CLI and ``audit`` run, without preparing again) and
+    where it goes."""
 
     raw: dict[str, Any]
-    suite: Suite
-    cells: list[Cell]
+    prepared: PreparedRun  # its suite's path is OUT/audit.toml, as a rerun from the file has it
     out: Path
     suite_file: Path  # OUT/audit.toml
-    run_dir: Path  # OUT/audit/<run-id>
     device: str
     model: Path
     model_shape: tuple[int, int, int]
@@ -82,6 +85,18 @@ class AuditPlan:
     n_heldout: int
     attacks: list[str]
     notes: list[str] = field(default_factory=list)  # what the audit chose and why
+
+    @property
+    def suite(self) -> Suite:
+        return self.prepared.suite
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.prepared.cells
+
+    @property
+    def run_dir(self) -> Path:  # OUT/audit/<run-id>
+        return self.prepared.run_dir
 
     @property
     def warnings(self) -> list[str]:
@@ -148,12 +163,10 @@ def plan_audit(model: str | Path, train: str | Path, heldout: str | Path, out: s
     if target.num_classes:
         notes.append(f"the model is class-conditional ({target.num_classes} classes): each generation's class is "
                      "drawn uniformly; the membership attacks score unconditional models only and are left out")
-    suite = parse_suite(copy.deepcopy(raw), WHERE, registry)  # every check a run makes, before any cell
-    from side_bench.run.runner import suite_cells
-
-    cells = suite_cells(suite, device, registry)
-    return AuditPlan(raw=raw, suite=suite, cells=cells, out=out, suite_file=out / SUITE_FILE,
-                     run_dir=out / suite.name / default_run_id(cells), device=device, model=model_path,
+    # every check a run makes, before any cell; the suite named by the file it will be written to
+    suite = dataclasses.replace(parse_suite(copy.deepcopy(raw), WHERE, registry), path=str(out / SUITE_FILE))
+    prepared = prepare_run(suite, device=device, results_dir=out, registry=registry)
+    return AuditPlan(raw=raw, prepared=prepared, out=out, suite_file=out / SUITE_FILE, device=device, model=model_path,
                      model_shape=(channels, height, width), model_classes=target.num_classes,
                      n_train=dataset.fixed_scale, n_heldout=dataset.heldout_size, attacks=chosen, notes=notes)
 
@@ -291,10 +304,10 @@ def audit(model: str | Path, train: str | Path, heldout: str | Path, out: str | 
           on_cell: Callable[[Cell, dict], None] | None = None, **options) -> AuditResult:
     """Audit a diffusers model folder: validate (``plan_audit``; ``options`` are its keywords),
     write OUT/audit.toml, run it into OUT/audit/<run-id>/ and write the page OUT/index.html."""
-    from side_bench.run.runner import run_suite
+    from side_bench.run.runner import run_prepared
 
     plan = plan_audit(model, train, heldout, out, **options)
     write_suite(plan)
-    run_suite(str(plan.suite_file), device=plan.device, results_dir=plan.out, cache_dir=cache_dir,
-              threads=threads, progress=progress, on_cell=on_cell)
+    run_prepared(for_executor(plan.prepared, "local", threads=threads), cache_dir=cache_dir, progress=progress,
+                 on_cell=on_cell)
     return finish_audit(plan)

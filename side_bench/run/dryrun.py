@@ -1,6 +1,6 @@
 """``side-bench run --dry-run``: the cells a run would execute and what they would cost.
 
-Validates the suite exactly as a run does (``prepare_run``), then lists every cell with its
+Validates the suite exactly as a run does (``prepare_run``, run/prepared.py), then lists every cell with its
 config hash, whether its result is already in the run folder, and a cost estimate in units
 that do not depend on the machine: training steps x batch size for the target model (counted
 once per model that cells share), classifier training passes, and UNet evaluations for
@@ -30,7 +30,8 @@ from pathlib import Path
 
 from side_bench.errors import BenchError
 from side_bench.registry import Registry, load_registry
-from side_bench.run.suite import canonical_hash, cell_model, check_data_root
+from side_bench.run.prepared import PreparedRun, prepare_run
+from side_bench.run.suite import canonical_hash, cell_model
 
 # Used only when benchmarks/throughput.json is not found (a copy of side-bench without it)
 CPU_EVALS_PER_SECOND = 2480.0  # UNet image-steps per second at 8x8 (quickstart UNet, one CPU thread; issue 21)
@@ -68,22 +69,29 @@ def _positive(settings: dict, key: str, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results", run_id: str | None = None,
-         registry: Registry | None = None, data_root_given: bool = False) -> tuple[object, list[PlannedCell], Path]:
-    """(suite, planned cells, run folder) without running or writing anything."""
-    from side_bench.run.runner import prepare_run
-
-    registry = registry or load_registry()
+def prepare_plan(suite: str, *, device: str = "cpu", results_dir: str | Path = "results", run_id: str | None = None,
+                 registry: Registry | None = None, data_root_given: bool = False) -> PreparedRun:
+    """The run a dry run plans, prepared as a run prepares it (``prepare_run``), with the sizes a
+    data set without its files declares (``planning``), and no executor: nothing will run."""
     with planning():
-        suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
-                                              registry=registry)
+        return prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id,
+                           registry=registry or load_registry(), data_root_given=data_root_given)
+
+
+def plan(suite: str | PreparedRun, *, device: str = "cpu", results_dir: str | Path = "results",
+         run_id: str | None = None, registry: Registry | None = None,
+         data_root_given: bool = False) -> tuple[object, list[PlannedCell], Path]:
+    """(suite, planned cells, run folder) without running or writing anything: of a prepared
+    run, or of a suite prepared here (``prepare_plan``, with the other arguments)."""
+    prepared = suite if isinstance(suite, PreparedRun) else prepare_plan(
+        suite, device=device, results_dir=results_dir, run_id=run_id, registry=registry,
+        data_root_given=data_root_given)
+    suite_obj, cells, store, registry = prepared.suite, prepared.cells, prepared.store, prepared.registry
     heldout = suite_obj.dataset.settings.get("heldout", 0) if isinstance(suite_obj.dataset.settings, dict) else 0
     heldout = heldout if isinstance(heldout, int) and not isinstance(heldout, bool) else 0
     if isinstance(getattr(suite_obj, "heldout_size", None), int):  # what the data set says it holds out
         heldout = suite_obj.heldout_size
     nulls: set[int] = set()
-    if data_root_given:
-        check_data_root(suite_obj, registry)
     seen_models: set[str] = set()
     seen_pools: set[str] = set()
     seen_classifiers: set[str] = set()
@@ -319,15 +327,15 @@ def _duration(seconds: float, gpu: bool = False) -> str:
     return f"{seconds:.0f} seconds"
 
 
-def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str | None, console,
-               check_data_root: bool = False) -> dict:
-    """The CLI's table of planned cells and totals; returns {"seconds", "warning"} (the estimate)."""
+def print_plan(prepared: PreparedRun, console) -> dict:
+    """The CLI's table of planned cells and totals of a prepared run (``prepare_plan``); returns
+    {"seconds", "warning", "warnings"} (the estimate)."""
     from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    suite_obj, planned, run_dir = plan(suite, device=device, results_dir=results_dir, run_id=run_id,
-                                       data_root_given=check_data_root)
+    suite_obj, planned, run_dir = plan(prepared)
+    device, registry = prepared.device, prepared.registry
     table = Table(title=f"{suite_obj.name}: {len(planned)} cells (dry run: nothing is run or written)",
                   caption="train: steps x batch size (once per shared model); classifier: steps x batch size (once per classifier "
                           "per scale); UNet evals: sampled images x DDIM steps, as each extractor counts them (planned_cost)", box=box.SIMPLE_HEAD)
@@ -347,7 +355,7 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     Console(width=width).print(table)
     for line in own_cells_lines(suite_obj):  # one line each, unwrapped, so that it greps whole
         console.print(escape(line), soft_wrap=True)
-    for line in equal_cost_lines(equal_cost_needs(planned, suite_obj.n_generations), whole_cell_rankers(suite_obj)):
+    for line in equal_cost_lines(equal_cost_needs(planned, suite_obj.n_generations), whole_cell_rankers(suite_obj, registry)):
         console.print(escape(line), soft_wrap=True)
     console.print(f"run folder: {run_dir}")
     if suite_obj.data_note:
@@ -358,7 +366,6 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
         f"classifiers {sum(p.classifier_images for p in todo):,} image passes, "
         f"sampling {sum(p.unet_evals for p in todo):,} UNet evaluations (N_G per scale: {', '.join(f'{k}: {v:,}' for k, v in suite_obj.n_generations.items())})"
     )
-    registry = load_registry()
     dim, size = feature_dim(suite_obj, registry), image_size(suite_obj)
     largest = max((p.scale for p in todo), default=0)
     console.print(
@@ -369,7 +376,7 @@ def print_plan(suite: str, *, device: str, results_dir: str | Path, run_id: str 
     estimates = {kind: estimate(suite_obj, planned, kind, registry) for kind in ("cuda", "cpu")}
     parts = [f"about {_duration(e['seconds'], gpu=kind == 'cuda')} on {e['label']} ({e['unet_rate']:,.2f} UNet image-steps/s at "
              f"{size} px, {e['how']})" for kind, e in estimates.items()]
-    source = throughput_file()
+    source = throughput_file(registry)
     console.print(f"estimated time: {'; '.join(parts)}; rates from "
                   f"{source.name if source else 'built-in constants'} (rough: a factor of a few)", soft_wrap=True)
     seconds = estimates["cuda" if device.startswith("cuda") else "cpu"]["seconds"]

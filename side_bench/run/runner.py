@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import platform
 import subprocess
@@ -28,33 +27,20 @@ from side_bench.registry import Registry, load_registry
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
 from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
-from side_bench.results.store import RunStore, atomic_write, default_cache_dir, failure_record
+from side_bench.results.store import atomic_write, default_cache_dir, failure_record
 from side_bench.run import canaries
-from side_bench.run.suite import (
-    Cell,
-    Suite,
-    canonical_hash,
-    cell_model,
-    default_run_id,
-    expand_cells,
-    load_suite,
-    safe_name,
+from side_bench.run.prepared import (  # noqa: F401 (auto_workers, cpu_cores, set_workers: the runner's API)
+    PreparedRun,
+    auto_workers,
+    cpu_cores,
+    prepare_run,
+    set_workers,
+    versions,
 )
+from side_bench.run.suite import Cell, canonical_hash, cell_model
 from side_bench.scoring import stats
 from side_bench.scoring.rows import metric_rows, score_images
 from side_bench.scoring.scores import Band, Reference, to_unit
-
-VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
-
-
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in VERSIONED_PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
 
 
 def git_commit() -> str | None:
@@ -230,7 +216,9 @@ class CellRunner:
             "target_model": target_model,
             "n_generations": scores.n_candidates, "n_null": len(data.heldout), "n_train": len(data.train),
             "config_hash": cell.config_hash, "seconds": round(time.perf_counter() - started, 3),
-            "stage_seconds": timer.seconds, "device": describe_device(self.device), "versions": config["versions"],
+            "stage_seconds": timer.seconds, "device": describe_device(self.device),
+            # provenance: every installed version where the cell ran, the config's (hashed) ones as it holds them
+            "versions": {**versions(), **config["versions"]},
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated, "cost": spent,
@@ -405,35 +393,6 @@ class ModelContext:
     heldout: torch.Tensor | None = None  # the held-out images in [-1, 1]: membership metrics' non-members
 
 
-def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,
-                registry: Registry | None = None, targets: str | Path | None = None,
-                ) -> tuple[Suite, list[Cell], RunStore]:
-    """Validate everything and lay out the run; nothing is written here. With ``targets`` (a
-    shared-targets pack) every cell's model, file hashes and training subset are checked
-    against it, and the pack enters the cells' configs (run/targets.py)."""
-    registry = registry or load_registry()
-    suite = load_suite(suite_name, registry)
-    resolve_device(device)
-    cells = suite_cells(suite, device, registry)
-    if targets is not None:
-        from side_bench.run.targets import cells_for_pack
-
-        cells = cells_for_pack(targets, cells, registry)
-    if run_id is not None:
-        safe_name(run_id, "--run-id")
-    # The default id leaves plugin provenance out, so that after a plugin changes a rerun lands in
-    # the same folder and recomputes only the cells that use it.
-    run_id = run_id or default_run_id(cells)
-    return suite, cells, RunStore(Path(results_dir) / suite.name / run_id)
-
-
-def suite_cells(suite: Suite, device: str, registry: Registry) -> list[Cell]:
-    """The cells of a validated suite on ``device``, with this installation's versions."""
-    features = registry.build("features", suite.features.name, suite.features.settings)
-    return expand_cells(suite, versions=versions(), device=torch.device(device).type,
-                        features_identity=features.identity)
-
-
 def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",
               cache_dir: str | Path | None = None, executor: str = "local", run_id: str | None = None,
               fail_fast: bool = False, progress: Callable[[str, int, int], None] | None = None,
@@ -457,18 +416,27 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
     file) before computing it, so every cell is computed once, and a process waits for the
     cells another live process holds (a dead one's locks are taken over).
     """
-    registry = load_registry()
-    suite_obj, cells, store = prepare_run(suite, device=device, results_dir=results_dir,
-                                          run_id=run_id, registry=registry, targets=targets)
-    executor_obj = registry.build("executors", executor, executor_settings or {}, where=f"--executor {executor}")
-    set_workers(executor_obj, executor, workers, device=device, threads=threads,
-                cells=sum(not store.is_done(c.config_hash) for c in cells) if workers == "auto" else 2)
+    prepared = prepare_run(suite, device=device, results_dir=results_dir, run_id=run_id, targets=targets,
+                           executor=executor, executor_settings=executor_settings, workers=workers, threads=threads)
+    return run_prepared(prepared, cache_dir=cache_dir, fail_fast=fail_fast, progress=progress, on_cell=on_cell,
+                        poll_seconds=poll_seconds)
+
+
+def run_prepared(prepared: PreparedRun, *, cache_dir: str | Path | None = None, fail_fast: bool = False,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 on_cell: Callable[[Cell, dict], None] | None = None, poll_seconds: float = 0.5) -> pd.DataFrame:
+    """Run a prepared run (``prepare_run`` with an executor, or ``for_executor``): the manifest,
+    then every cell not done yet; return all its rows. What ``run_suite`` does after preparing."""
+    if prepared.executor_obj is None:
+        raise ValueError("run_prepared: this run was prepared without an executor (as a dry run is); use for_executor")
+    suite_obj, cells, store, registry = prepared.suite, prepared.cells, prepared.store, prepared.registry
+    device, threads, targets, executor_obj = prepared.device, prepared.threads, prepared.targets, prepared.executor_obj
     if threads and torch.device(device).type == "cpu":
         torch.set_num_threads(threads)
     previous = store.read_manifest() or {}
     manifest = {
         "suite": suite_obj.name, "suite_path": suite_obj.path, "config": suite_obj.raw,
-        "run_id": store.run_dir.name, "device": device, "executor": executor,
+        "run_id": store.run_dir.name, "device": device, "executor": prepared.executor,
         "versions": versions(), "git_commit": git_commit(), "machine": platform.platform(),
         "hardware": describe_device(device), "torch_threads": torch.get_num_threads(),
         "started": previous.get("started", now()), "finished": None,
@@ -515,46 +483,6 @@ def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: st
         store.release_all()  # interrupted or failed: let a rerun (or another process) take them
     store.write_manifest({**manifest, "finished": now()})
     return pd.DataFrame(store.rows())
-
-
-def cpu_cores() -> int:
-    """The cores this process may use (its affinity), which a container may make fewer than the machine's."""
-    import os
-
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def auto_workers(cells: int, device: str = "cpu", threads: int | None = 1) -> int:
-    """``--workers auto``: on CPU, as many processes as the cores hold at ``threads`` threads
-    each (one single-thread process per core by default; ``threads`` 0 or None: torch's own
-    count), where more than one cell is to run; otherwise one. On CUDA one: the cells share
-    one GPU, which a single process keeps busy at the sizes that need it."""
-    if cells <= 1 or torch.device(device).type != "cpu":
-        return 1
-    per_process = threads or torch.get_num_threads()
-    return max(1, min(cells, cpu_cores() // max(1, per_process)))
-
-
-def set_workers(executor_obj, executor: str, workers: int | str, *, cells: int = 2, device: str = "cpu",
-                threads: int | None = 1) -> int:
-    """Give the executor its worker count (0: one per core; "auto": ``auto_workers`` for
-    ``cells`` cells still to run on ``device`` at ``threads`` threads); only an executor with a
-    ``workers`` attribute (the local one) takes one, Ray schedules its own tasks."""
-    if workers == "auto":
-        workers = auto_workers(cells, device, threads) if hasattr(executor_obj, "workers") else 1
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise BenchError(f"--workers: expected 'auto', 0 (one per core) or a positive count, got {workers!r}")
-    count = workers or cpu_cores()
-    if not hasattr(executor_obj, "workers"):
-        if workers != 1:
-            raise BenchError(f"--workers: only for --executor local; --executor {executor} runs its own "
-                             "processes (ray: its cpus_per_task setting)")
-        return 1
-    executor_obj.workers = count
-    return count
 
 
 def stage_profile(records: list[dict]) -> list[dict]:
