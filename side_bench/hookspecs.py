@@ -392,7 +392,7 @@ class MetricValue:
 
     A rate is ``count`` of ``n`` with a binomial interval; a statistic that is not a count
     carries its own interval (UMS the occupancy interval, a percentile order statistics, a
-    membership AUC a score interval, the rest a seeded bootstrap: ``scoring/stats.py``) and
+    membership or ranker AUC a score interval, the rest a seeded bootstrap: ``scoring/stats.py``) and
     its standard error ``se`` where the leaderboard's tests use one. ``value`` None means "cannot be computed here", with
     ``reason`` saying why (e.g. "needs at least 2 training images"); it is written as null.
     """

@@ -21,6 +21,7 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   ``membership_auc(value, members, nonmembers)`` and ``membership_tpr(count, members)``: a
   membership attack's AUC with its score interval and its TPR at a fixed FPR with its
   Clopper-Pearson interval, both honest at 0 and 1 where a bootstrap gives [1, 1];
+  ``ranker_auc(value, copies, others)``: a ranker's AUC for "is a copy" with the same score interval;
 - ``derive_seed``, ``sample_generator``, ``initial_noise``: per-sample randomness, so sample
   ``i`` depends only on (seed, purpose, i) and never on the batch size;
 - ``autocast_dtype(precision, where)``: the torch dtype of a ``precision`` setting ("fp32",
@@ -113,7 +114,15 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.scoring.divergence import FlowLogDensity, UNetEps, memorization_divergence
     from side_bench.scoring.knn import ExactIndex
     from side_bench.scoring.scores import Band, CandidateScores, to_unit
-    from side_bench.scoring.stats import bootstrap, distinct, membership_auc, membership_tpr, quantile, rate
+    from side_bench.scoring.stats import (
+        bootstrap,
+        distinct,
+        membership_auc,
+        membership_tpr,
+        quantile,
+        ranker_auc,
+        rate,
+    )
 
 # The public names, spelled out so that type checkers and ``from ... import *`` see them.
 __all__ = [
@@ -126,6 +135,7 @@ __all__ = [
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
     # what a metric's compute(scores, band) gets, and what it returns
     "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap", "membership_auc", "membership_tpr",
+    "ranker_auc",
     # per-sample randomness and sampling
     "derive_seed", "sample_generator", "initial_noise", "ddim_sample", "autocast_dtype", "check_compile_mode",
     # errors, hashes and files
@@ -154,6 +164,7 @@ _LAZY = {
     "quantile": "side_bench.scoring.stats",
     "membership_auc": "side_bench.scoring.stats",
     "membership_tpr": "side_bench.scoring.stats",
+    "ranker_auc": "side_bench.scoring.stats",
     "derive_seed": "side_bench.sampling.diffusion",
     "sample_generator": "side_bench.sampling.diffusion",
     "initial_noise": "side_bench.sampling.diffusion",

@@ -305,6 +305,52 @@ def test_the_pooled_auc_of_two_models_covers_the_mean_of_their_aucs():
     assert 0.93 <= covered([x["ci_low"] for x in lines], [x["ci_high"] for x in lines], 0.997) <= 0.97
 
 
+CANDIDATES = 256
+# (law, share of candidates that are copies): (floor asserted, measured coverage at AUC 0.99,
+# 0.995, 0.999); in the comments the share of runs whose ranker put every copy first (AUC 1),
+# where the percentile bootstrap it replaces said [1, 1]
+RANKER_AUC_COVERAGE = {
+    ("exponential", 0.1): (0.93, (0.939, 0.938, 0.960)),  # ~26 copies (0.25, 0.48, 0.85 at 1)
+    ("binormal, member sd 2", 0.1): (0.93, (0.951, 0.964, 0.972)),  # (0.06, 0.18, 0.60 at 1)
+    ("binormal, equal sd", 0.1): (0.93, (0.994, 0.992, 0.996)),  # conservative, as for membership
+    ("contaminated", 0.1): (0.90, (0.920, 0.907, 0.960)),  # below 95%, as for membership (0.58, 0.79, 0.95 at 1)
+    ("exponential", 0.03): (0.93, (0.950, 0.957, 0.980)),  # ~8 copies (0.64, 0.79, 0.94 at 1)
+    ("contaminated", 0.03): (0.90, (0.929, 0.943, 0.991)),  # (0.87, 0.92, 0.99 at 1)
+}
+
+
+@pytest.mark.slow  # ~6 s a case: 3,000 runs of the ranker-auc metric on 256 candidates
+@pytest.mark.parametrize("law, share", list(RANKER_AUC_COVERAGE))
+def test_the_ranker_auc_interval_covers_at_auc_099_to_0999(law, share):
+    # The ranker-auc metric itself on simulated candidates: each a copy with probability
+    # ``share`` (so the number of copies varies between runs, as in a real one), its ranker
+    # score drawn from the law's member (copy) or non-member side; the truth is the law's AUC.
+    from types import SimpleNamespace
+
+    from side_bench_builtins.ranking_metrics import RankerAUC
+
+    rng = np.random.default_rng(11)
+    floor, _ = RANKER_AUC_COVERAGE[(law, share)]
+    metric = RankerAUC()
+    for auc in (0.99, 0.995, 0.999):
+        copy_law, other_law = member_laws(auc)[law]
+        found = []
+        for _ in range(REPS):
+            copies = rng.random(CANDIDATES) < share
+            score = np.empty(CANDIDATES)
+            score[copies], score[~copies] = copy_law(rng, (copies.sum(),)), other_law(rng, ((~copies).sum(),))
+            candidates = SimpleNamespace(ranker_scores={"clique": score}, ranker_thresholds={},
+                                         pixel_d1=np.where(copies, 0.1, 0.5), pixel_d2=np.ones(CANDIDATES),
+                                         n_candidates=CANDIDATES, n_train=K)
+            if (value := metric.compute(candidates, None)).value is not None:  # None: no copy drawn (rare)
+                found.append((value.value, value.ci_low, value.ci_high))
+        values, low, high = np.array(found).T
+        assert len(values) >= 0.99 * REPS
+        assert np.all((low <= values) & (values <= high))
+        assert np.all(low[values == 1.0] < 1.0)  # never [1, 1]
+        assert covered(low, high, auc) >= floor, auc
+
+
 def exact_coverage(interval, n: int, p: float) -> float:
     """P(the interval of k of n holds p), k ~ Binomial(n, p), summed exactly."""
     ks = np.arange(n + 1)

@@ -65,17 +65,29 @@ def test_precision_ties_keep_candidate_order_and_reasons():
 
 def test_auc_by_hand():
     # positives 0.9, 0.7; negatives 0.8, 0.6: pairs won 0.9>0.8, 0.9>0.6, 0.7>0.6; lost 0.7<0.8 -> 3/4
-    value = RankerAUC(RankerAUC.Settings(resamples=200)).compute(stand_in([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]), None)
+    value = RankerAUC().compute(stand_in([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]), None)
     assert value.value == pytest.approx(0.75)
     # a tie between a positive and a negative counts one half: (1 + 0.5) / 2
     tied = RankerAUC(RankerAUC.Settings(resamples=0)).compute(stand_in([0.9, 0.5, 0.5], [1, 1, 0]), None)
-    assert tied.value == pytest.approx(0.75)
-    # the same seed gives the same bootstrap interval
-    more = stand_in(np.linspace(1, 0, 40), np.arange(40) % 3 == 0)
-    a = RankerAUC(RankerAUC.Settings(resamples=300, seed=1)).compute(more, None)
-    b = RankerAUC(RankerAUC.Settings(resamples=300, seed=1)).compute(more, None)
-    assert a.interval == "bootstrap-percentile" and (a.ci_low, a.ci_high, a.se) == (b.ci_low, b.ci_high, b.se)
-    assert a.ci_low <= a.value <= a.ci_high
+    assert tied.value == pytest.approx(0.75) and tied.ci_low is None and tied.interval is None
+
+
+def test_auc_interval_is_the_score_interval_of_the_copies_against_the_rest():
+    # 40 candidates, copies at 0, 3, ..., 39 (14) ranked above every other (26): AUC 1. The lower
+    # bound t solves (1 - t)^2 = 1.96^2 V(t), V Hanley-McNeil's with m = 14, n = 26, written out:
+    copies = np.arange(40) % 3 == 0
+    perfect = RankerAUC().compute(stand_in(np.where(copies, 2.0, 1.0) + np.linspace(0, 0.1, 40), copies), None)
+    assert (perfect.value, perfect.ci_high, perfect.n) == (1.0, 1.0, 40)
+    assert perfect.interval == "score-hanley-mcneil-copies"
+    t, m, n = perfect.ci_low, 14, 26
+    v = (t * (1 - t) + (m - 1) * (t / (2 - t) - t ** 2) + (n - 1) * (2 * t ** 2 / (1 + t) - t ** 2)) / (m * n)
+    assert (1 - t) ** 2 == pytest.approx(1.959964 ** 2 * v, rel=1e-6)
+    assert 0.85 < t < 0.95  # not [1, 1], as the percentile bootstrap said
+    # its standard error (for the z-tests between attacks) is the half-width / 1.96, never 0 here
+    assert perfect.se == pytest.approx((1 - t) / (2 * 1.959964), rel=1e-6)
+    # one copy among 40: the bootstrap had no interval (most resamples held no copy); this one does
+    one = RankerAUC().compute(stand_in(np.linspace(1, 0, 40), np.arange(40) == 5), None)
+    assert one.value == pytest.approx(34 / 39) and one.ci_low < one.value < one.ci_high < 1
 
 
 def test_auc_needs_both_classes():

@@ -215,3 +215,59 @@ def test_clashing_names_are_renamed_by_source_and_this_projects_keep_theirs():
     # in another setup the same names do not clash
     other = rows.assign(setup=["s", "t", "u", "v", "w"])
     assert _rename_clashes(other)["attack"].tolist() == rows["attack"].tolist()
+
+
+def svg_texts(out: Path) -> dict[str, list[str]]:
+    """Every plot's text elements (its legend, tick labels and titles; SVG keeps text as text)."""
+    import re
+
+    return {p.name: re.findall(r"<text[^>]*>([^<]*)</text>", p.read_text()) for p in (out / "plots").glob("*.svg")}
+
+
+def test_plots_mark_a_submitted_attack_as_its_table_does(tmp_path):
+    """Hand-made rows at two scales (line plots and their panels of differences to uncond): a
+    submission's attacks, one renamed on a clash, carry its mark in every plot that names them;
+    this project's attacks, the reference (uncond) included, carry none. Its rows have no
+    records, so verify fails on it: unverified."""
+    from leaderboard_rows import make_row, two_attacks_two_seeds, write_run
+
+    project = write_run(tmp_path / "project" / "run-hand", two_attacks_two_seeds())
+    theirs = [make_row(scale=scale, attack=attack, seed=0, value=value, config_hash=f"sub-{attack}-{scale}",
+                       condition="none" if attack == "uncond" else "surrogate")
+              for scale in (16, 64) for attack, value in (("theirs", 0.6), ("uncond", 0.1))]
+    submitted = write_run(tmp_path / "submitted" / "run-sub", theirs)
+    (submitted / "submission.toml").write_text(SUBMISSION.replace('"my-attack"', '"theirs"'))
+    out = tmp_path / "page"
+    write_report([project, submitted], formats=["md"], out=out, warn=None)
+    mark = ORIGIN_MARKS[UNVERIFIED]
+    markdown = (out / "leaderboard.md").read_text()
+    assert f"| theirs {mark} |" in markdown and f"| uncond (submission theirs) {mark} |" in markdown
+    texts = svg_texts(out)
+    plots = {name for name in texts if name.startswith("scale-") and "-diff-" not in name}
+    panels = {name for name in texts if name.startswith("scale-diff-")}
+    assert plots and panels
+    for name in plots | panels:
+        labels = texts[name]
+        assert f"theirs {mark}" in labels and f"uncond (submission theirs) {mark}" in labels, name
+        assert "side" in labels  # this project's: no mark
+        assert not any(label.startswith("theirs") and label != f"theirs {mark}" for label in labels), name
+    for name in plots:
+        assert "uncond" in texts[name]
+    for name in panels:  # the reference line, this project's uncond, unmarked
+        assert "uncond (0)" in texts[name] and "uncond" not in texts[name]
+    # nothing but a submission is ever marked
+    assert not any("[submitted" in label for labels in texts.values() for label in labels
+                   if not label.startswith(("theirs", "uncond (submission theirs)")))
+
+
+def test_a_single_scale_dot_chart_marks_a_verified_submission(runs, tmp_path):
+    out = tmp_path / "page"
+    write_report([runs["project"], runs["submitted"]], formats=["md"], out=out, targets=runs["pack"], warn=None)
+    mark = ORIGIN_MARKS[VERIFIED]
+    dots = {name: labels for name, labels in svg_texts(out).items() if name.startswith("dots-")}
+    assert dots
+    for name, labels in dots.items():  # the attacks are the tick labels of a dot chart
+        assert f"my-attack {mark}" in labels and f"uncond (submission my-attack) {mark}" in labels, name
+        assert "my-attack" not in labels
+        if not name.startswith("dots-diff-"):
+            assert "uncond" in labels  # this project's, unmarked

@@ -16,12 +16,11 @@ a random order (candidate i's noise is drawn from (seed, i)), so ties are broken
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from side_bench.plugin_api import BenchError, MetricValue, hookimpl, rate
+from side_bench.plugin_api import BenchError, MetricValue, hookimpl, ranker_auc, rate
 from side_bench_builtins.metrics import GuRatio
 
 
@@ -132,10 +131,11 @@ class FlaggedDistinct:
 class RankerAUC:
     """ROC AUC of a ranker's score for "is a copy" (Gu ratio < 1/3), sklearn's
     ``roc_auc_score`` (ties count one half). 0.5 = the ranker knows nothing; 1 = it puts every
-    copy first. A seeded percentile bootstrap over candidates (scipy.stats.bootstrap,
-    ``resamples``) gives the 95% interval and the standard error; resamples that hold one
-    class only are left out (interval "bootstrap-percentile-defined") when they are under 10%.
-    None when the candidates are all copies or all not."""
+    copy first. Its 95% interval is the score interval of a membership AUC (``ranker_auc``: the
+    copies against the other candidates), which stays below 1 when the ranker separates the
+    copies perfectly: the percentile bootstrap over candidates it replaces said [1, 1] there, and
+    had no interval at all with one or two copies (most resamples held one class). None when
+    the candidates are all copies or all not."""
 
     uses_bands = False
     direction = "higher"
@@ -144,7 +144,10 @@ class RankerAUC:
 
     @dataclass
     class Settings(RankerSettings):
-        resamples: int = 1000  # bootstrap resamples; 0: no interval
+        # Both fields are in every existing cell's config (hence its hash) from when the interval
+        # was a bootstrap, so they stay: resamples 0 still means "no interval"; any other value
+        # gives the score interval, which draws nothing, so the seed no longer changes a number.
+        resamples: int = 1000
         seed: int = 0
 
     def __init__(self, settings: RankerAUC.Settings = None):
@@ -166,28 +169,7 @@ class RankerAUC:
         auc = float(roc_auc_score(truth, values))
         if self.settings.resamples <= 0:
             return MetricValue(auc)
-        from scipy.stats import bootstrap
-
-        def statistic(labels, ranked):
-            if labels.min() == labels.max():  # a resample with one class has no AUC
-                return np.nan
-            return roc_auc_score(labels, ranked)
-
-        with warnings.catch_warnings():  # few candidates: resamples with one class are nan, said below
-            warnings.simplefilter("ignore")
-            result = bootstrap((truth.astype(np.int64), values), statistic, paired=True, vectorized=False,
-                               n_resamples=self.settings.resamples, method="percentile",
-                               random_state=np.random.default_rng(self.settings.seed))
-        # A resample with one class has no AUC (nan): percentiles over the others, as long as
-        # they are nearly all (with few copies the interval is conditional on >= 1 of each).
-        distribution = np.asarray(result.bootstrap_distribution, dtype=np.float64)
-        finite = distribution[np.isfinite(distribution)]
-        if len(finite) < 0.9 * len(distribution):
-            return MetricValue(auc, reason=f"bootstrap interval undefined ({len(distribution) - len(finite)} of "
-                                           f"{len(distribution)} resamples had one class)")
-        low, high = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
-        interval = "bootstrap-percentile" if len(finite) == len(distribution) else "bootstrap-percentile-defined"
-        return MetricValue(auc, ci_low=low, ci_high=high, se=float(np.std(finite, ddof=1)), interval=interval)
+        return ranker_auc(auc, copies, len(truth) - copies)
 
 
 class BaseCopies:

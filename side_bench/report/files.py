@@ -71,7 +71,7 @@ from side_bench.report.plots import (
     reference_attack,
     setting_curves,
 )
-from side_bench.report.submissions import mark_origins, mark_page, origin_columns
+from side_bench.report.submissions import mark_origins, mark_page, origin_columns, origin_marks
 from side_bench.results.records import read_reported
 from side_bench.results.store import atomic_write
 
@@ -203,13 +203,16 @@ def find_reported(paths: Iterable[str | Path]) -> list[tuple[Path, dict]]:
 
 
 def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
-    """Plots for every table of the page, galleries copied: files under ``out``."""
+    """Plots for every table of the page, galleries copied: files under ``out``. A submitted
+    attack is marked in the plots as in the tables (``origin_marks``)."""
     colours = attack_colours(list(dict.fromkeys(rows["attack"])))
     reference = reference_attack(rows)  # UnCond: every rate plot's companion panel is the difference to it
+    marks = origin_marks(rows)
     for table in page.tables():
         part = table.part
         first = part.iloc[0]
-        args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out}
+        args = {"metric": str(first["metric"]), "band": table.band, "setup": str(first["setup"]), "out": out,
+                "marks": marks}
         # a model-level metric's lines are target models: their own colours, and no sweep (the
         # attack's setting does not change the model) and no difference to UnCond (no attacks)
         model_level = "model_level" in part and bool(part["model_level"].fillna(False).astype(bool).all())
@@ -217,8 +220,8 @@ def _draw(page: Page, rows: pd.DataFrame, out: Path) -> None:
                                             if model_level else colours, **args),
                          *([] if model_level else _differences(part, colours, reference, args)),
                          *([] if model_level else plot_sweeps(part, reference=reference, **args))]
-    _draw_setting_curves(page, rows, out, colours, reference)
-    _draw_budgets(page, out, colours)
+    _draw_setting_curves(page, rows, out, colours, reference, marks)
+    _draw_budgets(page, out, colours, marks)
     page.galleries = copy_galleries(rows, out)
 
 
@@ -228,12 +231,12 @@ def _differences(part: pd.DataFrame, colours: dict, reference: str | None, args:
     return [] if figure is None else [figure]
 
 
-def _draw_budgets(page: Page, out: Path, colours: dict) -> None:
+def _draw_budgets(page: Page, out: Path, colours: dict, marks: dict | None = None) -> None:
     """Each setup's extraction-against-cost plot (issue 29), where its runs measured cost."""
     for setup in page.setups:
         if setup.budget is not None:
             figure = plot_extraction_curves(setup.budget.curves, setup=setup.setup, out=out, colours=colours,
-                                            criterion=setup.budget.criterion)
+                                            criterion=setup.budget.criterion, marks=marks)
             setup.budget.figures = [figure] if figure is not None else []
 
 
@@ -253,7 +256,7 @@ def budget_document(page: Page) -> dict | None:
 
 
 def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dict,
-                         reference: str | None = None) -> None:
+                         reference: str | None = None, marks: dict | None = None) -> None:
     """A metric given at several values of one setting (canary recall per count d) drawn against
     it, under the table of the curve's first metric id (per setup and band)."""
     for key, points in setting_curves(rows):
@@ -266,7 +269,7 @@ def _draw_setting_curves(page: Page, rows: pd.DataFrame, out: Path, colours: dic
             title = os.path.commonprefix(sorted(points)).rstrip("0123456789").rstrip("-_ ") or group[0].metric
             group[0].figures += plot_setting_curve(part, key=key, title=title, band=group[0].band,
                                                    setup=str(part.iloc[0]["setup"]), out=out, colours=colours,
-                                                   reference=reference)
+                                                   reference=reference, marks=marks)
 
 
 def _stage(out: Path) -> Path:

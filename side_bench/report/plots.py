@@ -8,6 +8,8 @@ with one x tick (``plot_dot_chart``). Every plot of a rate has a companion panel
 attack's difference to UnCond with its 95% interval (``plot_difference_against_scale``, and
 in ``plot_sweeps`` and ``plot_setting_curve``; why a panel rather than a log axis: see
 ``REFERENCE_WHY``). Labels are capped (``leaderboard.cap``): a result file may hold anything.
+A submitted attack carries its origin's mark in every legend, tick label and title that names
+it (``attack_label``, ``marks`` from ``submissions.origin_marks``), as its row in the tables.
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ def attack_colours(attacks) -> dict[str, tuple[str, str]]:
             i = len(styles)
             styles[attack] = (PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)])
     return styles
+
+
+Marks = dict[tuple[str, str], str]  # (setup as the page shows it, attack) -> its origin's mark
+
+
+def attack_label(attack: str, setup: str, marks: Marks | None = None) -> str:
+    """An attack's name in a plot: capped at 40 characters, then its origin's mark where it was
+    submitted ("[submitted, verified]", ...: ``submissions.ORIGIN_MARKS``), never cut off by the cap,
+    so that a plot says what its table says. This project's attacks have no mark."""
+    mark = (marks or {}).get((cap(setup, 160), str(attack)))
+    return f"{cap(attack, 40)} {mark}" if mark else cap(attack, 40)
 
 
 def _new_axes(title: str, subtitle: str, height: float = 3.8):
@@ -108,15 +121,18 @@ def _error_bars(lines: pd.DataFrame, factor: float):
 
 
 
-def _lines_against_scale(axes, frame: pd.DataFrame, order: list, colours: dict, bars_of, factor: float) -> None:
+def _lines_against_scale(axes, frame: pd.DataFrame, order: list, colours: dict, bars_of, factor: float,
+                         label=lambda attack: cap(attack, 40)) -> None:
     """One line per attack (in ``order``) against scale, with the error bars ``bars_of(lines,
-    factor)`` gives: the rates themselves, or their differences to the reference attack."""
+    factor)`` gives: the rates themselves, or their differences to the reference attack; each
+    named in the legend by ``label(attack)``."""
     for attack in order:
         lines = frame[frame["attack"] == attack].sort_values("scale")
         values, bars = bars_of(lines, factor)
         colour, marker = colours.get(attack, ("#000000", "o"))
         axes.errorbar(lines["scale"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
-                      color=colour, label=cap(attack, 40))
+                      color=colour, label=label(attack))
+
 
 def _log_scale_axis(axes, scales) -> None:
     scales = sorted({int(s) for s in scales})
@@ -127,11 +143,11 @@ def _log_scale_axis(axes, scales) -> None:
 
 
 def plot_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path,
-                       colours: dict[str, tuple[str, str]]) -> Figure:
+                       colours: dict[str, tuple[str, str]], marks: Marks | None = None) -> Figure:
     """The metric against scale, one line per attack (bars: 95% intervals), the null as a shaded band;
     at a single scale, a dot chart per attack (``plot_dot_chart``)."""
     if part["scale"].nunique() == 1:
-        return plot_dot_chart(part, metric=metric, band=band, setup=setup, out=out, colours=colours)
+        return plot_dot_chart(part, metric=metric, band=band, setup=setup, out=out, colours=colours, marks=marks)
     unit = _unit(part)
     factor = 100.0 if unit in PERCENT_UNITS else 1.0
     title = f"{metric} {band}".strip()
@@ -147,7 +163,7 @@ def plot_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str
         axes.plot(nulls["scale"], null_values * factor, color=NULL_COLOUR, linestyle="--", linewidth=1,
                   label="null (held-out)")
     _, order, _, _ = wide(part)  # the legend lists the attacks in the table's order
-    _lines_against_scale(axes, part, order, colours, _error_bars, factor)
+    _lines_against_scale(axes, part, order, colours, _error_bars, factor, lambda a: attack_label(a, setup, marks))
     _log_scale_axis(axes, part["scale"])
     axes.set_xlabel("scale (training images, log axis)")
     axes.set_ylabel(_y_label(metric, unit))
@@ -163,7 +179,7 @@ def _numeric(value):
 
 
 def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path,
-                reference: str | None = None) -> list[Figure]:
+                reference: str | None = None, marks: Marks | None = None) -> list[Figure]:
     """For each attack swept over one setting: the metric against the setting, one line per scale;
     for a rate, followed by its panel of differences to UnCond (``reference``) at each scale."""
     figures = []
@@ -180,7 +196,9 @@ def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: 
         if None in x_values or len(set(x_values)) < 2:
             continue
         variants = variants.assign(x=x_values)
-        title = f"{metric} {band} of {cap(base, 40)} against {cap(key, 40)}".replace("  ", " ")
+        # the swept attack is in the title, not the legend (its lines are scales): its mark too
+        title = (f"{metric} {band} of {attack_label(base, setup, _base_marks(variants, setup, marks))} against "
+                 f"{cap(key, 40)}").replace("  ", " ")
         figure, axes = _new_axes(title, setup)
         styles = attack_colours(f"scale {s}" for s in sorted(variants["scale"].unique()))
         for scale, lines in variants.groupby("scale"):
@@ -209,9 +227,16 @@ def plot_sweeps(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: 
                       for scale, lines in differences.groupby("scale")]
             figures.append(_difference_panel(
                 series, title=f"{title} difference to {cap(reference, 40)}", setup=setup, x_label=cap(key, 40),
-                y_label=_difference_label(metric, unit, reference), reference=reference, factor=factor,
+                y_label=_difference_label(metric, unit, reference), reference=attack_label(reference, setup, marks),
+                factor=factor,
                 log=axes.get_xscale() == "log", stem=file_stem("sweep-diff", base, key, metric, band, setup), out=out))
     return figures
+
+
+def _base_marks(variants: pd.DataFrame, setup: str, marks: Marks | None) -> Marks:
+    """The mark of a swept attack's variants (one submission: one origin), keyed by their base."""
+    found = {(marks or {}).get((cap(setup, 160), str(a))) for a in variants["attack"]} - {None}
+    return {(cap(setup, 160), str(variants["attack_base"].iloc[0])): found.pop()} if len(found) == 1 else {}
 
 
 def setting_curves(rows: pd.DataFrame) -> list[tuple[str, dict[str, float]]]:
@@ -245,7 +270,8 @@ def setting_curves(rows: pd.DataFrame) -> list[tuple[str, dict[str, float]]]:
 
 
 def plot_setting_curve(part: pd.DataFrame, *, key: str, title: str, band: str, setup: str, out: Path,
-                       colours: dict[str, tuple[str, str]], reference: str | None = None) -> list[Figure]:
+                       colours: dict[str, tuple[str, str]], reference: str | None = None,
+                       marks: Marks | None = None) -> list[Figure]:
     """One metric against one of its settings (column ``x``), one line per attack, one plot per
     scale: e.g. canary recall against the duplication count d (log axis when the values spread
     4x or more); bars are 95% intervals, the null (held-out images) dotted. For a rate, each
@@ -269,7 +295,7 @@ def plot_setting_curve(part: pd.DataFrame, *, key: str, title: str, band: str, s
             values, bars = _error_bars(lines, factor)
             colour, marker = colours.get(attack, ("#000000", "o"))
             axes.errorbar(lines["x"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
-                          color=colour, label=cap(attack, 40))
+                          color=colour, label=attack_label(attack, setup, marks))
         ticks = sorted(set(at_scale["x"]))
         if min(ticks) > 0 and max(ticks) / min(ticks) >= 4:
             axes.set_xscale("log", base=2)
@@ -281,11 +307,13 @@ def plot_setting_curve(part: pd.DataFrame, *, key: str, title: str, band: str, s
         figures.append(_save(figure, out, file_stem("curve", title, key, band, setup, str(scale)), heading))
         differences = difference_lines(at_scale, reference, ["x"])
         if not differences.empty:
-            series = [(attack, colours.get(attack, ("#000000", "o")), differences[differences["attack"] == attack]
-                       .sort_values("x")) for attack in order if attack in set(differences["attack"])]
+            series = [(attack_label(attack, setup, marks), colours.get(attack, ("#000000", "o")),
+                       differences[differences["attack"] == attack].sort_values("x"))
+                      for attack in order if attack in set(differences["attack"])]
             figures.append(_difference_panel(
                 series, title=f"{heading} difference to {cap(reference, 40)}", setup=setup,
-                x_label=axes.get_xlabel(), y_label=_difference_label(title, unit, reference), reference=reference,
+                x_label=axes.get_xlabel(), y_label=_difference_label(title, unit, reference),
+                reference=attack_label(reference, setup, marks),
                 factor=factor, log=axes.get_xscale() == "log",
                 stem=file_stem("curve-diff", title, key, band, setup, str(scale)), out=out))
     return figures
@@ -307,7 +335,7 @@ def _dot_height(lines: int) -> float:
 
 
 def plot_dot_chart(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path,
-                   colours: dict[str, tuple[str, str]]) -> Figure:
+                   colours: dict[str, tuple[str, str]], marks: Marks | None = None) -> Figure:
     """A suite with one scale: one dot per attack with its 95% interval, in the table's order (the
     first at the top), the null baseline a shaded band; a line plot would have one x tick."""
     unit = _unit(part)
@@ -330,7 +358,7 @@ def plot_dot_chart(part: pd.DataFrame, *, metric: str, band: str, setup: str, ou
         values, bars = _error_bars(lines, factor)
         colour, marker = colours.get(attack, ("#000000", "o"))
         axes.errorbar(values, [y] * len(lines), xerr=bars, fmt=marker, markersize=5, capsize=3, color=colour)
-    axes.set_yticks(positions, [cap(a, 40) for a in order])
+    axes.set_yticks(positions, [attack_label(a, setup, marks) for a in order])
     axes.set_ylim(-0.7, len(order) - 0.3)
     axes.grid(False, axis="y")
     axes.set_xlabel(_y_label(metric, unit))
@@ -450,7 +478,8 @@ def _difference_axis(axes, lines: pd.DataFrame, factor: float, axis: str = "y") 
 
 
 def plot_difference_against_scale(part: pd.DataFrame, *, metric: str, band: str, setup: str, out: Path,
-                                  colours: dict[str, tuple[str, str]], reference: str | None) -> Figure | None:
+                                  colours: dict[str, tuple[str, str]], reference: str | None,
+                                  marks: Marks | None = None) -> Figure | None:
     """The companion of ``plot_against_scale`` for a rate: each attack minus UnCond at each scale,
     with its 95% interval (Newcombe's), on the same log axis; at one scale, a dot chart. None when
     there is nothing to compare (no UnCond, or not a rate)."""
@@ -471,15 +500,16 @@ def plot_difference_against_scale(part: pd.DataFrame, *, metric: str, band: str,
             colour, marker = colours.get(attack, ("#000000", "o"))
             axes.errorbar(values, [y] * len(mine), xerr=bars, fmt=marker, markersize=5, capsize=3, color=colour)
         axes.axvline(0, color=colours.get(reference, (NULL_COLOUR,))[0], linewidth=1.2)
-        axes.set_yticks(positions, [cap(a, 40) for a in order])
+        axes.set_yticks(positions, [attack_label(a, setup, marks) for a in order])
         axes.set_ylim(-0.7, len(order) - 0.3)
         axes.grid(False, axis="y")
         axes.set_xlabel(_difference_label(metric, unit, reference))
         _say_axis(axes, _difference_axis(axes, lines, factor, "x"))
         return _save(figure, out, file_stem("dots-diff", metric, band, setup), title)
     figure, axes = _new_axes(title, setup)
-    axes.axhline(0, color=colours.get(reference, (NULL_COLOUR,))[0], linewidth=1.2, label=f"{cap(reference, 40)} (0)")
-    _lines_against_scale(axes, lines, order, colours, _difference_bars, factor)
+    axes.axhline(0, color=colours.get(reference, (NULL_COLOUR,))[0], linewidth=1.2,
+                 label=f"{attack_label(reference, setup, marks)} (0)")
+    _lines_against_scale(axes, lines, order, colours, _difference_bars, factor, lambda a: attack_label(a, setup, marks))
     _log_scale_axis(axes, part["scale"])
     axes.set_xlabel("scale (training images, log axis)")
     axes.set_ylabel(_difference_label(metric, unit, reference))
@@ -492,14 +522,15 @@ def _difference_panel(series: list[tuple[str, tuple[str, str], pd.DataFrame]], *
                       x_label: str, y_label: str, reference: str, factor: float, log: bool, stem: str,
                       out: Path) -> Figure:
     """A panel of differences (column ``diff`` against ``x``), one line per (label, (colour,
-    marker), lines), the reference at 0; the x axis as the plot it accompanies."""
+    marker), lines), the reference at 0; the x axis as the plot it accompanies. ``reference``
+    and the labels come as the legend shows them (``attack_label``: capped, marked)."""
     figure, axes = _new_axes(title, setup)
-    axes.axhline(0, color=NULL_COLOUR, linewidth=1.2, label=f"{cap(reference, 40)} (0)")
+    axes.axhline(0, color=NULL_COLOUR, linewidth=1.2, label=f"{reference} (0)")
     ticks = set()
     for label, (colour, marker), lines in series:
         values, bars = _difference_bars(lines, factor)
         axes.errorbar(lines["x"], values, yerr=bars, marker=marker, markersize=4, capsize=2, linewidth=1.2,
-                      color=colour, label=cap(label, 40))
+                      color=colour, label=label)
         ticks |= set(lines["x"])
     if log:
         axes.set_xscale("log")
@@ -519,7 +550,7 @@ SEED_STYLES = ("-", ":", "-.", (0, (5, 2, 1, 2)))
 
 
 def plot_extraction_curves(curves: list[dict], *, setup: str, out: Path, colours: dict[str, tuple[str, str]],
-                           criterion: str) -> Figure | None:
+                           criterion: str, marks: Marks | None = None) -> Figure | None:
     """Extraction against cost (report/budget.py), one panel per scale: distinct training images
     copied (top) and copies (bottom) against cumulative cost (log axis), one line per attack and
     seed (line style by seed), the reference's (UnCond's) largest cell per seed dashed black."""
@@ -550,7 +581,7 @@ def plot_extraction_curves(curves: list[dict], *, setup: str, out: Path, colours
                 style = REFERENCE_STYLE[1] if c.get("reference") else SEED_STYLES[seeds.index(seed) % len(SEED_STYLES)]
                 x = [p["cost"] for p in c["points"]]
                 y = [p[field] for p in c["points"]]
-                name = cap(attack, 40) + (f" (seed {seed})" if len(seeds) > 1 else "")
+                name = attack_label(attack, setup, marks) + (f" (seed {seed})" if len(seeds) > 1 else "")
                 (line,) = axes.plot(x, y, color=colour, linestyle=style, linewidth=1.3 if c.get("reference") else 1.1)
                 axes.plot(x[-1:], y[-1:], marker="o", markersize=3, color=colour)  # everything it spent
                 handles.setdefault(name, line)

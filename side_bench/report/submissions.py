@@ -21,8 +21,8 @@ Rows of different origins are never pooled: when an attack's name appears in a s
 than one source (this project, or a submission), a submission's rows are renamed
 ``name (submission ATTACK)`` (this project's rows keep their names, so a page without
 submissions is unchanged). The table, CSV and JSON carry ``origin`` and ``submission``; the
-page marks a submitted attack's row and legend entry (``ORIGIN_MARKS``) and lists the
-submissions under "Submissions". Figures a paper reports (``--reported``) are never rows: they
+page marks a submitted attack's row, legend entry and plot labels (``ORIGIN_MARKS``) and lists
+the submissions under "Submissions". Figures a paper reports (``--reported``) are never rows: they
 keep their own section.
 """
 
@@ -282,14 +282,24 @@ def origin_columns(table: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def origin_marks(rows: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(setup as the page shows it, ``cap(setup, 160)``; attack) -> its mark (``ORIGIN_MARKS``), for
+    every submitted attack of ``rows`` (``mark_origins``); this project's attacks have none. The
+    tables (``mark_page``) and the plots (``plots.attack_label``) mark from this one map."""
+    if rows.empty or "origin" not in rows:
+        return {}
+    submitted = rows[rows["origin"].isin(list(ORIGIN_MARKS))].drop_duplicates(["setup", "attack"])
+    return {(cap(setup, 160), str(attack)): ORIGIN_MARKS[origin]
+            for setup, attack, origin in submitted[["setup", "attack", "origin"]].itertuples(index=False)}
+
+
 def mark_page(page, rows: pd.DataFrame, entries: list[SubmissionEntry]) -> None:
     """Mark submitted attacks on the page (``report/page.py``'s model): their rows in every table
-    and their legend entries; the legend's "Submissions" table and the marks' meaning."""
+    and their legend entries; the legend's "Submissions" table and the marks' meaning. The plots
+    carry the same marks (``origin_marks``, drawn in ``files._draw``)."""
     if not entries or "origin" not in rows:
         return
-    submitted = rows[rows["origin"].isin(list(ORIGIN_MARKS))].drop_duplicates(["setup", "attack"])
-    marks = {(cap(setup, 160), cap(attack)): ORIGIN_MARKS[origin]
-             for setup, attack, origin in submitted[["setup", "attack", "origin"]].itertuples(index=False)}
+    marks = {(setup, cap(attack)): mark for (setup, attack), mark in origin_marks(rows).items()}
     for table in page.tables():
         for row in table.rows:
             mark = None if row.null else marks.get((table.setup, row.label))

@@ -9,13 +9,15 @@
 - A quantile (p95) gets the distribution-free order-statistic interval of ``quantile``: the
   order statistics the binomial law of "how many fall below the quantile" brackets with 95%
   (the percentile bootstrap covered the 95th percentile 0.93 of the time at 256 candidates).
-- Any other statistic of the candidates (a ranker's AUC, a plugin's) gets a seeded percentile
-  bootstrap over candidates (``scipy.stats.bootstrap``) and its standard error.
+- Any other statistic of the candidates (a plugin's) gets a seeded percentile bootstrap over
+  candidates (``scipy.stats.bootstrap``) and its standard error.
 - A membership attack's ROC AUC (``membership_auc``) gets a score interval, the set of AUCs theta whose
   Hanley-McNeil standard error, at theta itself, puts the observed value within 1.96 of them
   (Newcombe 2006, method 5, with the two groups' own sizes): it stays wide at 1.000 where
   the percentile bootstrap collapses to [1, 1] (every resample of a separable sample is
-  separable), and it needs only the value and the two group sizes.
+  separable), and it needs only the value and the two group sizes. A ranker's AUC for "is a
+  copy" (``ranker_auc``) gets the same interval, the copies among the candidates in the
+  members' place and the other candidates in the non-members'.
 - Its TPR at a fixed FPR (``membership_tpr``: members above the threshold, of the members) gets the
   Clopper-Pearson interval: at least 95% at every true rate, where Wilson's dips to 0.88 at
   a rate of 0.2% of 64 members. It covers the TPR at the threshold found (set by the
@@ -51,6 +53,9 @@ BOOTSTRAP_TEST = "z-test on standard errors"
 OCCUPANCY_INTERVAL = "occupancy-normal"
 QUANTILE_INTERVAL = "order-statistic"
 AUC_INTERVAL = "score-hanley-mcneil"
+# the same interval over a ranker's candidates: its own name, because a membership AUC's
+# group sizes are its row's n_train and n_null (pooling and verify read them), a ranker's are not
+RANKER_AUC_INTERVAL = "score-hanley-mcneil-copies"
 TPR_INTERVAL = "clopper-pearson"
 Z = float(stats.norm.ppf(0.5 + CONFIDENCE / 2))  # 1.959964
 CORRECTION = "Holm"
@@ -245,6 +250,24 @@ def membership_auc(value: float, members: int, nonmembers: int) -> MetricValue:
         return MetricValue(None, n=int(members) + int(nonmembers), reason="needs members and non-members")
     low, high = auc_interval(value, members, nonmembers)
     return MetricValue(float(value), n=int(members) + int(nonmembers), ci_low=low, ci_high=high, interval=AUC_INTERVAL)
+
+
+def ranker_auc(value: float, copies: int, others: int) -> MetricValue:
+    """A ranker's AUC for "is a copy" (``copies`` against the ``others`` among the candidates) as a
+    MetricValue with the score interval of ``auc_interval``, as a membership AUC's (the copies
+    in the members' place): 26 copies ranked above all of 230 other candidates give [0.932, 1],
+    where the percentile bootstrap over candidates said [1, 1]. ``n`` is copies + others.
+
+    Its standard error, for the leaderboard's z-tests between attacks, is the interval's
+    half-width / 1.96 (as ``quantile``'s): near 1/2 it is the Hanley-McNeil standard error; near
+    1, where the plug-in one is 0 and would call the value certain, it stays above 0. The copies
+    are counted among the candidates, so their number varies from run to run; the interval is
+    conditional on it (coverage in tests/test_coverage.py)."""
+    if copies < 1 or others < 1:
+        return MetricValue(None, n=int(copies) + int(others), reason="the AUC needs both classes")
+    low, high = auc_interval(value, copies, others)
+    return MetricValue(float(value), n=int(copies) + int(others), ci_low=low, ci_high=high, se=(high - low) / (2 * Z),
+                       interval=RANKER_AUC_INTERVAL)
 
 
 def clopper_pearson(count: int, n: int) -> tuple[float, float]:
