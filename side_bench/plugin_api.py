@@ -10,7 +10,10 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - the objects components exchange: ``DataSplit``, ``Labels``, ``LabelledImages``,
   ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``;
   and the protocols a component implements: ``Dataset``, ``Model``, ``Condition``,
-  ``Extractor``, ``Features``, ``Metric``, ``Ranker``, ``Executor``;
+  ``Extractor``, ``Features``, ``Metric``, ``Ranker``, ``Executor``; and what each may declare
+  about itself, with its defaults: ``DatasetTraits``, ``ModelTraits``, ``ConditionTraits``,
+  ``ExtractorTraits``, ``FeaturesTraits``, ``MetricTraits``, ``RankerTraits``, ``ExecutorTraits``
+  (a component declares them as attributes of its own; it never builds these);
 - what a metric's ``compute(scores, band)`` gets: ``CandidateScores`` and ``Band``;
 - ``BenchError``: raise it for a user's mistake (a bad setting, a target that does not fit);
   the message is shown as one line, and the cell fails naming the plugin;
@@ -69,18 +72,26 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.hookspecs import (
         Candidates,
         Condition,
+        ConditionTraits,
         Dataset,
+        DatasetTraits,
         DataSplit,
         Executor,
+        ExecutorTraits,
         Extractor,
+        ExtractorTraits,
         Features,
+        FeaturesTraits,
         LabelledImages,
         Labels,
         Metric,
+        MetricTraits,
         MetricValue,
         Model,
+        ModelTraits,
         ProgressCallback,
         Ranker,
+        RankerTraits,
         Register,
         RunContext,
         TargetDeclaration,
@@ -122,8 +133,10 @@ __all__ = [
     # objects components exchange
     "DataSplit", "Labels", "LabelledImages", "TargetModel", "TargetDeclaration", "Candidates",
     "MetricValue", "RunContext",
-    # what components implement
+    # what components implement, and what each may declare about itself (its traits)
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
+    "DatasetTraits", "ModelTraits", "ConditionTraits", "ExtractorTraits", "FeaturesTraits", "MetricTraits",
+    "RankerTraits", "ExecutorTraits",
     # what a metric's compute(scores, band) gets, and what it returns
     "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap", "membership_auc", "membership_tpr",
     # per-sample randomness and sampling

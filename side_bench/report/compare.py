@@ -26,6 +26,7 @@ import pandas as pd
 
 from side_bench.contracts import check_memorized
 from side_bench.errors import BenchError
+from side_bench.registry import traits_of
 from side_bench.results.candidates import load_scores
 from side_bench.results.records import find_rows_files, read_rows_file
 from side_bench.scoring import stats
@@ -62,8 +63,8 @@ def copy_rule(by: str, band: str, rows: list[dict]) -> CopyRule:
         raise BenchError(f"--by {name}: the runs computed it with different settings ({'; '.join(sorted(ran_with))})")
     settings = json.loads(ran_with.pop()) if ran_with else {}
     metric = registry.build("metrics", name, settings, f"--by {name}")
-    if getattr(metric, "memorized", None) is None:
-        able = [n for n in registry.names("metrics") if getattr(registry.get("metrics", n).component, "memorized", None)]
+    if traits_of("metrics", metric).memorized is None:
+        able = [n for n in registry.names("metrics") if registry.get("metrics", n).traits.memorized is not None]
         raise BenchError(f"--by: metric {name!r} has no copy criterion (no memorized(scores, band)); "
                          f"metrics with one: {', '.join(able) or 'none'}")
     label = name + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")

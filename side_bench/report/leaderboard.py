@@ -214,7 +214,7 @@ def metric_needs_model(name: str) -> bool:
     try:
         from side_bench.registry import load_registry
 
-        return bool(getattr(load_registry().get("metrics", name).component, "needs_model", False))
+        return load_registry().get("metrics", name).traits.needs_model
     except Exception:  # noqa: BLE001 - not installed (or no registry): shown like any metric
         return False
 

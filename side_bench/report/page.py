@@ -559,24 +559,24 @@ def plugin_description(kind: str, name: str) -> str:
     if registry is None or not isinstance(name, str) or not name:
         return ""
     try:
-        component = registry.get(kind, name).component
+        registration = registry.get(kind, name)
     except Exception:  # noqa: BLE001 - not installed here: the names alone
         return ""
-    text = getattr(component, "description", None)
+    text = registration.traits.description
     if not isinstance(text, str) or not text.strip():
-        doc = inspect.getdoc(component) or ""
+        doc = inspect.getdoc(registration.component) or ""
         text = doc.split("\n\n")[0].replace("\n", " ")
     return cap(text, 200)
 
 
 def plugin_attribute(kind: str, name: str, attribute: str) -> str:
-    """A short text attribute an installed plugin component declares (e.g. an extractor's
-    ``threat_model``), else ''."""
+    """A short text trait an installed plugin component declares (e.g. an extractor's
+    ``threat_model``: hookspecs.ExtractorTraits), else ''."""
     registry = _registry()
     if registry is None or not isinstance(name, str) or not name:
         return ""
     try:
-        value = getattr(registry.get(kind, name).component, attribute, None)
+        value = getattr(registry.get(kind, name).traits, attribute, None)
     except Exception:  # noqa: BLE001 - not installed here: nothing to say
         return ""
     return cap(value, 60) if isinstance(value, str) and value.strip() else ""

@@ -222,16 +222,17 @@ METRIC_FIELDS = ("metric", "band", "band_low", "band_high", *VALUE_FIELDS, "dire
                  "metric_description", "metric_settings", *(f"null_{key}" for key in NULL_FIELDS))
 
 
-def metric_row(name: str, band, value, metric) -> dict:
-    """One metric's value (a checked ``MetricValue``) on one band (or None), and what the metric is."""
+def metric_row(name: str, band, value, traits) -> dict:
+    """One metric's value (a checked ``MetricValue``) on one band (or None), and what the metric is
+    (its ``hookspecs.MetricTraits``)."""
     return {
         "metric": name,
         "band": band.name if band else None,
         "band_low": band.low if band else None,
         "band_high": band.high if band else None,
         **{key: getattr(value, key) for key in VALUE_FIELDS},
-        "direction": getattr(metric, "direction", "higher"),
-        "unit": getattr(metric, "unit", None),
+        "direction": traits.direction,
+        "unit": traits.unit,
     }
 
 
@@ -242,14 +243,15 @@ def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
             for row in rows]
 
 
-def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metrics: dict,
+def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metric_traits: dict,
               metric_settings: dict) -> list[dict]:
     """A cell's result rows: its own fields, then each metric row with its null baseline, the
     metric's description, the settings it ran with (``metric_settings``: name -> table) and
-    whether it measures the target model (``model_level``: the metric's ``needs_model``)."""
-    return [{**cell_fields, **row, "metric_description": getattr(metrics[row["metric"]], "description", None),
+    whether it measures the target model (``model_level``: the metric's ``needs_model``), from
+    ``metric_traits`` (name -> its ``hookspecs.MetricTraits``, ``registry.traits_of``)."""
+    return [{**cell_fields, **row, "metric_description": metric_traits[row["metric"]].description,
              "metric_settings": metric_settings.get(row["metric"], {}),
-             "model_level": bool(getattr(metrics[row["metric"]], "needs_model", False))}
+             "model_level": metric_traits[row["metric"]].needs_model}
             for row in with_null(rows, null_rows)]
 
 

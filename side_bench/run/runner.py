@@ -24,7 +24,7 @@ from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
 from side_bench.hookspecs import RunContext, no_progress
 from side_bench.machine import describe as describe_device
-from side_bench.registry import Registry, load_registry
+from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
 from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
@@ -136,10 +136,11 @@ class CellRunner:
             name = config["dataset"]["name"]
             dataset = self.registry.build("datasets", name, config["dataset"]["settings"])
             split, planted = dataset.load(config["scale"], config["seed"]), None
-            if hasattr(dataset, "split_files"):  # which files were trained on and which held out
+            split_files = traits_of("datasets", dataset).split_files
+            if split_files is not None:  # which files were trained on and which held out
                 path = Path(self.run_dir) / "data" / f"{config['scale']}-{config['seed']}.json"
                 if not path.exists():  # the same for every cell of the scale and seed
-                    files = dataset.split_files(config["scale"], config["seed"])
+                    files = split_files(config["scale"], config["seed"])
                     atomic_write(path, json.dumps({"dataset": name, "scale": config["scale"], "seed": config["seed"],
                                                    **files}, indent=1) + "\n")
             if spec is not None:
@@ -191,7 +192,7 @@ class CellRunner:
             scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
             scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
             scores.draws = spent.pop("draw_of")
-            rows = metric_rows(scores, {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)},
+            rows = metric_rows(scores, {n: m for n, m in metrics.items() if not traits_of("metrics", m).needs_model},
                                bands, who)
         with timer("model-metrics"):
             rows += self._model_rows(model_key, metrics, who, target, data, ctx)
@@ -235,7 +236,8 @@ class CellRunner:
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated, "cost": spent,
         }
-        return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
+        return cell_rows(cell_fields, rows, null_rows, {n: traits_of("metrics", m) for n, m in metrics.items()},
+                         config.get("metric_settings", {}))
 
     def model_of(self, cell: Cell) -> str | None:
         """A key naming the target model the cell trains or loads, from its config alone (the
@@ -303,7 +305,7 @@ class CellRunner:
         """
         rows = []
         for name, metric in metrics.items():
-            if not getattr(metric, "needs_model", False):
+            if not traits_of("metrics", metric).needs_model:
                 continue
             key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
             if key not in self._model_metric_rows:

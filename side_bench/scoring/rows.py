@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from side_bench.contracts import check_metric_value
+from side_bench.registry import traits_of
 from side_bench.results.records import metric_row
 
 if TYPE_CHECKING:  # annotations only
@@ -27,10 +28,11 @@ def metric_rows(scores: CandidateScores, metrics: dict, bands: list[Band],
     """
     rows = []
     for name, metric in metrics.items():
-        for band in bands if metric.uses_bands else [None]:
+        traits = traits_of("metrics", metric)
+        for band in bands if traits.uses_bands else [None]:
             result = check_metric_value(metric.compute(scores, band), (who or {}).get(name, f"metric {name!r}"),
-                                        getattr(metric, "unit", None))
-            rows.append(metric_row(name, band, result, metric))
+                                        traits.unit)
+            rows.append(metric_row(name, band, result, traits))
     return rows
 
 
