@@ -229,6 +229,18 @@ class RunContext:
     progress: ProgressCallback = no_progress
 
 
+@dataclass
+class ModelContext:
+    """What a model-level metric's ``compute_model`` gets: the target model and its data, no
+    candidates (``MetricTraits.compute_model``). Built once per target model by the runner."""
+
+    target: TargetModel
+    train: torch.Tensor  # the training images in [-1, 1]
+    ctx: RunContext
+    train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
+    heldout: torch.Tensor | None = None  # the held-out images in [-1, 1], never trained on: membership's non-members
+
+
 # --------------------------------------------------------------------------------------------
 # What registered components provide
 # --------------------------------------------------------------------------------------------
@@ -363,7 +375,9 @@ class Metric(Protocol):
     """Registered by ``register_metrics``. A metric says what it is; the core reads it.
 
     What a metric declares about itself (``uses_bands``, ``direction``, ``unit``, ``description``,
-    ``needs_model``, ``needs_canaries``, ``memorized``) is ``MetricTraits``. Declare ``direction``, ``unit`` and ``description``: a rate without
+    ``needs_model``, ``needs_canaries``, ``memorized``, ``compute_model``) is ``MetricTraits``.
+    A model-level metric declares ``compute_model(model: ModelContext)`` instead of (or beside)
+    ``compute``: the core never calls it with candidates. Declare ``direction``, ``unit`` and ``description``: a rate without
     ``unit = "rate"`` shows as 0.1234.
 
     ``compute`` gets ``side_bench.scoring.scores.CandidateScores`` (per-candidate nearest-neighbour
@@ -373,6 +387,7 @@ class Metric(Protocol):
     """
 
     def compute(self, scores: CandidateScores, band: Band | None) -> MetricValue | float: ...
+    # (a model-level metric needs only ``compute_model``: see ``MetricTraits``)
 
 
 @runtime_checkable
@@ -550,14 +565,19 @@ class MetricTraits:
     # one line for legends, and every row's ``metric_description``
     description: str | None = None
     # a model-level metric, computed once per target model rather than per attack (e.g.
-    # ``memorization-divergence``): ``compute`` then gets an object whose ``model`` has
-    # ``target`` (the ``TargetModel``), ``train`` (the training images in [-1, 1]), ``heldout``
-    # (the held-out images in [-1, 1], never trained on: membership metrics' non-members) and
-    # ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it has no null baseline, ``rescore``
-    # copies its rows, and its ``settings`` (repr) are part of its once-per-model key. Its rows
-    # say ``model_level``; the leaderboard shows it once per scale (the target model, each
-    # model once), never ranked among the attacks
+    # ``memorization-divergence``), by ``compute_model``; True where ``compute_model`` is
+    # declared. It has no null baseline, ``rescore`` copies its rows (a run folder holds no
+    # model), and its ``settings`` (repr) are part of its once-per-model key. Its rows say
+    # ``model_level``; the leaderboard shows it once per scale (the target model, each model
+    # once), never ranked among the attacks
     needs_model: bool = False
+    # ``compute_model(model: ModelContext) -> MetricValue | float``, a model-level metric's
+    # value: the ``ModelContext`` holds the ``TargetModel``, its training images (and labels)
+    # and the held-out images, never candidates; called once per target model. A metric
+    # written before it (``needs_model = True`` and ``compute(scores, band)`` reading
+    # ``scores.model``) still works: the registry calls its ``compute`` with an object whose
+    # ``model`` is the ``ModelContext`` and ``n_candidates`` 0
+    compute_model: Callable[[ModelContext], Any] | None = None
     # the metric reads ``scores.canaries`` (each distinct training image's planted count, 0 for
     # the rest), so a suite without ``canaries`` that names it is refused at validation
     needs_canaries: bool = False

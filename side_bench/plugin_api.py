@@ -8,7 +8,8 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - ``hookimpl``: marks a plugin's ``register_*`` functions; ``added_setting(default)``: a
   ``Settings`` field that stays out of the cell's hash while it holds its default;
 - the objects components exchange: ``DataSplit``, ``Labels``, ``LabelledImages``,
-  ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``;
+  ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``,
+  ``ModelContext`` (what a model-level metric's ``compute_model`` gets);
   and the protocols a component implements: ``Dataset``, ``Model``, ``Condition``,
   ``Extractor``, ``Features``, ``Metric``, ``Ranker``, ``Executor``; and what each may declare
   about itself, with its defaults: ``DatasetTraits``, ``ModelTraits``, ``ConditionTraits``,
@@ -88,6 +89,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
         MetricTraits,
         MetricValue,
         Model,
+        ModelContext,
         ModelTraits,
         ProgressCallback,
         Ranker,
@@ -132,7 +134,7 @@ __all__ = [
     "hookimpl", "Register", "ProgressCallback", "added_setting",
     # objects components exchange
     "DataSplit", "Labels", "LabelledImages", "TargetModel", "TargetDeclaration", "Candidates",
-    "MetricValue", "RunContext",
+    "MetricValue", "RunContext", "ModelContext",
     # what components implement, and what each may declare about itself (its traits)
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
     "DatasetTraits", "ModelTraits", "ConditionTraits", "ExtractorTraits", "FeaturesTraits", "MetricTraits",

@@ -199,7 +199,37 @@ def read_traits(kind: str, component: Any, owner: str, *, of_class: bool = False
                 raise BenchError(f"{owner}: {spec.name}: expected {_type_name(hints[spec.name])}, got "
                                  f"{_short_repr(value)} (hookspecs.{traits_class.__name__})") from None
         found[spec.name] = value
+    if kind == "metrics":
+        found.update(_model_level(component, found, owner, of_class))
     return traits_class(**found)
+
+
+@dataclass
+class LegacyModelScores:
+    """What a model-level metric written before ``compute_model`` reads in ``compute(scores,
+    band)``: the ``ModelContext`` as ``scores.model``, no candidates."""
+
+    model: Any  # hookspecs.ModelContext
+    n_candidates: int = 0
+
+
+def _model_level(component: Any, declared: dict[str, Any], owner: str, of_class: bool) -> dict[str, Any]:
+    """``needs_model`` and ``compute_model`` made consistent: a metric with ``compute_model`` is
+    model-level; one that only says ``needs_model = True`` (written before ``compute_model``)
+    gets a ``compute_model`` that calls its ``compute`` with ``LegacyModelScores`` (on the built
+    component: the class's would be an unbound method)."""
+    compute_model = declared.get("compute_model")
+    if compute_model is not None:
+        if declared.get("needs_model") is False:
+            raise BenchError(f"{owner}: needs_model: False, but compute_model makes a model-level metric "
+                             "(drop needs_model, or compute_model)")
+        return {"needs_model": True}
+    if declared.get("needs_model") and not of_class:
+        compute = getattr(component, "compute", None)
+        if not callable(compute):
+            raise BenchError(f"{owner}: needs_model: True, but it has neither compute_model(model) nor compute")
+        return {"compute_model": lambda model: compute(LegacyModelScores(model), None)}
+    return {}
 
 
 def _short_repr(value: Any) -> str:

@@ -141,8 +141,10 @@ def test_markdown_and_plots_of_a_model_level_metric(tmp_path):
 
 def test_the_runner_marks_model_level_rows():
     class ModelMetric:
-        needs_model = True
         description = "of the model"
+
+        def compute_model(self, model):
+            return 1.0
 
     class AttackMetric:
         description = "of the candidates"

@@ -127,3 +127,55 @@ def test_the_registry_checks_a_registered_class_at_once():
     registry = Registry()
     with pytest.raises(BenchError, match=r"^extractor 'loud' of plugin 'p': threat_model: expected str \| None, got 3"):
         registry.add("extractors", "p", "loud", Loud)
+
+
+LEGACY_MODEL_METRIC = '''
+from side_bench.plugin_api import MetricValue, hookimpl
+
+class TrainSize:
+    """Written before compute_model: a model-level metric whose compute reads scores.model."""
+    uses_bands = False
+    needs_model = True
+    unit = "count"
+    description = "training images the target saw"
+
+    def compute(self, scores, band):
+        assert scores.model is not None and scores.n_candidates == 0 and band is None
+        return MetricValue(float(len(scores.model.train)), n=len(scores.model.heldout))
+
+@hookimpl
+def register_metrics(register):
+    register("train-size", TrainSize)
+'''
+
+
+def test_a_model_level_metric_written_before_compute_model_is_adapted_by_the_registry(entry_point_plugin):
+    import torch
+
+    from side_bench.plugin_api import ModelContext
+    from side_bench.scoring.rows import NO_MODEL, metric_rows, model_metric_rows
+
+    entry_point_plugin("train-size-plugin", LEGACY_MODEL_METRIC)
+    registry = load_registry()
+    assert registry.get("metrics", "train-size").traits.needs_model
+    metric = registry.build("metrics", "train-size", {})
+    model = ModelContext(target=None, train=torch.zeros(5, 1, 2, 2), ctx=None, heldout=torch.zeros(3, 1, 2, 2))
+    row, = model_metric_rows(model, {"train-size": metric})
+    assert (row["value"], row["n"], row["unit"], row["band"]) == (5.0, 3, "count", None)
+    # on candidates (the null baseline, score, rescore) the core never calls it: its compute would fail
+    row, = metric_rows(object(), {"train-size": metric}, [])
+    assert row["value"] is None and row["reason"] == NO_MODEL
+
+
+def test_compute_model_makes_a_model_level_metric_and_contradicting_it_is_refused():
+    class Count:
+        def compute_model(self, model):
+            return float(len(model.train))
+
+    class Contradicts(Count):
+        needs_model = False
+
+    assert read_traits("metrics", Count, "metric 'count'", of_class=True).needs_model is True
+    assert traits_of("metrics", Count()).needs_model is True
+    with pytest.raises(BenchError, match="metric 'no': needs_model: False, but compute_model makes a model-level"):
+        read_traits("metrics", Contradicts, "metric 'no'", of_class=True)

@@ -22,7 +22,7 @@ from side_bench import cost
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
-from side_bench.hookspecs import RunContext, no_progress
+from side_bench.hookspecs import ModelContext, RunContext, no_progress
 from side_bench.machine import describe as describe_device
 from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.results.candidates import cell_file, null_file, write_scores
@@ -41,7 +41,7 @@ from side_bench.run.suite import (
     safe_name,
 )
 from side_bench.scoring import stats
-from side_bench.scoring.rows import metric_rows, score_images
+from side_bench.scoring.rows import metric_rows, model_metric_rows, score_images
 from side_bench.scoring.scores import Band, Reference, to_unit
 
 VERSIONED_PACKAGES = ("side-bench", "torch", "diffusers", "numpy", "scikit-learn", "faiss-cpu", "faiss-gpu")
@@ -309,10 +309,9 @@ class CellRunner:
                 continue
             key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
             if key not in self._model_metric_rows:
-                scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx,
-                                                            train_labels=self._target_labels.get(model_key),
-                                                            heldout=data.heldout))
-                self._model_metric_rows[key] = metric_rows(scores, {name: metric}, [], who)
+                model = ModelContext(target=target, train=data.train, ctx=ctx,
+                                     train_labels=self._target_labels.get(model_key), heldout=data.heldout)
+                self._model_metric_rows[key] = model_metric_rows(model, {name: metric}, who)
             rows += self._model_metric_rows[key]
         return rows
 
@@ -386,25 +385,6 @@ def build_metrics(registry: Registry, config: dict) -> dict:
     components = config.get("metric_components") or {}  # a metric id -> the registered metric
     return {name: registry.build("metrics", components.get(name, name), settings.get(name, {}))
             for name in config["metrics"]}
-
-
-@dataclass
-class ModelOnlyScores:
-    """What a model-level metric gets: the model context, no candidates."""
-
-    model: object
-    n_candidates: int = 0
-
-
-@dataclass
-class ModelContext:
-    """What a model-level metric (``needs_model``) gets as ``scores.model`` in a fresh run."""
-
-    target: object  # hookspecs.TargetModel
-    train: torch.Tensor  # the training images in [-1, 1]
-    ctx: RunContext
-    train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
-    heldout: torch.Tensor | None = None  # the held-out images in [-1, 1]: membership metrics' non-members
 
 
 def prepare_run(suite_name: str, *, device: str, results_dir: str | Path, run_id: str | None,
