@@ -375,7 +375,8 @@ class Metric(Protocol):
     """Registered by ``register_metrics``. A metric says what it is; the core reads it.
 
     What a metric declares about itself (``uses_bands``, ``direction``, ``unit``, ``description``,
-    ``needs_model``, ``needs_canaries``, ``memorized``, ``compute_model``) is ``MetricTraits``.
+    ``needs_model``, ``needs_canaries``, ``memorized``, ``compute_model``, ``default_copy_criterion``)
+    is ``MetricTraits``.
     A model-level metric declares ``compute_model(model: ModelContext)`` instead of (or beside)
     ``compute``: the core never calls it with candidates. Declare ``direction``, ``unit`` and ``description``: a rate without
     ``unit = "rate"`` shows as 0.1234.
@@ -591,6 +592,10 @@ class MetricTraits:
     # metric decides nothing per candidate (a percentile, UMS's distinct images, a model-level
     # metric)
     memorized: Callable[[Any, Any], Any] | None = None
+    # this metric's ``memorized`` is what ``side-bench compare`` counts as a copy when no
+    # ``--by`` is given (the built-ins: ``ams``, a best similarity in the band); one installed
+    # metric may declare it, and it needs ``memorized``
+    default_copy_criterion: bool = False
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,9 @@ def read_traits(kind: str, component: Any, owner: str, *, of_class: bool = False
         found[spec.name] = value
     if kind == "metrics":
         found.update(_model_level(component, found, owner, of_class))
+        if found.get("default_copy_criterion") and found.get("memorized") is None:
+            raise BenchError(f"{owner}: default_copy_criterion: True, but it has no memorized(scores, band), "
+                             "the copy criterion it would be the default of")
     return traits_class(**found)
 
 

@@ -408,11 +408,12 @@ def _verdict(line: dict, question: str) -> str:
 
 def compare_equal_cost(run_dir: str | Path | list[str | Path], attack: str, reference: str, *,
                        scale: int | None = None, seed: int | None = None, band: str = "high",
-                       by: str = "ams") -> pd.DataFrame:
+                       by: str | None = None) -> pd.DataFrame:
     """``attack`` against ``reference``'s prefix of the attack's own total cost, on each target
     model both ran on (report/budget.py ``equal_cost``): one line per scale and seed and arm
     (the reference alone, then with each ranker it ran). The copy criterion is ``by``'s
-    ``memorized`` (``band`` for a metric with bands), as in ``compare_attacks``. The reference
+    ``memorized`` (``band`` for a metric with bands; None: the default copy criterion), as in
+    ``compare_attacks``. The reference
     may be in another run folder (a companion suite at a larger N_G: a larger N_G of one seed
     holds the same first candidates). Both need a measured cost (row schema 5)."""
     from side_bench.report.compare import copy_rule
