@@ -537,6 +537,12 @@ class ExtractorTraits:
     # (x1.6 where ``guidance_scale`` is set and not 0) and a classifier of ``classifier_steps``
     # x ``classifier_batch_size``
     planned_cost: Callable[[int], dict[str, Any]] | None = None
+    # ``summarize_diagnostics(diagnostics: dict) -> list[str]``, short phrases on what the cell's
+    # diagnostics (``Candidates.diagnostics`` beside the condition's) say, written into every
+    # row (``diagnostics_summary``) and shown under the attack on the leaderboard page, which
+    # reads only result files and knows no extractor's keys (the built-in guided extractors:
+    # ``guidance_summary``, the classifier's accuracy and the guidance by noise band)
+    summarize_diagnostics: Callable[[dict[str, Any]], list[str]] | None = None
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
   ``log_prob_gradient``, and its aligned options: ``aligned_training``, ``check_classifier_options``,
   ``tweedie_denoiser``); exact-posterior ("kernel") guidance and the guidance diagnostics
-  (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``);
+  (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``) and the page's
+  summary of them (``guidance_summary``, an extractor's ``summarize_diagnostics``);
   ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
   -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
   ``FlowLogDensity``).
@@ -66,6 +67,7 @@ from typing import TYPE_CHECKING
 
 from side_bench.errors import BenchError, lazy_module_attributes, one_line, resolve_device
 from side_bench.results.cache import cache_lock, read_cache_entry, write_cache_entry
+from side_bench.results.diagnostics import guidance_summary
 from side_bench.results.records import read_json
 from side_bench.results.store import atomic_directory, atomic_write, failure_record, sha256_file
 
@@ -149,14 +151,14 @@ __all__ = [
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
     "accuracy_by_noise", "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser",
-    "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics",
+    "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics", "guidance_summary",
     "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
     "FlowLogDensity",
 ]
 
 # light (no torch): imported with this module
 _EAGER = {"BenchError", "one_line", "resolve_device", "sha256_file", "atomic_write", "atomic_directory", "read_json",
-         "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock"}
+         "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock", "guidance_summary"}
 
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {

@@ -245,7 +245,8 @@ def _remember_traits(component: Any, traits: Any) -> None:
     again when asked)."""
     key = id(component)
     try:
-        reference = weakref.ref(component, lambda _, key=key: _built_traits.pop(key, None))
+        # the table bound now: at interpreter exit the module's globals may be gone before the component
+        reference = weakref.ref(component, lambda _, key=key, table=_built_traits: table.pop(key, None))
     except TypeError:
         return
     _built_traits[key] = (reference, traits)

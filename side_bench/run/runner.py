@@ -27,7 +27,7 @@ from side_bench.machine import describe as describe_device
 from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
-from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
+from side_bench.results.records import ROW_SCHEMA_VERSION, attack_fields, cell_rows, with_null
 from side_bench.results.store import RunStore, atomic_write, default_cache_dir, failure_record
 from side_bench.run import canaries
 from side_bench.run.suite import (
@@ -235,6 +235,9 @@ class CellRunner:
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated, "cost": spent,
+            **attack_fields(traits_of("conditions", condition), traits_of("extractors", extractor),
+                            {name: registry.get("rankers", name).traits for name in rankings},
+                            diagnostics),
         }
         return cell_rows(cell_fields, rows, null_rows, {n: traits_of("metrics", m) for n, m in metrics.items()},
                          config.get("metric_settings", {}))
