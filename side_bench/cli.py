@@ -721,7 +721,8 @@ def verify(results, as_json, targets):
 @click.option("--scale", type=int, default=None, help="Only this scale (default: every scale both ran at).")
 @click.option("--seed", type=int, default=None, help="Only this seed.")
 @click.option("--by", "by", default=None, metavar="METRIC",
-              help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: ams]")
+              help="The metric whose copy criterion counts (its memorized method), e.g. gu-ratio. [default: the "
+                   "metric that declares itself the default copy criterion; of the built-ins, ams]")
 @click.option("--band", default="high", show_default=True, help="With a metric of bands (ams): the band of a copy.")
 @click.option("--gu", "by_gu", is_flag=True, help="The same as --by gu-ratio (Gu et al.'s ratio < 1/3).")
 @click.option("--equal-cost", is_flag=True,
@@ -740,10 +741,10 @@ def compare(run_dirs, attack_a, attack_b, scale, seed, band, by, by_gu, equal_co
         raise BenchError("--gu is --by gu-ratio: give one of them")
     if equal_cost:
         _compare_equal_cost(list(run_dirs), attack_a, attack_b, scale, seed, band,
-                            "gu-ratio" if by_gu else by or "ams", as_json)
+                            "gu-ratio" if by_gu else by, as_json)
         return
     frame = compare_attacks(list(run_dirs), attack_a, attack_b, scale=scale, seed=seed, band=band,
-                            by="gu-ratio" if by_gu else by or "ams")
+                            by="gu-ratio" if by_gu else by)
     if as_json:
         click.echo(frame.to_json(orient="records", indent=2))
         return

@@ -23,8 +23,17 @@ the suite table that names it:
   the suite file and key) and the component is built as ``component(settings)``;
 - otherwise the table must be empty and the component is built as ``component()``.
 
-Optional members of every component (the core looks them up with ``getattr``; leave them out
-and the default holds):
+What a component may declare about itself (a metric's ``direction``, an extractor's
+``threat_model``, a data set's ``max_scale``, ...) is listed once per kind in its traits class
+below (``DatasetTraits``, ``ModelTraits``, ``ConditionTraits``, ``ExtractorTraits``,
+``FeaturesTraits``, ``MetricTraits``, ``RankerTraits``, ``ExecutorTraits``): each field names an
+optional member, with its default and meaning. The component declares them as plain attributes
+(or methods) of its own; it subclasses nothing. The registry reads them once, checks their
+types (a wrong one is a one-line error naming the plugin and its distribution, exit code 2) and
+hands the core the frozen traits object; the core never looks a trait up on a component. Leave
+a member out and the default holds.
+
+Optional members of every component, beside its traits:
 
 - ``Settings.validate(self, where: str) -> None``: called after the fields' types are checked;
   raise ``BenchError`` starting with ``where`` (the suite file and table) for values that are
@@ -37,8 +46,6 @@ and the default holds):
   out of the config while it holds its default: a setting added after results were made
   keeps their hash (and the cached models and classifiers behind it) valid. Never change
   such a field's default.
-- ``description: str``: one line for the leaderboard's legends (metrics: also every row's
-  ``metric_description``).
 
 A plugin imports what it needs from ``side_bench.plugin_api`` (``hookimpl``, the objects
 below, ``CandidateScores``, ``Band``, ``BenchError``, ``rate``, ``bootstrap``, ``ddim_sample``,
@@ -222,6 +229,18 @@ class RunContext:
     progress: ProgressCallback = no_progress
 
 
+@dataclass
+class ModelContext:
+    """What a model-level metric's ``compute_model`` gets: the target model and its data, no
+    candidates (``MetricTraits.compute_model``). Built once per target model by the runner."""
+
+    target: TargetModel
+    train: torch.Tensor  # the training images in [-1, 1]
+    ctx: RunContext
+    train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
+    heldout: torch.Tensor | None = None  # the held-out images in [-1, 1], never trained on: membership's non-members
+
+
 # --------------------------------------------------------------------------------------------
 # What registered components provide
 # --------------------------------------------------------------------------------------------
@@ -238,43 +257,7 @@ class Dataset(Protocol):
         setting when ``scale`` exceeds what the data set holds.
         """
 
-    # Optional: ``max_scale: int``, the most training images a scale may ask for (the pool
-    # less the held-out split). When present, a suite with a larger scale is refused at
-    # validation (exit code 2) instead of failing in ``load``. ``None``: not known (a plan
-    # without the files, run --dry-run).
-    #
-    # Optional: ``channels: int`` (a class attribute), channels of its images: what
-    # ``run --dry-run`` sizes pixel features by (default 3).
-    #
-    # Optional: ``image_shape: tuple[int, int, int]``, the (C, H, W) of ``load``'s images. When
-    # the model declares its shape too (``TargetDeclaration.image_shape``), a suite where they
-    # differ (a greyscale model and RGB images) is refused at validation.
-    #
-    # Optional: ``heldout_size: int``, how many held-out images ``load`` gives (the null
-    # baseline's size). A suite whose null is too small to show its headline rate above it
-    # (fewer held-out images than N_G, and ``report.leaderboard.null_resolution`` above
-    # ``MIN_SHOWABLE_RATE`` of ``run/suite.py``) gets a warning naming the smallest rate it can show.
-    #
-    # Optional: ``fixed_scale: int``, the one scale the data set takes (a user's named training
-    # set: all of it); a suite with another scale is refused at validation.
-    #
-    # Optional: ``check() -> None``, called once at validation, after every other check and
-    # before any cell runs (``run --dry-run`` too): read what a run will read (decode every
-    # image) and raise ``BenchError`` naming the bad files, so that a truncated image is exit
-    # code 2 with nothing written rather than a failure in every cell.
-    #
-    # Optional: ``split_files(scale, seed) -> {"train": [path, ...], "heldout": [path, ...]}``,
-    # the files ``load(scale, seed)`` reads, in its order (``nearest_index`` i is ``train[i]``);
-    # the runner writes it to ``data/<scale>-<seed>.json`` in the run folder.
-    #
-    # Optional: ``data_note: str``, one line on where the training and held-out images come
-    # from, printed when a run or a dry run starts.
-    #
-    # Optional: ``canary_pool(scale, seed, n) -> (images, labels | None)``, at least n images in
-    # [-1, 1] outside ``load(scale, seed)``'s training subset and held-out split, in a seeded
-    # order, labelled like the training set: where a suite's ``canaries`` come from
-    # (side_bench/run/canaries.py). Without it the core uses ``load``'s promise above (scales
-    # nest): ``load(scale + n)``'s last n training images, checked to begin with ``load(scale)``.
+    # Optional members (``max_scale``, ``image_shape``, ``check``, ``canary_pool``, ...): ``DatasetTraits``.
 
 
 @runtime_checkable
@@ -290,15 +273,7 @@ class Model(Protocol):
         must save under ``ctx.cache_dir`` by that key and reload instead of retraining.
         """
 
-    # Optional: ``declared_target() -> TargetDeclaration | None``. A model loaded from disk
-    # knows what it was trained with before any work; declaring it lets a suite that pairs it
-    # with the wrong condition fail at validation (exit code 2) instead of in every cell.
-    # Optional: ``load_cached(folder, data, labels, cache_key, ctx) -> TargetModel``: the target
-    # from the cache entry ``prepare`` wrote as ``<ctx.cache_dir>/models/<cache_key>`` (its files
-    # already checked against their sha256), or from a copy of it in a shared-targets pack
-    # (``side-bench targets export``; ``run --targets``); ``cache_key`` is the key it was trained
-    # under. It never trains: raise ``BenchError`` when the files cannot be that target. Only a
-    # model with it can be exported to a pack and run from one.
+    # Optional members (``declared_target``, ``load_cached``): ``ModelTraits``.
 
 
 @runtime_checkable
@@ -341,10 +316,7 @@ class Extractor(Protocol):
         Sample ``i`` must depend only on (ctx.seed, i), never on the batch size.
         """
 
-    # Optional: ``threat_model: str``, what the attacker needs, shown in the leaderboard's
-    # legend: "black-box" (samples from the target only), "white-box" (the target's denoiser:
-    # its noise predictions, gradients or likelihoods) or "white-box + base model" (also the
-    # pre-trained model a fine-tuned target came from, ``TargetModel.base_unet``).
+    # Optional members (``threat_model``, ``planned_cost``): ``ExtractorTraits``.
     #
     # What an extractor spends is measured by the runner where it is spent (side_bench/cost.py),
     # never taken from the extractor: the target's UNets (``unet`` and ``base_unet``) are counted
@@ -354,15 +326,7 @@ class Extractor(Protocol):
     # ``ddim_sample`` may say what it is with an attribute ``guide`` ("classifier", "kernel"),
     # how its evaluations are counted. An extractor with a sampling loop of its own is counted
     # all the same (its UNet evaluations), its cost spread evenly over its candidates.
-    #
-    # Optional: ``planned_cost(n) -> dict``, what ``run --dry-run`` counts for ``n`` candidates,
-    # since only the extractor knows what it runs: "unet_evals" (the target UNet's image-steps,
-    # a guided step counted at its cost in unguided steps, a rejection pool included), and,
-    # where it trains a classifier, "classifier_images" (training steps x batch, scaled by what
-    # a step costs against a plain one) with "classifier_key" (cells of one scale, seed and
-    # condition whose keys are equal train it once). Without it the dry run counts n x
-    # ``ddim_steps`` (x1.6 where ``guidance_scale`` is set and not 0) and a classifier of
-    # ``classifier_steps`` x ``classifier_batch_size``.
+
 
 
 @runtime_checkable
@@ -374,8 +338,7 @@ class Features(Protocol):
     ``default_bands`` maps band names to (low, high) edges used when the suite gives none.
     ``identity`` records extractor, variant, input transform and weights hash.
 
-    Optional: ``similarity_range: tuple[float, float]``, the values the similarity can take;
-    band edges outside it are refused at validation (default (-1, 1)).
+    Optional members (``similarity_range``): ``FeaturesTraits``.
     """
 
     similarity: str
@@ -411,53 +374,21 @@ class MetricValue:
 class Metric(Protocol):
     """Registered by ``register_metrics``. A metric says what it is; the core reads it.
 
-    - ``uses_bands``: True when computed once per similarity band.
-    - ``direction``: "higher" when a larger value means more memorization, else "lower".
-    - ``unit``: "rate" (k of n, a fraction in [0, 1], shown in percent), "fraction" (a count
-      per candidate that may exceed 1, e.g. UMS; shown in percent), "similarity",
-      "distance", "ratio", "count" or "nats"; the leaderboard formats and checks values by it.
-    - ``description``: one line for legends.
-
-    Only ``uses_bands`` and ``compute`` are required; the core reads the rest with ``getattr``:
-    ``direction`` defaults to "higher", ``unit`` and ``description`` to None (no range check,
-    plain number formatting). Declare them: a rate without ``unit = "rate"`` shows as 0.1234.
-
-    Optional: ``needs_model: bool`` (default False) makes a model-level metric, computed once
-    per target model rather than per attack (e.g. ``memorization-divergence``): ``compute``
-    then gets an object whose ``model`` has ``target`` (the ``TargetModel``), ``train`` (the
-    training images in [-1, 1]), ``heldout`` (the held-out images in [-1, 1], never trained on:
-    membership metrics' non-members) and ``ctx`` (the ``RunContext``), and ``n_candidates`` 0; it
-    has no null baseline, ``rescore`` copies its rows, and its ``settings`` (repr) are part of
-    its once-per-model key. Its rows say ``model_level``; the leaderboard shows it once per scale
-    (the target model, each model once), never ranked among the attacks.
+    What a metric declares about itself (``uses_bands``, ``direction``, ``unit``, ``description``,
+    ``needs_model``, ``needs_canaries``, ``memorized``, ``compute_model``, ``default_copy_criterion``)
+    is ``MetricTraits``.
+    A model-level metric declares ``compute_model(model: ModelContext)`` instead of (or beside)
+    ``compute``: the core never calls it with candidates. Declare ``direction``, ``unit`` and ``description``: a rate without
+    ``unit = "rate"`` shows as 0.1234.
 
     ``compute`` gets ``side_bench.scoring.scores.CandidateScores`` (per-candidate nearest-neighbour
     results, the same object whether fresh or loaded from stored records, so ``rescore``
     reproduces a fresh run exactly) and the ``Band`` (None when ``uses_bands`` is False) and
     returns a ``MetricValue`` (or a bare float, for which no interval is known).
-
-    Optional: ``needs_canaries: bool`` (default False): the metric reads
-    ``scores.canaries`` (each distinct training image's planted count, 0 for the rest), so a
-    suite without ``canaries`` that names it is refused at validation.
-
-    Optional: ``memorized(scores: CandidateScores, band: Band | None) -> np.ndarray``, the
-    metric's copy criterion, one decision per candidate: a bool array (n,), True where
-    candidate ``i`` counts as a copy of its nearest training image
-    (``scores.nearest_index[i]``); ``band`` as for ``compute``. ``side-bench compare --by NAME``
-    finds the training images two attacks copied with it (and refuses a metric without it); a
-    rate metric built on it should count it, ``rate(int(memorized.sum()), n)``, so the two agree.
-    Raise ``BenchError`` when it cannot decide on these scores (say why, as ``compute``'s
-    ``reason`` would). Leave it out
-    when the metric decides nothing per candidate (a percentile, UMS's distinct images, a
-    model-level metric).
     """
 
-    uses_bands: bool
-    direction: str
-    unit: str
-    description: str
-
     def compute(self, scores: CandidateScores, band: Band | None) -> MetricValue | float: ...
+    # (a model-level metric needs only ``compute_model``: see ``MetricTraits``)
 
 
 @runtime_checkable
@@ -493,21 +424,223 @@ class Ranker(Protocol):
     compare them with the ground truth. What a ranker spends (UNet evaluations) is measured
     by the runner and kept apart from the attack's cost (the row's ``cost.rankers``).
 
-    Optional: ``prefix_invariant: bool`` (default False): candidate ``i``'s score does not
-    depend on the other candidates (e.g. a denoising loss), so the scores of a cell's first k
-    candidates are its stored scores' first k: the equal-cost view (report/budget.py) may then
-    rank a prefix of a reference cell. A score counted among all candidates (near-duplicates)
-    is not.
-
-    Optional: ``attacker: bool`` (default True): False for a score that reads what an attacker
-    does not have (``base-gu`` reads the base model's training images): the equal-cost view
-    never pits it against an attack as "UnCond + ranker".
+    Optional members (``attacker``, ``prefix_invariant``): ``RankerTraits``.
     """
-
-    description: str
 
     def score(self, candidates01: torch.Tensor, target: TargetModel, ctx: RunContext) -> tuple[Any, float | None]:
         """``candidates01`` (n, C, H, W) in [0, 1] -> (scores (n,) float64 ndarray, threshold)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Traits: what a component may declare about itself, one frozen dataclass per kind
+# --------------------------------------------------------------------------------------------
+# A component declares a trait as a plain attribute (or method) of the same name, on its class
+# or set in ``__init__`` (where it depends on the settings); it subclasses nothing. The registry
+# reads them: from the registered class when a plugin registers it (``Registration.traits``:
+# what the leaderboard and the dry run may ask without building it) and from the built
+# component when it builds one (``side_bench.registry.traits_of``); both checked against the
+# field types here, a wrong type a one-line error naming the plugin and its distribution.
+# Every field is documented in docs/plugins.md ("Traits"); tests/test_plugin_api.py checks it.
+
+
+@dataclass(frozen=True)
+class DatasetTraits:
+    """What a ``Dataset`` may declare."""
+
+    # one line on the data set, for listings
+    description: str | None = None
+    # the most training images a scale may ask for (the pool less the held-out split): a suite
+    # with a larger scale is refused at validation (exit code 2) instead of failing in ``load``;
+    # None: not known (a plan without the files, ``run --dry-run``)
+    max_scale: int | None = None
+    # channels of its images (a class attribute): what ``run --dry-run`` sizes pixel features by
+    channels: int = 3
+    # the (C, H, W) of ``load``'s images: when the model declares its shape too
+    # (``TargetDeclaration.image_shape``), a suite where they differ (a greyscale model and RGB
+    # images) is refused at validation
+    image_shape: tuple[int, ...] | None = None
+    # how many held-out images ``load`` gives (the null baseline's size): a suite whose null is
+    # too small to show its headline rate above it (fewer held-out images than N_G, and
+    # ``report.leaderboard.null_resolution`` above ``MIN_SHOWABLE_RATE`` of ``run/suite.py``)
+    # gets a warning naming the smallest rate it can show
+    heldout_size: int | None = None
+    # the one scale the data set takes (a user's named training set: all of it); a suite with
+    # another scale is refused at validation
+    fixed_scale: int | None = None
+    # one line on where the training and held-out images come from, printed when a run or a
+    # dry run starts
+    data_note: str | None = None
+    # ``check() -> None``, called once at validation, after every other check and before any
+    # cell runs (``run --dry-run`` too): read what a run will read (decode every image) and
+    # raise ``BenchError`` naming the bad files, so that a truncated image is exit code 2 with
+    # nothing written rather than a failure in every cell
+    check: Callable[[], None] | None = None
+    # ``split_files(scale, seed) -> {"train": [path, ...], "heldout": [path, ...]}``, the files
+    # ``load(scale, seed)`` reads, in its order (``nearest_index`` i is ``train[i]``); the runner
+    # writes it to ``data/<scale>-<seed>.json`` in the run folder
+    split_files: Callable[[int, int], dict[str, list[str]]] | None = None
+    # ``canary_pool(scale, seed, n) -> (images, labels | None)``, at least n images in [-1, 1]
+    # outside ``load(scale, seed)``'s training subset and held-out split, in a seeded order,
+    # labelled like the training set: where a suite's ``canaries`` come from
+    # (side_bench/run/canaries.py). Without it the core uses ``load``'s promise (scales nest):
+    # ``load(scale + n)``'s last n training images, checked to begin with ``load(scale)``
+    canary_pool: Callable[[int, int, int], tuple[Any, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What a ``Model`` may declare."""
+
+    # one line on the model, for listings
+    description: str | None = None
+    # ``declared_target() -> TargetDeclaration | None``: a model loaded from disk knows what it
+    # was trained with before any work; declaring it lets a suite that pairs it with the wrong
+    # condition fail at validation (exit code 2) instead of in every cell
+    declared_target: Callable[[], TargetDeclaration | None] | None = None
+    # ``load_cached(folder, data, labels, cache_key, ctx) -> TargetModel``: the target from the
+    # cache entry ``prepare`` wrote as ``<ctx.cache_dir>/models/<cache_key>`` (its files already
+    # checked against their sha256), or from a copy of it in a shared-targets pack
+    # (``side-bench targets export``; ``run --targets``); ``cache_key`` is the key it was
+    # trained under. It never trains: raise ``BenchError`` when the files cannot be that
+    # target. Only a model with it can be exported to a pack and run from one
+    load_cached: Callable[..., TargetModel] | None = None
+
+
+@dataclass(frozen=True)
+class ConditionTraits:
+    """What a ``Condition`` may declare."""
+
+    # one line for the leaderboard's legend of attacks
+    description: str | None = None
+    # ``check_target`` (see ``Condition``): without it, the check against a model's
+    # ``declared_target()`` at validation is skipped (the runner still calls it in every cell)
+    check_target: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class ExtractorTraits:
+    """What an ``Extractor`` may declare (what it spends is measured, never declared)."""
+
+    # one line for the leaderboard's legend of attacks
+    description: str | None = None
+    # what the attacker needs, shown in the leaderboard's legend: "black-box" (samples from the
+    # target only), "white-box" (the target's denoiser: its noise predictions, gradients or
+    # likelihoods) or "white-box + base model" (also the pre-trained model a fine-tuned target
+    # came from, ``TargetModel.base_unet``)
+    threat_model: str | None = None
+    # ``planned_cost(n) -> dict``, what ``run --dry-run`` counts for ``n`` candidates, since only
+    # the extractor knows what it runs: "unet_evals" (the target UNet's image-steps, a guided
+    # step counted at its cost in unguided steps, a rejection pool included), and, where it
+    # trains a classifier, "classifier_images" (training steps x batch, scaled by what a step
+    # costs against a plain one) with "classifier_key" (cells of one scale, seed and condition
+    # whose keys are equal train it once). Without it the dry run counts n x ``ddim_steps``
+    # (x1.6 where ``guidance_scale`` is set and not 0) and a classifier of ``classifier_steps``
+    # x ``classifier_batch_size``
+    planned_cost: Callable[[int], dict[str, Any]] | None = None
+    # ``summarize_diagnostics(diagnostics: dict) -> list[str]``, short phrases on what the cell's
+    # diagnostics (``Candidates.diagnostics`` beside the condition's) say, written into every
+    # row (``diagnostics_summary``) and shown under the attack on the leaderboard page, which
+    # reads only result files and knows no extractor's keys (the built-in guided extractors:
+    # ``guidance_summary``, the classifier's accuracy and the guidance by noise band)
+    summarize_diagnostics: Callable[[dict[str, Any]], list[str]] | None = None
+
+
+@dataclass(frozen=True)
+class FeaturesTraits:
+    """What a ``Features`` may declare."""
+
+    # one line on the features, for listings
+    description: str | None = None
+    # the values the similarity can take; band edges outside it are refused at validation
+    # (None: (-1, 1), cosine's range, and l2 similarity is at most 1)
+    similarity_range: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MetricTraits:
+    """What a ``Metric`` may declare: the leaderboard formats, checks and ranks by it."""
+
+    # True when computed once per similarity band (``compute`` then gets each ``Band``)
+    uses_bands: bool = False
+    # "higher" when a larger value means more memorization, else "lower"
+    direction: str = "higher"
+    # "rate" (k of n, a fraction in [0, 1], shown in percent), "fraction" (a count per
+    # candidate that may exceed 1, e.g. UMS; shown in percent), "similarity", "distance",
+    # "ratio", "count" or "nats"; the leaderboard formats and checks values by it. None: no
+    # range check, plain number formatting
+    unit: str | None = None
+    # one line for legends, and every row's ``metric_description``
+    description: str | None = None
+    # a model-level metric, computed once per target model rather than per attack (e.g.
+    # ``memorization-divergence``), by ``compute_model``; True where ``compute_model`` is
+    # declared. It has no null baseline, ``rescore`` copies its rows (a run folder holds no
+    # model), and its ``settings`` (repr) are part of its once-per-model key. Its rows say
+    # ``model_level``; the leaderboard shows it once per scale (the target model, each model
+    # once), never ranked among the attacks
+    needs_model: bool = False
+    # ``compute_model(model: ModelContext) -> MetricValue | float``, a model-level metric's
+    # value: the ``ModelContext`` holds the ``TargetModel``, its training images (and labels)
+    # and the held-out images, never candidates; called once per target model. A metric
+    # written before it (``needs_model = True`` and ``compute(scores, band)`` reading
+    # ``scores.model``) still works: the registry calls its ``compute`` with an object whose
+    # ``model`` is the ``ModelContext`` and ``n_candidates`` 0
+    compute_model: Callable[[ModelContext], Any] | None = None
+    # the metric reads ``scores.canaries`` (each distinct training image's planted count, 0 for
+    # the rest), so a suite without ``canaries`` that names it is refused at validation
+    needs_canaries: bool = False
+    # ``memorized(scores, band) -> np.ndarray``, the metric's copy criterion, one decision per
+    # candidate: a bool array (n,), True where candidate ``i`` counts as a copy of its nearest
+    # training image (``scores.nearest_index[i]``); ``band`` as for ``compute``.
+    # ``side-bench compare --by NAME`` finds the training images two attacks copied with it
+    # (and refuses a metric without it); a rate metric built on it should count it,
+    # ``rate(int(memorized.sum()), n)``, so the two agree. Raise ``BenchError`` when it cannot
+    # decide on these scores (say why, as ``compute``'s ``reason`` would). Leave it out when the
+    # metric decides nothing per candidate (a percentile, UMS's distinct images, a model-level
+    # metric)
+    memorized: Callable[[Any, Any], Any] | None = None
+    # this metric's ``memorized`` is what ``side-bench compare`` counts as a copy when no
+    # ``--by`` is given (the built-ins: ``ams``, a best similarity in the band); one installed
+    # metric may declare it, and it needs ``memorized``
+    default_copy_criterion: bool = False
+
+
+@dataclass(frozen=True)
+class RankerTraits:
+    """What a ``Ranker`` may declare."""
+
+    # one line for legends
+    description: str | None = None
+    # False for a score that reads what an attacker does not have (``base-gu`` reads the base
+    # model's training images): the equal-cost view never pits it against an attack as
+    # "UnCond + ranker"
+    attacker: bool = True
+    # candidate ``i``'s score does not depend on the other candidates (e.g. a denoising loss),
+    # so the scores of a cell's first k candidates are its stored scores' first k: the
+    # equal-cost view (report/budget.py) may then rank a prefix of a reference cell. A score
+    # counted among all candidates (near-duplicates) is not
+    prefix_invariant: bool = False
+
+
+@dataclass(frozen=True)
+class ExecutorTraits:
+    """What an ``Executor`` may declare. Its ``parallelism`` and ``workers`` are not traits: the
+    runner sets ``workers`` and reads ``parallelism`` (which may follow it) when it runs cells."""
+
+    # one line on the executor, for listings
+    description: str | None = None
+
+
+TRAITS = {
+    "datasets": DatasetTraits,
+    "models": ModelTraits,
+    "conditions": ConditionTraits,
+    "extractors": ExtractorTraits,
+    "features": FeaturesTraits,
+    "metrics": MetricTraits,
+    "executors": ExecutorTraits,
+    "rankers": RankerTraits,
+}
+"""Each kind of component (but suites, which are files) -> the traits class the registry reads."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,9 +8,13 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
 - ``hookimpl``: marks a plugin's ``register_*`` functions; ``added_setting(default)``: a
   ``Settings`` field that stays out of the cell's hash while it holds its default;
 - the objects components exchange: ``DataSplit``, ``Labels``, ``LabelledImages``,
-  ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``;
+  ``TargetModel``, ``TargetDeclaration``, ``Candidates``, ``MetricValue``, ``RunContext``,
+  ``ModelContext`` (what a model-level metric's ``compute_model`` gets);
   and the protocols a component implements: ``Dataset``, ``Model``, ``Condition``,
-  ``Extractor``, ``Features``, ``Metric``, ``Ranker``, ``Executor``;
+  ``Extractor``, ``Features``, ``Metric``, ``Ranker``, ``Executor``; and what each may declare
+  about itself, with its defaults: ``DatasetTraits``, ``ModelTraits``, ``ConditionTraits``,
+  ``ExtractorTraits``, ``FeaturesTraits``, ``MetricTraits``, ``RankerTraits``, ``ExecutorTraits``
+  (a component declares them as attributes of its own; it never builds these);
 - what a metric's ``compute(scores, band)`` gets: ``CandidateScores`` and ``Band``;
 - ``BenchError``: raise it for a user's mistake (a bad setting, a target that does not fit);
   the message is shown as one line, and the cell fails naming the plugin;
@@ -47,7 +51,8 @@ documented in ``side_bench.hookspecs``; this module gathers the names a plugin n
   ``train_classifier``, ``load_or_train_classifier``, ``holdout_split``, ``accuracy_by_noise``,
   ``log_prob_gradient``, and its aligned options: ``aligned_training``, ``check_classifier_options``,
   ``tweedie_denoiser``); exact-posterior ("kernel") guidance and the guidance diagnostics
-  (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``);
+  (``KernelPosterior``, ``kernel_log_prob_gradient``, ``guidance_diagnostics``) and the page's
+  summary of them (``guidance_summary``, an extractor's ``summarize_diagnostics``);
   ``ExactIndex`` (exact k-NN and range search); ``to_unit`` ([-1, 1]
   -> [0, 1]); the memorization divergence (``memorization_divergence``, ``UNetEps``,
   ``FlowLogDensity``).
@@ -63,6 +68,7 @@ from typing import TYPE_CHECKING
 
 from side_bench.errors import BenchError, lazy_module_attributes, one_line, resolve_device
 from side_bench.results.cache import cache_lock, read_cache_entry, write_cache_entry
+from side_bench.results.diagnostics import guidance_summary
 from side_bench.results.records import read_json
 from side_bench.results.store import atomic_directory, atomic_write, failure_record, sha256_file
 
@@ -70,18 +76,27 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors; imported laz
     from side_bench.hookspecs import (
         Candidates,
         Condition,
+        ConditionTraits,
         Dataset,
+        DatasetTraits,
         DataSplit,
         Executor,
+        ExecutorTraits,
         Extractor,
+        ExtractorTraits,
         Features,
+        FeaturesTraits,
         LabelledImages,
         Labels,
         Metric,
+        MetricTraits,
         MetricValue,
         Model,
+        ModelContext,
+        ModelTraits,
         ProgressCallback,
         Ranker,
+        RankerTraits,
         Register,
         RunContext,
         TargetDeclaration,
@@ -130,9 +145,11 @@ __all__ = [
     "hookimpl", "Register", "ProgressCallback", "added_setting",
     # objects components exchange
     "DataSplit", "Labels", "LabelledImages", "TargetModel", "TargetDeclaration", "Candidates",
-    "MetricValue", "RunContext",
-    # what components implement
+    "MetricValue", "RunContext", "ModelContext",
+    # what components implement, and what each may declare about itself (its traits)
     "Dataset", "Model", "Condition", "Extractor", "Features", "Metric", "Ranker", "Executor",
+    "DatasetTraits", "ModelTraits", "ConditionTraits", "ExtractorTraits", "FeaturesTraits", "MetricTraits",
+    "RankerTraits", "ExecutorTraits",
     # what a metric's compute(scores, band) gets, and what it returns
     "CandidateScores", "Band", "rate", "distinct", "quantile", "bootstrap", "membership_auc", "membership_tpr",
     "ranker_auc",
@@ -144,14 +161,14 @@ __all__ = [
     # the shared machinery: training, guidance classifiers, k-NN, the divergence
     "train_denoiser", "TimeConditionedResNet", "train_classifier", "load_or_train_classifier", "holdout_split",
     "accuracy_by_noise", "log_prob_gradient", "aligned_training", "check_classifier_options", "tweedie_denoiser",
-    "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics",
+    "KernelPosterior", "kernel_log_prob_gradient", "guidance_diagnostics", "guidance_summary",
     "ExactIndex", "to_unit", "memorization_divergence", "UNetEps",
     "FlowLogDensity",
 ]
 
 # light (no torch): imported with this module
 _EAGER = {"BenchError", "one_line", "resolve_device", "sha256_file", "atomic_write", "atomic_directory", "read_json",
-         "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock"}
+         "failure_record", "read_cache_entry", "write_cache_entry", "cache_lock", "guidance_summary"}
 
 # public name -> the module that defines it; each pulls torch, so each is imported on first use
 _LAZY = {

@@ -22,6 +22,7 @@ side-bench's own plugins are required: without them nothing works, so their fail
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import hashlib
@@ -29,10 +30,12 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import numbers
 import os
 import re
 import types
 import typing
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,7 @@ from typing import Any
 import pluggy
 
 from side_bench.errors import BenchError, one_line
-from side_bench.hookspecs import ADDED_SETTING, KINDS
+from side_bench.hookspecs import ADDED_SETTING, KINDS, TRAITS
 
 PLUGINS_ENV = "SIDE_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "side_bench"
@@ -69,6 +72,10 @@ class Registration:
     plugin: str
     aliases: tuple[str, ...] = ()
     provenance: Provenance = field(default_factory=Provenance)
+    # what the registered class declares (hookspecs.TRAITS; None for a suite), read once when
+    # it is registered: what may be asked without building it (a legend, a dry run). A trait
+    # set in ``__init__`` from the settings is only in the built component's: ``traits_of``
+    traits: Any = None
 
     @property
     def distribution(self) -> str | None:
@@ -92,6 +99,12 @@ class Registration:
         where = f"distribution {self.distribution} {self.version}" if self.distribution else f"plugin {self.plugin!r}"
         return f"{KINDS[self.kind]} {self.name!r} ({where})"
 
+    def owner(self) -> str:
+        """The component with its plugin and distribution: ``metric 'copy-rate' of plugin
+        'example' (distribution side-bench-example-metric 0.1.0)``, for a trait's error."""
+        where = f" (distribution {self.distribution} {self.version})" if self.distribution else ""
+        return f"{KINDS[self.kind]} {self.name!r} of plugin {self.plugin!r}{where}"
+
 
 def _kinds() -> tuple[str, ...]:
     return tuple(KINDS)
@@ -113,8 +126,9 @@ class Registry:
                 f"plugin {plugin!r} registers {KINDS[kind]} {name!r}, "
                 f"already registered by plugin {other!r}"
             )
-        self.by_kind[kind][name] = Registration(kind, name, component, plugin, tuple(aliases),
-                                                provenance or Provenance())
+        registration = Registration(kind, name, component, plugin, tuple(aliases), provenance or Provenance())
+        registration.traits = read_traits(kind, component, registration.owner(), of_class=True)
+        self.by_kind[kind][name] = registration
         for alias in aliases:
             self.aliases[kind][alias] = name
 
@@ -139,7 +153,114 @@ class Registry:
     def build(self, kind: str, name: str, settings: dict[str, Any] | None, where: str = ""):
         """Instantiate a component from its settings table, validated against ``Settings``."""
         registration = self.get(kind, name, where)
-        return instantiate(registration.component, settings or {}, where or registration.name)
+        built = instantiate(registration.component, settings or {}, where or registration.name)
+        _remember_traits(built, read_traits(kind, built, registration.owner()))
+        return built
+
+
+# --------------------------------------------------------------------------------------------
+# Traits: what a component declares about itself (hookspecs.TRAITS), read and checked here only
+# --------------------------------------------------------------------------------------------
+
+_built_traits: dict[int, tuple[Any, Any]] = {}  # id(component) -> (weak reference to it, its traits)
+
+
+def _is_callable_type(annotation) -> bool:
+    """``Callable[...]``, or ``Callable[...] | None``."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    return any(typing.get_origin(o) is collections.abc.Callable or o is collections.abc.Callable for o in options)
+
+
+def read_traits(kind: str, component: Any, owner: str, *, of_class: bool = False):
+    """The traits (``hookspecs.TRAITS[kind]``) ``component`` declares, each attribute of a
+    field's name checked against the field's type: ``BenchError`` naming ``owner`` (the
+    component, its plugin and distribution) for a wrong one. ``of_class``: read from the
+    registered class, where a property (a trait computed per instance) is not known yet and
+    keeps its default. None for a suite (a file, no traits)."""
+    traits_class = TRAITS.get(kind)
+    if traits_class is None:
+        return None
+    hints = typing.get_type_hints(traits_class)
+    found = {}
+    for spec in dataclasses.fields(traits_class):
+        value = getattr(component, spec.name, dataclasses.MISSING)
+        if value is dataclasses.MISSING or (of_class and isinstance(value, property)):
+            continue
+        if _is_callable_type(hints[spec.name]):
+            if value is not None and not callable(value):
+                raise BenchError(f"{owner}: {spec.name}: expected a method, got {_short_repr(value)}")
+        else:
+            if isinstance(value, numbers.Number) and hasattr(value, "item"):  # a numpy scalar
+                value = value.item()
+            try:
+                value = _check_value(value, hints[spec.name], spec.name, owner)
+            except BenchError:
+                raise BenchError(f"{owner}: {spec.name}: expected {_type_name(hints[spec.name])}, got "
+                                 f"{_short_repr(value)} (hookspecs.{traits_class.__name__})") from None
+        found[spec.name] = value
+    if kind == "metrics":
+        found.update(_model_level(component, found, owner, of_class))
+        if found.get("default_copy_criterion") and found.get("memorized") is None:
+            raise BenchError(f"{owner}: default_copy_criterion: True, but it has no memorized(scores, band), "
+                             "the copy criterion it would be the default of")
+    return traits_class(**found)
+
+
+@dataclass
+class LegacyModelScores:
+    """What a model-level metric written before ``compute_model`` reads in ``compute(scores,
+    band)``: the ``ModelContext`` as ``scores.model``, no candidates."""
+
+    model: Any  # hookspecs.ModelContext
+    n_candidates: int = 0
+
+
+def _model_level(component: Any, declared: dict[str, Any], owner: str, of_class: bool) -> dict[str, Any]:
+    """``needs_model`` and ``compute_model`` made consistent: a metric with ``compute_model`` is
+    model-level; one that only says ``needs_model = True`` (written before ``compute_model``)
+    gets a ``compute_model`` that calls its ``compute`` with ``LegacyModelScores`` (on the built
+    component: the class's would be an unbound method)."""
+    compute_model = declared.get("compute_model")
+    if compute_model is not None:
+        if declared.get("needs_model") is False:
+            raise BenchError(f"{owner}: needs_model: False, but compute_model makes a model-level metric "
+                             "(drop needs_model, or compute_model)")
+        return {"needs_model": True}
+    if declared.get("needs_model") and not of_class:
+        compute = getattr(component, "compute", None)
+        if not callable(compute):
+            raise BenchError(f"{owner}: needs_model: True, but it has neither compute_model(model) nor compute")
+        return {"compute_model": lambda model: compute(LegacyModelScores(model), None)}
+    return {}
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _remember_traits(component: Any, traits: Any) -> None:
+    """Keep a built component's traits while it lives (one that takes no weak reference is read
+    again when asked)."""
+    key = id(component)
+    try:
+        # the table bound now: at interpreter exit the module's globals may be gone before the component
+        reference = weakref.ref(component, lambda _, key=key, table=_built_traits: table.pop(key, None))
+    except TypeError:
+        return
+    _built_traits[key] = (reference, traits)
+
+
+def traits_of(kind: str, component: Any):
+    """A built component's traits (``hookspecs.TRAITS[kind]``): as ``Registry.build`` read and
+    checked them, or read now for one built elsewhere (a test's, a caller's own object)."""
+    entry = _built_traits.get(id(component))
+    if entry is not None and entry[0]() is component:
+        return entry[1]
+    traits = read_traits(kind, component, f"{KINDS[kind]} {type(component).__name__}")
+    _remember_traits(component, traits)
+    return traits
 
 
 def _normalized(name: str) -> str:

@@ -90,3 +90,50 @@ def test_compare_refuses_a_metric_without_a_criterion_in_one_line():
         copy_rule("gu-rat", "high", ROWS)
     with pytest.raises(BenchError, match="--band: 'mid' is not a band of this run \\(found: high\\)"):
         copy_rule("ams", "mid", ROWS)
+
+
+SECOND_DEFAULT = '''
+import numpy as np
+from side_bench.plugin_api import hookimpl, rate
+
+class Exact:
+    uses_bands = False
+    unit = "rate"
+    default_copy_criterion = True
+
+    def compute(self, scores, band):
+        return rate(int(self.memorized(scores, band).sum()), scores.n_candidates)
+
+    def memorized(self, scores, band):
+        return np.asarray(scores.best_similarity) >= 1.0
+
+@hookimpl
+def register_metrics(register):
+    register("exact-copy", Exact)
+'''
+
+
+def test_compare_without_by_asks_the_metric_that_declares_itself_the_default(entry_point_plugin):
+    from side_bench.report.compare import default_copy_criterion
+
+    assert default_copy_criterion(load_registry()) == "ams"  # AMS declares default_copy_criterion
+    assert copy_rule(None, "high", ROWS).label == "ams in band high [0.95, 1.0]"
+    entry_point_plugin("exact-copy-plugin", SECOND_DEFAULT)
+    with pytest.raises(BenchError, match=r"^--by: no default copy criterion \(2 installed metrics declare it "
+                                         r"\(ams, exact-copy\);.*name one with --by \(ams, "):
+        copy_rule(None, "high", ROWS)
+    assert copy_rule("exact-copy", "high", ROWS).label == "exact-copy"
+
+
+def test_a_default_copy_criterion_without_memorized_is_refused_naming_the_plugin():
+    from side_bench.registry import Registry
+
+    class Boasts:
+        default_copy_criterion = True  # but no memorized
+
+        def compute(self, scores, band):
+            return 0.0
+
+    with pytest.raises(BenchError, match="^metric 'boasts' of plugin 'p': default_copy_criterion: True, but it has "
+                                         "no memorized"):
+        Registry().add("metrics", "p", "boasts", Boasts)

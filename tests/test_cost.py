@@ -283,7 +283,7 @@ def test_rows_before_schema_4_read_with_cost_null():
            "metric": "ams", "band": "high", "value": 0.5, "n_generations": 8, "features": "pixel",
            "config_hash": "h"}
     row = upgrade_row(old, "test")
-    assert row["schema_version"] == ROW_SCHEMA_VERSION == 5 and row["cost"] is None
+    assert row["schema_version"] == ROW_SCHEMA_VERSION == 6 and row["cost"] is None
     validate(row, "row", "test")
 
 
@@ -293,7 +293,10 @@ def test_rows_before_schema_4_read_with_cost_null():
 def synthetic(copies: np.ndarray, nearest: np.ndarray, n_train: int, per: float = 50.0,
               fixed: float = 0.0, total: float | None = None) -> CellRecord:
     prefix = fixed + per * np.arange(1, len(copies) + 1)
-    row = {"attack": "x", "cost": {"fixed": {"unet_forward": fixed}}}
+    # what the cells' rows say of their rankers (the built-ins' traits, as the runner writes them)
+    row = {"attack": "x", "cost": {"fixed": {"unet_forward": fixed}},
+           "rankers": {"denoise-loss": {"attacker": True, "prefix_invariant": True},
+                       "clique": {"attacker": True, "prefix_invariant": False}}}
     return CellRecord(row, np.asarray(copies, bool), np.asarray(nearest), n_train, prefix,
                       float(prefix[-1]) if total is None else total)
 

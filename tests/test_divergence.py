@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from side_bench.plugin_api import ModelContext
 from side_bench.scoring.divergence import (
     FlowLogDensity,
     GaussianMixtureDensity,
@@ -109,8 +110,13 @@ def test_conditional_divergence_is_per_label():
 
 
 def test_metric_needs_the_model():
-    value = MemorizationDivergence().compute(SimpleNamespace(model=None), None)
-    assert value.value is None and "needs the target model" in value.reason
+    from side_bench.registry import traits_of
+    from side_bench.scoring.rows import metric_rows
+
+    # where there is no model (null baseline, rescore) the core says so and never calls it
+    row, = metric_rows(SimpleNamespace(n_candidates=3), {"divergence": MemorizationDivergence()}, [])
+    assert row["value"] is None and "needs the target model" in row["reason"]
+    assert traits_of("metrics", MemorizationDivergence()).compute_model is not None
     assert MemorizationDivergence.needs_model and MemorizationDivergence.direction == "lower"
     assert MemorizationDivergence.unit == "nats" and MemorizationDivergence.uses_bands is False
 
@@ -121,10 +127,10 @@ def test_metric_on_a_tiny_unet():
     target = tiny_target()
     train = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     metric = MemorizationDivergence(MemorizationDivergence.Settings(draws=4, ode_steps=2, batch_size=2))
-    scores = SimpleNamespace(model=SimpleNamespace(target=target, train=train, ctx=context()))
-    value = metric.compute(scores, None)
-    again = MemorizationDivergence(MemorizationDivergence.Settings(draws=4, ode_steps=2, batch_size=4)).compute(
-        scores, None)
+    model = ModelContext(target=target, train=train, ctx=context())
+    value = metric.compute_model(model)
+    again = MemorizationDivergence(MemorizationDivergence.Settings(draws=4, ode_steps=2, batch_size=4)).compute_model(
+        model)
     assert math.isfinite(value.value) and value.se > 0 and value.n == 4
     assert value.ci_low < value.value < value.ci_high
     assert metric.last.seconds > 0
@@ -153,8 +159,8 @@ def test_metric_on_a_conditional_unet_needs_its_training_labels():
     target = tiny_target(num_classes=3)
     train = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     metric = MemorizationDivergence(MemorizationDivergence.Settings(draws=4, ode_steps=2))
-    model = SimpleNamespace(target=target, train=train, ctx=context())
-    assert "labels" in metric.compute(SimpleNamespace(model=model), None).reason
+    model = ModelContext(target=target, train=train, ctx=context())
+    assert "labels" in metric.compute_model(model).reason
     model.train_labels = torch.tensor([0, 0, 1, 1, 2, 2])
-    value = metric.compute(SimpleNamespace(model=model), None)
+    value = metric.compute_model(model)
     assert math.isfinite(value.value) and metric.last.conditional

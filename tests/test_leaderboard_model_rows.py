@@ -141,8 +141,10 @@ def test_markdown_and_plots_of_a_model_level_metric(tmp_path):
 
 def test_the_runner_marks_model_level_rows():
     class ModelMetric:
-        needs_model = True
         description = "of the model"
+
+        def compute_model(self, model):
+            return 1.0
 
     class AttackMetric:
         description = "of the candidates"
@@ -151,5 +153,8 @@ def test_the_runner_marks_model_level_rows():
 
     found = [{"metric": "m", "band": None, "value": 1.0}, {"metric": "c", "band": None, "value": 0.5}]
     nulls = [{"metric": r["metric"], "band": None, **dict.fromkeys(NULL_FIELDS)} for r in found]
-    rows = cell_rows({"attack": "a"}, found, nulls, {"m": ModelMetric(), "c": AttackMetric()}, {})
+    from side_bench.registry import traits_of
+
+    traits = {"m": traits_of("metrics", ModelMetric()), "c": traits_of("metrics", AttackMetric())}
+    rows = cell_rows({"attack": "a"}, found, nulls, traits, {})
     assert [(r["metric"], r["model_level"]) for r in rows] == [("m", True), ("c", False)]

@@ -13,9 +13,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
 
-from side_bench.hookspecs import RunContext, TargetModel
+from side_bench.hookspecs import ModelContext, RunContext, TargetModel
 from side_bench.plugin_api import BenchError, sample_generator
 from side_bench.registry import load_registry
+from side_bench.scoring.rows import metric_rows
 from side_bench_builtins import membership_metrics as mm
 
 
@@ -110,18 +111,18 @@ def test_settings_are_checked_and_rows_declare_direction_and_unit():
     assert auc_metric.needs_model and not auc_metric.uses_bands
 
 
-def model_scores(unet, train, heldout):
+def model_context(unet, train, heldout):
     target = TargetModel(unet=unet, scheduler_config=dict(DDPMScheduler(num_train_timesteps=1000).config),
                          num_classes=0, trained_with="none", image_shape=(1, 8, 8), identity={"test": id(unet)})
     ctx = RunContext(device=torch.device("cpu"), seed=0, cache_dir=Path("."), features=None)
-    return SimpleNamespace(model=SimpleNamespace(target=target, train=train, heldout=heldout, ctx=ctx),
-                           n_candidates=0)
+    return ModelContext(target=target, train=train, heldout=heldout, ctx=ctx)
 
 
 def test_no_model_or_too_few_nonmembers_is_a_reason_not_an_error():
     metric = load_registry().build("metrics", "loss", {})
-    assert "needs the target model" in metric.compute(SimpleNamespace(n_candidates=3), None).reason
-    assert "2 held-out" in metric.compute(model_scores(tiny_unet(), three_images(), three_images()[:1]), None).reason
+    row, = metric_rows(SimpleNamespace(n_candidates=3), {"loss": metric}, [])  # no model: the core says so
+    assert row["value"] is None and "needs the target model" in row["reason"]
+    assert "2 held-out" in metric.compute_model(model_context(tiny_unet(), three_images(), three_images()[:1])).reason
 
 
 @pytest.mark.slow
@@ -136,5 +137,5 @@ def test_a_model_trained_on_16_images_leaks_their_membership_to_the_loss_attack(
     unet = train_denoiser(tiny_unet(), DDPMScheduler(num_train_timesteps=1000), train, None, steps=600,
                           batch_size=16, learning_rate=3e-3, ema_decay=0.99, seed=0, device=torch.device("cpu"),
                           progress=lambda *a: None)
-    value = load_registry().build("metrics", "loss", {}).compute(model_scores(unet, train, heldout), None)
+    value = load_registry().build("metrics", "loss", {}).compute_model(model_context(unet, train, heldout))
     assert value.value > 0.7 and value.ci_low > 0.5, value

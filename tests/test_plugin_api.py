@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import os
 import re
@@ -244,18 +245,66 @@ def test_the_core_imports_no_plugin():
         assert "side_bench_builtins" not in path.read_text(), f"{path.relative_to(ROOT)} names side_bench_builtins"
 
 
+GETATTR = re.compile(r"""(?:get|has)attr\(\s*[\w.]+,\s*["'](\w+)["']""")
+
+
 def test_every_optional_member_the_core_reads_is_documented_in_hookspecs():
     """A member the core finds with getattr/hasattr is optional for plugins: hookspecs.py must say so."""
-    pattern = re.compile(r"""(?:get|has)attr\(\s*[\w.]+,\s*["'](\w+)["']""")
     read = set()
     for source in CORE.rglob("*.py"):
-        read |= set(pattern.findall(source.read_text()))
+        read |= set(GETATTR.findall(source.read_text()))
     members = read - NOT_COMPONENT_MEMBERS
-    assert {"validate", "settings", "Settings", "description", "max_scale", "parallelism", "declared_target",
-            "check_target", "needs_model", "direction", "unit", "similarity_range"} <= members
+    assert {"validate", "settings", "Settings", "parallelism", "workers"} <= members
     contract = (CORE / "hookspecs.py").read_text()
     undocumented = sorted(m for m in members if f"``{m}" not in contract and f"{m}(" not in contract)
     assert not undocumented, f"document these optional members in side_bench/hookspecs.py: {undocumented}"
+
+
+def test_the_core_reads_traits_only_through_the_registry():
+    """A trait (a field of a hookspecs traits class) is read from a component in one place,
+    registry.read_traits; everywhere else the core reads the traits object (issue 30)."""
+    from side_bench.hookspecs import TRAITS
+
+    traits = {f.name for cls in TRAITS.values() for f in dataclasses.fields(cls)}
+    assert {"needs_model", "uses_bands", "threat_model", "planned_cost", "max_scale", "memorized"} <= traits
+    found = [f"{source.relative_to(ROOT)}: {name}" for source in CORE.rglob("*.py") if source.name != "registry.py"
+             for name in GETATTR.findall(source.read_text()) if name in traits]
+    assert not found, f"read these through registry.traits_of or Registration.traits: {found}"
+
+
+def documented_traits(page: str) -> dict[str, list[str]]:
+    """docs/plugins.md's "Traits" section: ``### <TraitsClass>`` -> the fields its bullets name
+    (``- `name``` or ``- `name(args)```)."""
+    section = page[page.index("\n## Traits\n"):]
+    section = section[:section.index("\n## ", 1)]
+    found = {}
+    for part in section.split("\n### ")[1:]:
+        heading, _, body = part.partition("\n")
+        found[heading.strip()] = re.findall(r"^- `(\w+)", body, flags=re.MULTILINE)
+    return found
+
+
+def test_every_trait_is_documented_in_the_plugin_guide():
+    """As datasette's test_plugin_hooks_are_documented: each field of each traits class has its
+    line in docs/plugins.md under its class, and the page names no trait that does not exist."""
+    from side_bench.hookspecs import TRAITS
+
+    documented = documented_traits((ROOT / "docs" / "plugins.md").read_text())
+    for traits_class in TRAITS.values():
+        fields = [f.name for f in dataclasses.fields(traits_class)]
+        assert traits_class.__name__ in documented, f"docs/plugins.md: add a '### {traits_class.__name__}' section"
+        assert documented[traits_class.__name__] == fields, (
+            f"docs/plugins.md, {traits_class.__name__}: document {fields} in this order "
+            f"(found {documented[traits_class.__name__]})")
+    assert set(documented) == {c.__name__ for c in TRAITS.values()}, "docs/plugins.md names a traits class that is gone"
+
+
+def test_the_trait_documentation_check_sees_a_missing_and_a_stale_trait():
+    page = (ROOT / "docs" / "plugins.md").read_text()
+    missing = page.replace("- `prefix_invariant` (False)", "- prefix_invariant (False)")
+    stale = page.replace("### ExecutorTraits\n\n", "### ExecutorTraits\n\n- `threads` (1): gone.\n")
+    assert "prefix_invariant" not in documented_traits(missing)["RankerTraits"]
+    assert documented_traits(stale)["ExecutorTraits"] == ["threads", "description"]
 
 
 def test_metric_compute_has_real_types():

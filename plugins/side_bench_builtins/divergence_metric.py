@@ -1,9 +1,9 @@
 """``memorization-divergence``: M = KL(q_eps || p_theta), a model-level metric (needs the model).
 
-See ``side_bench.scoring.divergence`` for the estimator. The runner gives a metric that declares
-``needs_model = True`` the target through ``scores.model`` (an object with ``target``,
-``train`` in [-1, 1] and ``ctx``); when candidates are rescored from stored records there is
-no model and the metric says so.
+See ``side_bench.scoring.divergence`` for the estimator. The runner calls ``compute_model`` once
+per target model with a ``ModelContext`` (``target``, ``train`` in [-1, 1], ``train_labels``,
+``ctx``); where there is no model (the null baseline, rescoring stored records) the core says so
+in the row and never calls it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from side_bench.plugin_api import BenchError, MetricValue, hookimpl
+from side_bench.plugin_api import BenchError, MetricValue, ModelContext, hookimpl
 
 
 class MemorizationDivergence:
@@ -57,15 +57,12 @@ class MemorizationDivergence:
         self.settings = settings or MemorizationDivergence.Settings()
         self.last = None  # the last DivergenceEstimate (seconds, draws), for whoever reports cost
 
-    def compute(self, scores, band) -> MetricValue:
+    def compute_model(self, model: ModelContext) -> MetricValue:
         from side_bench.plugin_api import FlowLogDensity, UNetEps, memorization_divergence
 
-        model = getattr(scores, "model", None)
-        if model is None:
-            return MetricValue(None, reason="needs the target model (not available when rescoring stored records)")
         s = self.settings
         target, ctx = model.target, model.ctx
-        labels = getattr(model, "train_labels", None) if target.num_classes else None
+        labels = model.train_labels if target.num_classes else None
         if target.num_classes and labels is None:
             return MetricValue(None, reason="a class-conditional target needs the labels it was trained with")
         flow = FlowLogDensity(UNetEps(target, ctx.device), sigma_start=s.eps, steps=s.ode_steps,

@@ -20,6 +20,7 @@ from side_bench.plugin_api import (
     check_compile_mode,
     ddim_sample,
     guidance_diagnostics,
+    guidance_summary,
     holdout_split,
     hookimpl,
     kernel_log_prob_gradient,
@@ -192,6 +193,7 @@ class ClassifierGuided:
     noise_aware = True
     name = ""
     threat_model = "white-box"  # the guidance steers the target's own denoising steps
+    summarize_diagnostics = staticmethod(guidance_summary)  # the page's line under the attack
 
     def __init__(self, settings: GuidanceSettings):
         self.settings = settings

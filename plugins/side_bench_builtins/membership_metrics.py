@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from side_bench.plugin_api import BenchError, MetricValue, hookimpl, membership_auc, membership_tpr
+from side_bench.plugin_api import BenchError, MetricValue, ModelContext, hookimpl, membership_auc, membership_tpr
 
 REPORTS = {"auc": None, "tpr@1%": 0.01, "tpr@0.1%": 0.001}
 _SCORES: dict = {}  # (target, statistic, settings) -> (unet kept alive, member scores, non-member scores)
@@ -172,15 +172,12 @@ class MembershipMetric:
         self.unit = "ratio" if self.settings.report == "auc" else "rate"
 
 
-    def compute(self, scores, band) -> MetricValue:
+    def compute_model(self, model: ModelContext) -> MetricValue:
         from diffusers import DDPMScheduler
 
         from side_bench.plugin_api import canonical_hash
 
-        model = getattr(scores, "model", None)
-        if model is None:
-            return MetricValue(None, reason="needs the target model (not available when rescoring stored records)")
-        heldout = getattr(model, "heldout", None)
+        heldout = model.heldout
         if heldout is None or len(heldout) < 2 or len(model.train) < 2:
             return MetricValue(None, reason="needs at least 2 members and 2 held-out non-members")
         target, ctx, s = model.target, model.ctx, self.settings

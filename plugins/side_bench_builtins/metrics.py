@@ -21,6 +21,7 @@ class AMS:
     direction = "higher"
     unit = "rate"
     description = "average memorization score: share of candidates whose nearest training image is in the band"
+    default_copy_criterion = True  # compare's copy without --by: a best similarity in the band
 
     def compute(self, scores, band) -> MetricValue:
         return rate(scores.candidates_in_band(band), scores.n_candidates)

@@ -249,16 +249,13 @@ def needed_generations(record: CellRecord, budget: float) -> int:
     return max(int(math.ceil((budget - fixed) / per - 1e-9)), 1) if per > 0 else record.n
 
 
-def _ranker_says(name: str, attribute: str, default: bool) -> bool:
-    """What the installed ranker ``name`` declares: ``prefix_invariant`` (its score of a
-    candidate does not depend on the others, so a prefix is ranked by its stored scores) or
-    ``attacker`` (an attacker has what it reads); not installed here: False."""
-    try:
-        from side_bench.registry import load_registry
-
-        return bool(getattr(load_registry().get("rankers", name).component, attribute, default))
-    except Exception:  # noqa: BLE001 - not installed here: neither
-        return False
+def _ranker_says(records: list[CellRecord], name: str, attribute: str) -> bool:
+    """What ranker ``name`` declared when these cells ran (their rows' ``rankers``:
+    hookspecs.RankerTraits): ``prefix_invariant`` (its score of a candidate does not depend on
+    the others, so a prefix is ranked by its stored scores) or ``attacker`` (an attacker has
+    what it reads); a ranker the rows do not describe: False."""
+    said = [(r.row.get("rankers") or {}).get(name) for r in records]
+    return any(isinstance(traits, dict) and traits.get(attribute) is True for traits in said)
 
 
 def _top_copies(record: CellRecord, scores: np.ndarray, k: int, claims: int) -> int:
@@ -345,7 +342,7 @@ def at_equal_cost(base: dict, attack: CellRecord, references: list[CellRecord]) 
                                           line["reference_distinct"], chosen.distinct_se(k))
         line["p_precision"] = stats.rate_test(line["copies"], attack.n, line["reference_copies"], claims)
     lines = [line]
-    names = sorted({name for r in references for name in r.ranker_scores if _ranker_says(name, "attacker", True)})
+    names = sorted({name for r in references for name in r.ranker_scores if _ranker_says(references, name, "attacker")})
     for name in names:
         lines.append(_ranker_arm(base, attack, references, name, budget))
     return lines
@@ -357,7 +354,7 @@ def _ranker_arm(base: dict, attack: CellRecord, references: list[CellRecord], na
     line = {**base, "arm": f"reference + {name}", "cost": budget, "copies": attack.copies_within(attack.n),
             "precision": attack.copies_within(attack.n) / attack.n}
     having = [r for r in references if name in r.ranker_scores]
-    invariant = _ranker_says(name, "prefix_invariant", False)
+    invariant = _ranker_says(having, name, "prefix_invariant")
 
     def ranker_cost(record: CellRecord, k: int) -> float:
         spent = (record.row["cost"].get("rankers") or {}).get(name) or {}
@@ -408,11 +405,12 @@ def _verdict(line: dict, question: str) -> str:
 
 def compare_equal_cost(run_dir: str | Path | list[str | Path], attack: str, reference: str, *,
                        scale: int | None = None, seed: int | None = None, band: str = "high",
-                       by: str = "ams") -> pd.DataFrame:
+                       by: str | None = None) -> pd.DataFrame:
     """``attack`` against ``reference``'s prefix of the attack's own total cost, on each target
     model both ran on (report/budget.py ``equal_cost``): one line per scale and seed and arm
     (the reference alone, then with each ranker it ran). The copy criterion is ``by``'s
-    ``memorized`` (``band`` for a metric with bands), as in ``compare_attacks``. The reference
+    ``memorized`` (``band`` for a metric with bands; None: the default copy criterion), as in
+    ``compare_attacks``. The reference
     may be in another run folder (a companion suite at a larger N_G: a larger N_G of one seed
     holds the same first candidates). Both need a measured cost (row schema 5)."""
     from side_bench.report.compare import copy_rule

@@ -1,9 +1,10 @@
 """Which training images two attacks copied from the same target model: kept, lost, gained.
 
 A candidate is a copy when the metric named by ``by`` says so: its ``memorized(scores, band)``
-(hookspecs.Metric), asked through the registry, so the core knows no metric's criterion.
-The default, ``ams``, counts a candidate whose best similarity lies in the chosen band;
-``gu-ratio`` (alias ``gu``) one whose pixel distance ratio NN1/NN2 is below 1/3. The training
+(hookspecs.MetricTraits), asked through the registry, so the core knows no metric's criterion.
+Without ``by``, the metric that declares itself the default copy criterion
+(``default_copy_criterion``; of the built-ins ``ams``: a best similarity in the chosen band);
+``gu-ratio`` (alias ``gu``) counts one whose pixel distance ratio NN1/NN2 is below 1/3. The training
 image a copy copied is its nearest one. For attacks A and B on one model (equal ``model_key``, same scale and seed):
 the distinct training images each copied, those both copied, and those only one did.
 
@@ -26,13 +27,14 @@ import pandas as pd
 
 from side_bench.contracts import check_memorized
 from side_bench.errors import BenchError
+from side_bench.registry import traits_of
 from side_bench.results.candidates import load_scores
 from side_bench.results.records import find_rows_files, read_rows_file
 from side_bench.scoring import stats
 from side_bench.scoring.scores import Band, CandidateScores
 
-# compare's names from before it asked metrics: "band" was AMS's criterion (best similarity in the band)
-LEGACY_BY = {"band": "ams"}
+# compare's name from before it asked metrics: "band" was the default criterion (best similarity in the band)
+LEGACY_DEFAULT_BY = "band"
 
 
 @dataclass
@@ -49,26 +51,41 @@ class CopyRule:
         return check_memorized(self.metric.memorized(scores, self.band), scores.n_candidates, self.who)
 
 
-def copy_rule(by: str, band: str, rows: list[dict]) -> CopyRule:
-    """The metric ``by`` (a name or alias), built with the settings the run computed it with
-    (its defaults when the run did not), and the band ``band`` of the run when it uses bands."""
+def default_copy_criterion(registry) -> str:
+    """The installed metric that declares itself the default copy criterion
+    (``MetricTraits.default_copy_criterion``): exactly one may."""
+    named = [n for n in registry.names("metrics") if registry.get("metrics", n).traits.default_copy_criterion]
+    if len(named) != 1:
+        able = [n for n in registry.names("metrics") if registry.get("metrics", n).traits.memorized is not None]
+        which = f"{len(named)} installed metrics declare it ({', '.join(named)})" if named else "no installed metric does"
+        raise BenchError(f"--by: no default copy criterion ({which}; default_copy_criterion, hookspecs.MetricTraits): "
+                         f"name one with --by ({', '.join(able) or 'none has a copy criterion'})")
+    return named[0]
+
+
+def copy_rule(by: str | None, band: str, rows: list[dict]) -> CopyRule:
+    """The metric ``by`` (a name or alias; None: ``default_copy_criterion``), built with the
+    settings the run computed it with (its defaults when the run did not), and the band
+    ``band`` of the run when it uses bands."""
     from side_bench.registry import load_registry
 
     registry = load_registry()
-    registration = registry.get("metrics", LEGACY_BY.get(by, by), "--by")
+    if by is None or by == LEGACY_DEFAULT_BY:
+        by = default_copy_criterion(registry)
+    registration = registry.get("metrics", by, "--by")
     name = registration.name
     ran_with = {json.dumps(r.get("metric_settings") or {}, sort_keys=True) for r in rows if r["metric"] == name}
     if len(ran_with) > 1:
         raise BenchError(f"--by {name}: the runs computed it with different settings ({'; '.join(sorted(ran_with))})")
     settings = json.loads(ran_with.pop()) if ran_with else {}
     metric = registry.build("metrics", name, settings, f"--by {name}")
-    if getattr(metric, "memorized", None) is None:
-        able = [n for n in registry.names("metrics") if getattr(registry.get("metrics", n).component, "memorized", None)]
+    if traits_of("metrics", metric).memorized is None:
+        able = [n for n in registry.names("metrics") if registry.get("metrics", n).traits.memorized is not None]
         raise BenchError(f"--by: metric {name!r} has no copy criterion (no memorized(scores, band)); "
                          f"metrics with one: {', '.join(able) or 'none'}")
     label = name + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
     band_obj = None
-    if metric.uses_bands:
+    if traits_of("metrics", metric).uses_bands:
         edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
         if len(edges) != 1:
             known = sorted({r["band"] for r in rows if r["band"]})
@@ -80,7 +97,7 @@ def copy_rule(by: str, band: str, rows: list[dict]) -> CopyRule:
 
 def compare_attacks(run_dir: str | Path | list[str | Path], attack_a: str, attack_b: str, *,
                     scale: int | None = None, seed: int | None = None, band: str = "high",
-                    by: str = "ams") -> pd.DataFrame:
+                    by: str | None = None) -> pd.DataFrame:
     """One line per (scale, seed) where both attacks ran on the same target model.
 
     ``run_dir``: a run folder, or several (e.g. two companion suites on the same models, one
@@ -92,7 +109,8 @@ def compare_attacks(run_dir: str | Path | list[str | Path], attack_a: str, attac
     distinct_a, distinct_b (training images copied), both, only_a, only_b, p_copies (Fisher,
     Holm-corrected), p_distinct (z-test on occupancy standard errors, Holm-corrected), copy (what counted as one).
 
-    ``by``: the metric whose ``memorized`` decides what a copy is (``band``: the band it uses).
+    ``by``: the metric whose ``memorized`` decides what a copy is (``band``: the band it uses);
+    None: the metric that declares itself the default copy criterion (``default_copy_criterion``).
     """
     run_dirs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     where = ", ".join(map(str, run_dirs))

@@ -25,7 +25,13 @@ import numpy as np
 import pandas as pd
 
 from side_bench.errors import BenchError
-from side_bench.results.records import find_rows_files, read_cell_record, read_manifest, read_rows_file
+from side_bench.results.records import (
+    find_rows_files,
+    legacy_model_level,
+    read_cell_record,
+    read_manifest,
+    read_rows_file,
+)
 from side_bench.results.submission import submission_source
 from side_bench.scoring import stats
 
@@ -172,9 +178,9 @@ def load_rows(results: Iterable[str | Path] | str | Path, *, warn: Warn | None =
             else:
                 base, swept = parse_swept(row["attack"], row.get("condition_settings") or {},
                                           row.get("extractor_settings") or {})
-            level = row.get("model_level")  # rows before the field: the installed metric says
+            level = row.get("model_level")  # rows before the field: the built-in metrics of that time say
             if not isinstance(level, bool):
-                level = metric_needs_model(str(components.get(row["metric"], row["metric"])))
+                level = legacy_model_level(str(components.get(row["metric"], row["metric"])))
             records.append({"headline": headline, **row, "model_level": level, "attack_base": base, "swept": swept,
                             "run_dir": str(run_dir), "submission_source": source,
                             "gallery_path": _gallery_path(run_dir, row),
@@ -205,18 +211,6 @@ def _metric_components(config: dict) -> dict:
         return config["metric_components"]
     return {m["id"]: m["name"] for m in config.get("metrics") or []
             if isinstance(m, dict) and isinstance(m.get("id"), str) and isinstance(m.get("name"), str)}
-
-
-@functools.lru_cache(maxsize=256)
-def metric_needs_model(name: str) -> bool:
-    """Whether the installed metric ``name`` declares ``needs_model`` (False when it is not
-    installed here): how rows written before the ``model_level`` field are read."""
-    try:
-        from side_bench.registry import load_registry
-
-        return bool(getattr(load_registry().get("metrics", name).component, "needs_model", False))
-    except Exception:  # noqa: BLE001 - not installed (or no registry): shown like any metric
-        return False
 
 
 def _setup_labels(frame: pd.DataFrame) -> list[str]:

@@ -13,8 +13,6 @@ band before mid before low). Every string from a result file reaches the page ca
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -539,47 +537,16 @@ def sentences(part: pd.DataFrame, metric: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------
-# The legend: from the plugins' own descriptions, falling back to the names in the rows
+# The legend: from what the rows say of their components (their traits when the cell ran), never
+# from the plugins installed here, so a page is a function of the result files alone
 # ------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _registry():
-    try:
-        from side_bench.registry import load_registry
-
-        return load_registry()
-    except Exception:  # noqa: BLE001 - the page is still correct without descriptions
-        return None
-
-
-def plugin_description(kind: str, name: str) -> str:
-    """The one-line ``description`` of an installed plugin component, else its docstring's first line."""
-    registry = _registry()
-    if registry is None or not isinstance(name, str) or not name:
-        return ""
-    try:
-        component = registry.get(kind, name).component
-    except Exception:  # noqa: BLE001 - not installed here: the names alone
-        return ""
-    text = getattr(component, "description", None)
-    if not isinstance(text, str) or not text.strip():
-        doc = inspect.getdoc(component) or ""
-        text = doc.split("\n\n")[0].replace("\n", " ")
-    return cap(text, 200)
-
-
-def plugin_attribute(kind: str, name: str, attribute: str) -> str:
-    """A short text attribute an installed plugin component declares (e.g. an extractor's
-    ``threat_model``), else ''."""
-    registry = _registry()
-    if registry is None or not isinstance(name, str) or not name:
-        return ""
-    try:
-        value = getattr(registry.get(kind, name).component, attribute, None)
-    except Exception:  # noqa: BLE001 - not installed here: nothing to say
-        return ""
-    return cap(value, 60) if isinstance(value, str) and value.strip() else ""
+def row_text(row, field: str, limit: int) -> str:
+    """A row's text field (a component's ``description``, an extractor's ``threat_model``), at most
+    ``limit`` characters; '' when the row has none."""
+    value = row.get(field)
+    return cap(value, limit) if isinstance(value, str) and value.strip() else ""
 
 
 SETTING_ROLES = ("condition", "extractor")  # an attack is a condition and an extractor, each with settings
@@ -654,9 +621,9 @@ def attack_entries(rows: pd.DataFrame, styles: dict) -> list[AttackEntry]:
             continue
         row = firsts[attack]
         condition, extractor = row.get("condition"), row.get("extractor")
-        said = [d for d in (plugin_description("conditions", condition), plugin_description("extractors", extractor))
+        said = [d for d in (row_text(row, "condition_description", 200), row_text(row, "extractor_description", 200))
                 if d]
-        threat = plugin_attribute("extractors", extractor, "threat_model")
+        threat = row_text(row, "threat_model", 60)
         if threat:  # what the attacker needs: the reader compares attacks of one threat model
             said.append(f"threat model: {threat}")
         swept = _swept_names(row.get("swept"))
@@ -682,7 +649,7 @@ def metric_entries(table: pd.DataFrame, order: list[str], model_level: frozenset
         bands = part.drop_duplicates(["band", "band_low", "band_high"]).sort_values("band_low", ascending=False)
         labels = [band_label(b.band, b.band_low, b.band_high) for b in bands.itertuples(index=False)]
         found = part["metric_description"].dropna() if "metric_description" in part else pd.Series(dtype=object)
-        description = cap(found.iloc[0], 200) if len(found) else plugin_description("metrics", metric)
+        description = cap(found.iloc[0], 200) if len(found) else ""
         if metric in model_level:
             description = f"{description} ({MODEL_LEGEND})" if description else MODEL_LEGEND
         unit = next((u for u in part["unit"] if isinstance(u, str)), None)
@@ -711,42 +678,27 @@ def _hit_text(hits: list[dict]) -> str:
 
 
 def diagnostics_lines(rows: pd.DataFrame, setup: str) -> list[str]:
-    """One compact line per attack and scale: the target hit rate, the classifier's held-out accuracy,
-    gradient alignment with the exact posterior and guidance strength by noise."""
+    """One compact line per attack and scale: the target hit rate (the runner's diagnostic), then
+    what the extractor's summary of its diagnostics says (``diagnostics_summary``: e.g. the
+    classifier's held-out accuracy, the guidance's alignment and strength by noise)."""
     if "diagnostics" not in rows:
         return []
     cells = rows[rows["setup"] == setup].drop_duplicates("config_hash")
     lines = []
     for (attack, scale), part in cells.groupby(["attack", "scale"], sort=True):
-        found = [d for d in part["diagnostics"] if isinstance(d, dict) and d]
-        if not found:
+        with_diagnostics = part[[isinstance(d, dict) and bool(d) for d in part["diagnostics"]]]
+        if with_diagnostics.empty:
             continue
         said = []
-        hits = [d["target_hit"] for d in found if isinstance(d.get("target_hit"), dict)]
+        hits = [d["target_hit"] for d in with_diagnostics["diagnostics"] if isinstance(d.get("target_hit"), dict)]
         if hits and (text := _hit_text(hits)):
             said.append(text)
-        classifier = found[0].get("classifier")
-        if isinstance(classifier, dict) and classifier.get("classifier") == "kernel":
-            said.append(f"classifier: the exact posterior of {cap(str(classifier.get('pool_images')), 12)} pool images "
-                        f"(bandwidth {cap(str(classifier.get('bandwidth')), 12)})")
-        accuracy = (classifier or {}).get("heldout", {}).get("accuracy") if isinstance(classifier, dict) else None
-        guide = found[0].get("guidance") if isinstance(found[0].get("guidance"), dict) else {}
-        for words, values, style in (("classifier held-out accuracy", accuracy, ".2f"),
-                                     ("gradient alignment with the exact posterior", guide.get("alignment"), ".2f"),
-                                     ("guidance strength", guide.get("strength"), ".3g")):
-            if text := _by_noise(values, style):
-                said.append(f"{words} by noise {text}")
+        # the extractor's own summary (``summarize_diagnostics``), of the first cell that has diagnostics
+        summary = with_diagnostics.iloc[0].get("diagnostics_summary")
+        said += [str(phrase) for phrase in summary] if isinstance(summary, list) else []
         if said:
             lines.append(cap(f"{attack} @ scale {scale}: " + "; ".join(said), 600))
     return lines
-
-
-def _by_noise(values, style: str) -> str:
-    """"0-100: 0.93, 100-300: 0.40": the numbers of a {band: value} diagnostic (None skipped)."""
-    if not isinstance(values, dict):
-        return ""
-    return ", ".join(f"{cap(k, 20)}: {v:{style}}" for k, v in list(values.items())[:8]
-                     if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 # ------------------------------------------------------------------------------------------

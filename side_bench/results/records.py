@@ -63,7 +63,7 @@ from side_bench.errors import BenchError, one_line
 if TYPE_CHECKING:  # imported when a file is first validated: the run folder's writers never need it
     import jsonschema
 
-ROW_SCHEMA_VERSION = 5
+ROW_SCHEMA_VERSION = 6
 MANIFEST_SCHEMA_VERSION = 1
 
 ROWS_FILE = "rows.jsonl"
@@ -181,12 +181,122 @@ def _row_4_to_5(row: dict) -> dict:
     return {**row, "cost": row.get("cost"), "schema_version": 5}
 
 
+# What the built-in plugins declared when rows began to carry it (schema version 6): rows written
+# before say only the components' names, and the page reads nothing but the result files. A
+# third-party component of an older row is left without (its legend says only its name).
+LEGACY_CONDITION_DESCRIPTIONS = {
+    "informative": "the data set's true labels (digit class, identity), as in Carlini et al. 2023's Cond attack",
+    "none": "no labels: the unconditional target, as in Carlini et al. 2023's UnCond attack",
+    "random": "C random labels per training image, fixed by the seed (Gu et al. 2023)",
+    "surrogate": "SIDE's surrogate labels: clusters of the target model's own generations (Chen et al. 2024, "
+                 "arXiv 2410.02467)",
+    "unique": "one label per training image (Gu et al. 2023)",
+}
+LEGACY_EXTRACTORS = {  # name -> (description, threat model)
+    "classifier-guidance": ("DDIM guided by an ordinary classifier trained on clean images (Carlini et al. 2023, "
+                            "Cond)", "white-box"),
+    "finextract": ("FineXtract: DDIM guided by the fine-tuned minus the pre-trained model, eps_pre + w (eps_ft - "
+                   "eps_pre) (Wu et al. 2025)", "white-box + base model"),
+    "sample": ("plain DDIM sampling of the target (Carlini et al. 2023, UnCond)", "black-box"),
+    "side": ("SIDE: DDIM guided by a time-dependent classifier p(c | x_t, t) (Chen et al. 2024, arXiv 2410.02467)",
+             "white-box"),
+    "side-exact": ("SIDE with an exact classifier: p_theta(x | c), c uniform over the kept surrogate clusters, by "
+                   "rejection from unguided samples (the bound for side at lambda 1)", "black-box"),
+}
+LEGACY_RANKERS = {  # the built-in rankers' traits (which of them ran is in the per-candidate records)
+    "base-gu": {"attacker": False, "prefix_invariant": True},
+    "clique": {"attacker": True, "prefix_invariant": False},
+    "denoise-loss": {"attacker": True, "prefix_invariant": True},
+    "finextract-clusters": {"attacker": True, "prefix_invariant": False},
+}
+LEGACY_METRIC_DESCRIPTIONS = {  # for rows written without metric_description (early versions)
+    'ams': ('average memorization score: share of candidates whose nearest training image is in the '
+            'band'),
+    'base-copies': ("share of candidates that copy the base model's training images (Gu ratio < 1/3 against "
+                    'them)'),
+    'canary-precision-at-k': "share of a ranker's top k candidates that copy a canary",
+    'canary-recall': 'canaries of a duplication count copied by at least one candidate, out of those planted',
+    'canary-share': 'share of the copies whose copied training image is a canary',
+    'carlini-l2': ('Carlini et al.: share of candidates with l2 to NN1 / (alpha x mean l2 to the 50 nearest) <'
+                   ' delta'),
+    'flagged-distinct': "distinct training images among a ranker's flagged candidates that are copies",
+    'gu-ratio': 'Gu et al.: share of candidates with pixel distance ratio NN1/NN2 < 1/3',
+    'loss': ('membership inference, the loss attack ||eps - eps_theta(x_t, t)||^2 (t = 100): members '
+             '(training images) vs held-out non-members, ROC AUC or TPR at 1% / 0.1% FPR (setting '
+             'report)'),
+    'memorization-divergence': 'memorization divergence KL(q_eps || p_theta), nats per image (smaller = more memorization)',
+    'non-canary-rate': 'share of candidates that copy a training image other than a canary',
+    'p95': "95th percentile of each candidate's best similarity to the training set",
+    'pia': ('membership inference, PIA (Kong et al. 2024), ||eps_theta(x,0) - eps_theta(x_t,t)||_4^4 (t'
+            ' = 200): members (training images) vs held-out non-members, ROC AUC or TPR at 1% / 0.1% '
+            'FPR (setting report)'),
+    'pian': ("membership inference, PIAN (Kong et al. 2024), PIA with eps_0 rescaled to a normal's scale"
+             ' (t = 200): members (training images) vs held-out non-members, ROC AUC or TPR at 1% / 0.1%'
+             ' FPR (setting report)'),
+    'precision-at-k': "share of copies (Gu ratio < 1/3) among a ranker's top k (k = 0: those it flags)",
+    'ranker-auc': "ROC AUC of a ranker's score for 'is a copy' (Gu ratio < 1/3)",
+    'secmi': ('membership inference, SecMI (Duan et al. 2023), DDIM round trip at t_sec = 100 by 10: '
+              'members (training images) vs held-out non-members, ROC AUC or TPR at 1% / 0.1% FPR '
+              '(setting report)'),
+    'sima': ('membership inference, SimA (Rao et al. 2025), ||eps_theta(x, t)||_4^4 of the clean image '
+             '(t = 100): members (training images) vs held-out non-members, ROC AUC or TPR at 1% / 0.1% '
+             'FPR (setting report)'),
+    'ums': ('unique memorization score: distinct training images within the band of some candidate, / '
+            'N_G'),
+}
+LEGACY_ALIASES = {"uncond": "none", "true-labels": "informative", "random-labels": "random",
+                  "uncond-sample": "sample", "cond": "classifier-guidance", "fine-xtract": "finextract",
+                  "divergence": "memorization-divergence", "membership-loss": "loss", "percentile-95": "p95",
+                  "gu": "gu-ratio", "carlini": "carlini-l2", "precision": "precision-at-k",
+                  "canary-precision": "canary-precision-at-k"}
+# the built-in model-level metrics (and aliases), for rows written before ``model_level`` (schema 3)
+LEGACY_MODEL_LEVEL = frozenset({"memorization-divergence", "divergence", "loss", "membership-loss", "secmi", "pia",
+                                "pian", "sima"})
+
+
+def legacy_model_level(metric_name: str) -> bool:
+    """Whether a row written before ``model_level`` is a model-level metric's: the registered
+    metric's name (the cell config's ``metric_components`` maps a metric id to it) among the
+    built-in model-level metrics."""
+    return metric_name in LEGACY_MODEL_LEVEL
+
+
+def _row_5_to_6(row: dict) -> dict:
+    from side_bench.results.diagnostics import guidance_summary
+
+    condition = LEGACY_ALIASES.get(row.get("condition"), row.get("condition")) \
+        if isinstance(row.get("condition"), str) else None
+    extractor = LEGACY_ALIASES.get(row.get("extractor"), row.get("extractor")) \
+        if isinstance(row.get("extractor"), str) else None
+    description, threat = LEGACY_EXTRACTORS.get(extractor, (None, None))
+    described = row.get("metric_description")
+    if not isinstance(described, str) and isinstance(row.get("metric"), str):
+        described = LEGACY_METRIC_DESCRIPTIONS.get(LEGACY_ALIASES.get(row["metric"], row["metric"]))
+    return {**row, "schema_version": 6, "metric_description": described,
+            "condition_description": LEGACY_CONDITION_DESCRIPTIONS.get(condition),
+            "extractor_description": description, "threat_model": threat,
+            "rankers": {name: dict(traits) for name, traits in LEGACY_RANKERS.items()},
+            "diagnostics_summary": guidance_summary(row.get("diagnostics"))}
+
+
+def attack_fields(condition_traits, extractor_traits, ranker_traits: dict, diagnostics: dict) -> dict:
+    """A cell's fields that say what its attack is, for the page (which reads only result files):
+    the condition's and extractor's descriptions, the threat model, each ranker's traits, and
+    the extractor's own summary of the diagnostics (``summarize_diagnostics``)."""
+    summarize = extractor_traits.summarize_diagnostics
+    return {"condition_description": condition_traits.description,
+            "extractor_description": extractor_traits.description, "threat_model": extractor_traits.threat_model,
+            "rankers": {name: {"attacker": t.attacker, "prefix_invariant": t.prefix_invariant}
+                        for name, t in ranker_traits.items()},
+            "diagnostics_summary": [str(line) for line in summarize(diagnostics)] if summarize is not None else []}
+
+
 def _manifest_0_to_1(manifest: dict) -> dict:
     return {"finished": None, "cells": [], **manifest, "schema_version": 1}
 
 
 ROW_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _row_0_to_1, 1: _row_1_to_2, 2: _row_2_to_3, 3: _row_3_to_4,
-                                                  4: _row_4_to_5}
+                                                  4: _row_4_to_5, 5: _row_5_to_6}
 MANIFEST_UPGRADES: dict[int, Callable[[dict], dict]] = {0: _manifest_0_to_1}
 
 
@@ -222,16 +332,17 @@ METRIC_FIELDS = ("metric", "band", "band_low", "band_high", *VALUE_FIELDS, "dire
                  "metric_description", "metric_settings", *(f"null_{key}" for key in NULL_FIELDS))
 
 
-def metric_row(name: str, band, value, metric) -> dict:
-    """One metric's value (a checked ``MetricValue``) on one band (or None), and what the metric is."""
+def metric_row(name: str, band, value, traits) -> dict:
+    """One metric's value (a checked ``MetricValue``) on one band (or None), and what the metric is
+    (its ``hookspecs.MetricTraits``)."""
     return {
         "metric": name,
         "band": band.name if band else None,
         "band_low": band.low if band else None,
         "band_high": band.high if band else None,
         **{key: getattr(value, key) for key in VALUE_FIELDS},
-        "direction": getattr(metric, "direction", "higher"),
-        "unit": getattr(metric, "unit", None),
+        "direction": traits.direction,
+        "unit": traits.unit,
     }
 
 
@@ -242,14 +353,15 @@ def with_null(rows: list[dict], null_rows: list[dict]) -> list[dict]:
             for row in rows]
 
 
-def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metrics: dict,
+def cell_rows(cell_fields: dict, rows: list[dict], null_rows: list[dict], metric_traits: dict,
               metric_settings: dict) -> list[dict]:
     """A cell's result rows: its own fields, then each metric row with its null baseline, the
     metric's description, the settings it ran with (``metric_settings``: name -> table) and
-    whether it measures the target model (``model_level``: the metric's ``needs_model``)."""
-    return [{**cell_fields, **row, "metric_description": getattr(metrics[row["metric"]], "description", None),
+    whether it measures the target model (``model_level``: the metric's ``needs_model``), from
+    ``metric_traits`` (name -> its ``hookspecs.MetricTraits``, ``registry.traits_of``)."""
+    return [{**cell_fields, **row, "metric_description": metric_traits[row["metric"]].description,
              "metric_settings": metric_settings.get(row["metric"], {}),
-             "model_level": bool(getattr(metrics[row["metric"]], "needs_model", False))}
+             "model_level": metric_traits[row["metric"]].needs_model}
             for row in with_null(rows, null_rows)]
 
 

@@ -33,6 +33,7 @@ import torch
 
 from side_bench.errors import BenchError
 from side_bench.hookspecs import DataSplit
+from side_bench.registry import traits_of
 
 MAX_COUNT = 100_000  # copies of one canary; beyond it a suite is a typo
 SPARE = 2  # the pool asked for holds SPARE x the canaries needed, for skipped duplicates
@@ -117,10 +118,11 @@ class PlantedCanaries:
 
 def _pool(dataset, split: DataSplit, scale: int, seed: int, n: int, name: str):
     """(images, labels | None, source): at least ``n`` images outside the scale's and held-out sets."""
-    if hasattr(dataset, "canary_pool"):
-        images, labels = dataset.canary_pool(scale, seed, n)
+    traits = traits_of("datasets", dataset)
+    if traits.canary_pool is not None:
+        images, labels = traits.canary_pool(scale, seed, n)
         return images, labels, "canary_pool"
-    available = getattr(dataset, "max_scale", None)
+    available = traits.max_scale
     larger = scale + n if available is None else min(scale + n, available)
     if larger <= scale:
         raise BenchError(f"canaries: dataset {name!r} holds no image outside scale {scale} and its held-out "

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from side_bench.errors import BenchError
-from side_bench.registry import Registry, load_registry
+from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.run.prepared import PreparedRun, prepare_run
 from side_bench.run.suite import canonical_hash, cell_model
 
@@ -89,7 +89,7 @@ def plan(suite: str | PreparedRun, *, device: str = "cpu", results_dir: str | Pa
     suite_obj, cells, store, registry = prepared.suite, prepared.cells, prepared.store, prepared.registry
     heldout = suite_obj.dataset.settings.get("heldout", 0) if isinstance(suite_obj.dataset.settings, dict) else 0
     heldout = heldout if isinstance(heldout, int) and not isinstance(heldout, bool) else 0
-    if isinstance(getattr(suite_obj, "heldout_size", None), int):  # what the data set says it holds out
+    if isinstance(suite_obj.heldout_size, int):  # what the data set says it holds out (DatasetTraits)
         heldout = suite_obj.heldout_size
     nulls: set[int] = set()
     seen_models: set[str] = set()
@@ -192,9 +192,8 @@ def whole_cell_rankers(suite_obj, registry: Registry | None = None) -> list[str]
     """The suite's attacker rankers whose score of a candidate depends on the others (not
     ``prefix_invariant``; ``attacker`` False ones are never compared)."""
     registry = registry or load_registry()
-    components = [(spec.name, registry.get("rankers", spec.name).component) for spec in getattr(suite_obj, "rankers", [])]
-    return [name for name, component in components
-            if getattr(component, "attacker", True) and not getattr(component, "prefix_invariant", False)]
+    declared = [(spec.name, registry.get("rankers", spec.name).traits) for spec in getattr(suite_obj, "rankers", [])]
+    return [name for name, traits in declared if traits.attacker and not traits.prefix_invariant]
 
 
 def _guessed_cost(extractor_settings: dict, n: int) -> dict:
@@ -211,9 +210,10 @@ def _guessed_cost(extractor_settings: dict, n: int) -> dict:
 
 def _planned_cost(extractor, n: int, name: str) -> dict | None:
     """The extractor's own ``planned_cost(n)`` (hookspecs.Extractor), checked; None without one."""
-    if not hasattr(extractor, "planned_cost"):
+    planned_cost = traits_of("extractors", extractor).planned_cost
+    if planned_cost is None:
         return None
-    cost = extractor.planned_cost(n)
+    cost = planned_cost(n)
     evals = cost.get("unet_evals") if isinstance(cost, dict) else None
     if not isinstance(evals, (int, float)) or isinstance(evals, bool) or evals < 0:
         raise BenchError(f"extractor {name!r}: planned_cost({n}) must return a dict with a non-negative "
@@ -284,7 +284,7 @@ def feature_dim(suite_obj, registry: Registry | None = None) -> int:
     settings = suite_obj.dataset.settings if isinstance(suite_obj.dataset.settings, dict) else {}
     channels = settings.get("channels")  # a setting (image-folder), else the class attribute
     if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-        channels = int(getattr(registration.component, "channels", 3))
+        channels = registration.traits.channels
     return channels * size * size
 
 

@@ -21,12 +21,12 @@ from side_bench import cost
 from side_bench.contracts import check_candidates, check_diagnostics, check_ranking
 from side_bench.errors import BenchError, use_deterministic_kernels
 from side_bench.errors import resolve_device as _resolve
-from side_bench.hookspecs import RunContext, no_progress
+from side_bench.hookspecs import ModelContext, RunContext, no_progress
 from side_bench.machine import describe as describe_device
-from side_bench.registry import Registry, load_registry
+from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.results.candidates import cell_file, null_file, write_scores
 from side_bench.results.gallery import write_gallery
-from side_bench.results.records import ROW_SCHEMA_VERSION, cell_rows, with_null
+from side_bench.results.records import ROW_SCHEMA_VERSION, attack_fields, cell_rows, with_null
 from side_bench.results.store import atomic_write, default_cache_dir, failure_record
 from side_bench.run import canaries
 from side_bench.run.prepared import (  # noqa: F401 (auto_workers, cpu_cores, set_workers: the runner's API)
@@ -39,7 +39,7 @@ from side_bench.run.prepared import (  # noqa: F401 (auto_workers, cpu_cores, se
 )
 from side_bench.run.suite import Cell, canonical_hash, cell_model
 from side_bench.scoring import stats
-from side_bench.scoring.rows import metric_rows, score_images
+from side_bench.scoring.rows import metric_rows, model_metric_rows, score_images
 from side_bench.scoring.scores import Band, Reference, to_unit
 
 
@@ -122,10 +122,11 @@ class CellRunner:
             name = config["dataset"]["name"]
             dataset = self.registry.build("datasets", name, config["dataset"]["settings"])
             split, planted = dataset.load(config["scale"], config["seed"]), None
-            if hasattr(dataset, "split_files"):  # which files were trained on and which held out
+            split_files = traits_of("datasets", dataset).split_files
+            if split_files is not None:  # which files were trained on and which held out
                 path = Path(self.run_dir) / "data" / f"{config['scale']}-{config['seed']}.json"
                 if not path.exists():  # the same for every cell of the scale and seed
-                    files = dataset.split_files(config["scale"], config["seed"])
+                    files = split_files(config["scale"], config["seed"])
                     atomic_write(path, json.dumps({"dataset": name, "scale": config["scale"], "seed": config["seed"],
                                                    **files}, indent=1) + "\n")
             if spec is not None:
@@ -177,7 +178,7 @@ class CellRunner:
             scores.ranker_scores = {name: values for name, (values, _) in rankings.items()}
             scores.ranker_thresholds = {name: threshold for name, (_, threshold) in rankings.items()}
             scores.draws = spent.pop("draw_of")
-            rows = metric_rows(scores, {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)},
+            rows = metric_rows(scores, {n: m for n, m in metrics.items() if not traits_of("metrics", m).needs_model},
                                bands, who)
         with timer("model-metrics"):
             rows += self._model_rows(model_key, metrics, who, target, data, ctx)
@@ -222,8 +223,12 @@ class CellRunner:
             "plugins": config.get("plugins", {}), "diagnostics": diagnostics, "gallery": gallery,
             "candidates_file": candidates_file, "null_candidates_file": null_candidates_file,
             "hits_truncated": scores.hits_truncated, "cost": spent,
+            **attack_fields(traits_of("conditions", condition), traits_of("extractors", extractor),
+                            {name: registry.get("rankers", name).traits for name in rankings},
+                            diagnostics),
         }
-        return cell_rows(cell_fields, rows, null_rows, metrics, config.get("metric_settings", {}))
+        return cell_rows(cell_fields, rows, null_rows, {n: traits_of("metrics", m) for n, m in metrics.items()},
+                         config.get("metric_settings", {}))
 
     def model_of(self, cell: Cell) -> str | None:
         """A key naming the target model the cell trains or loads, from its config alone (the
@@ -291,14 +296,13 @@ class CellRunner:
         """
         rows = []
         for name, metric in metrics.items():
-            if not getattr(metric, "needs_model", False):
+            if not traits_of("metrics", metric).needs_model:
                 continue
             key = canonical_hash([model_key, name, getattr(metric, "settings", None).__repr__(), ctx.seed])
             if key not in self._model_metric_rows:
-                scores = ModelOnlyScores(model=ModelContext(target=target, train=data.train, ctx=ctx,
-                                                            train_labels=self._target_labels.get(model_key),
-                                                            heldout=data.heldout))
-                self._model_metric_rows[key] = metric_rows(scores, {name: metric}, [], who)
+                model = ModelContext(target=target, train=data.train, ctx=ctx,
+                                     train_labels=self._target_labels.get(model_key), heldout=data.heldout)
+                self._model_metric_rows[key] = model_metric_rows(model, {name: metric}, who)
             rows += self._model_metric_rows[key]
         return rows
 
@@ -374,23 +378,6 @@ def build_metrics(registry: Registry, config: dict) -> dict:
             for name in config["metrics"]}
 
 
-@dataclass
-class ModelOnlyScores:
-    """What a model-level metric gets: the model context, no candidates."""
-
-    model: object
-    n_candidates: int = 0
-
-
-@dataclass
-class ModelContext:
-    """What a model-level metric (``needs_model``) gets as ``scores.model`` in a fresh run."""
-
-    target: object  # hookspecs.TargetModel
-    train: torch.Tensor  # the training images in [-1, 1]
-    ctx: RunContext
-    train_labels: torch.Tensor | None = None  # the labels the target was trained with (random ones for 'random')
-    heldout: torch.Tensor | None = None  # the held-out images in [-1, 1]: membership metrics' non-members
 
 
 def run_suite(suite: str = "quickstart", *, device: str = "cpu", results_dir: str | Path = "results",

@@ -19,7 +19,7 @@ from typing import Any
 import tomllib
 
 from side_bench.errors import BenchError
-from side_bench.registry import Registry, settings_dict
+from side_bench.registry import Registry, settings_dict, traits_of
 from side_bench.run.canaries import CanarySpec, parse_canaries
 from side_bench.scoring.knn import check_backend, faiss_available, resolve_backend
 from side_bench.scoring.scores import Band, make_bands
@@ -214,7 +214,7 @@ def _attack_grid(attack: dict, scales: list[int], seeds: list[int], at: str) -> 
 def _check_band_range(bands: list[Band], features_name: str, features_object, where: str) -> None:
     """Band edges must lie in the similarity's range (a features plugin may declare
     ``similarity_range``; else [-1, 1]: cosine's range, and l2 similarity is at most 1)."""
-    low, high = getattr(features_object, "similarity_range", None) or SIMILARITY_RANGE
+    low, high = traits_of("features", features_object).similarity_range or SIMILARITY_RANGE
     for band in bands:
         for edge in band.edges:
             if not low <= edge <= high:
@@ -234,7 +234,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     # Build each component once now, so bad names and settings fail before any work.
     dataset_object = _build_dataset(registry, dataset, where)
     model_object = registry.build("models", model.name, model.settings, f"{where}: [model]")
-    declared = model_object.declared_target() if hasattr(model_object, "declared_target") else None
+    declare = traits_of("models", model_object).declared_target
+    declared = declare() if declare is not None else None
     _check_shapes(dataset, dataset_object, model, declared, where)
     canaries = parse_canaries(raw.get("canaries"), where)
     features_object = registry.build("features", features.name, features.settings, f"{where}: features")
@@ -257,15 +258,15 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
     n_generations = _generations_per_scale(raw["n_generations"], scales, where)
     warnings = _null_warnings(dataset_object, headline, metrics, metric_settings, metric_components,
                               n_generations, registry, where)
-    if declared is not None and getattr(dataset_object, "fixed_scale", None) is None:
+    data_traits = traits_of("datasets", dataset_object)
+    if declared is not None and data_traits.fixed_scale is None:
         # a model trained elsewhere, scored against a subset the data set picked by seed
         warnings.append(f"{where}: [dataset] {dataset.name!r} picks each scale's training set itself (a seed-fixed "
                         f"subset), but [model] {model.name!r} was trained elsewhere: the images scored against, and "
                         "held out, are that subset, not necessarily the model's training images (image-folder: name "
                         "them with train and heldout)")
-    check = getattr(dataset_object, "check", None)
-    if check is not None:  # last: it may read every image, and everything cheap has passed
-        _with_suite_path(check, where)
+    if data_traits.check is not None:  # last: it may read every image, and everything cheap has passed
+        _with_suite_path(data_traits.check, where)
     return Suite(
         name=raw["name"], path=path, description=raw.get("description", ""),
         dataset=ComponentSpec(dataset.name, settings_dict(dataset_object) or dataset.settings),
@@ -276,8 +277,8 @@ def parse_suite(raw: dict[str, Any], path: str, registry: Registry) -> Suite:
         n_generations=n_generations, knn_backend=knn_backend,
         gallery_size=raw.get("gallery_size", 8), raw=copy.deepcopy(raw), plugins=named.plugins, headline=headline,
         canaries=canaries, model_per_scale=model_per_scale, warnings=warnings,
-        data_note=str(getattr(dataset_object, "data_note", "") or ""),
-        heldout_size=getattr(dataset_object, "heldout_size", None),
+        data_note=data_traits.data_note or "",
+        heldout_size=data_traits.heldout_size,
     )
 
 
@@ -380,7 +381,7 @@ def _parse_attacks(entries: list, scales: list[int], seeds: list[int], declared,
         grid = _attack_grid(attack, scales, seeds, at)
         for name, condition_settings, extractor_settings, swept in _expand_sweep(attack, at):
             condition = registry.build("conditions", condition_name, condition_settings, f"{at}: condition_settings")
-            if declared is not None and hasattr(condition, "check_target"):
+            if declared is not None and traits_of("conditions", condition).check_target is not None:
                 try:
                     condition.check_target(declared)
                 except BenchError as error:
@@ -432,7 +433,7 @@ def _check_canary_metrics(metrics: list[str], metric_settings: dict, metric_comp
     """A metric that needs planted canaries is listed only with a ``canaries`` table."""
     for label in metrics:
         metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
-        if getattr(metric, "needs_canaries", False) and canaries is None:
+        if traits_of("metrics", metric).needs_canaries and canaries is None:
             raise BenchError(f"{where}: metrics.{label}: needs planted canaries; add a top-level "
                              "canaries = { counts = [...], per_count = N } or drop the metric")
 
@@ -440,12 +441,12 @@ def _check_canary_metrics(metrics: list[str], metric_settings: dict, metric_comp
 def _check_scales(scales: list[int], dataset_object, dataset_name: str, canaries, where: str) -> None:
     """The scales the data set can give: its one fixed scale, or at most its training images
     (with the canaries beside them)."""
-    fixed = getattr(dataset_object, "fixed_scale", None)
+    fixed = traits_of("datasets", dataset_object).fixed_scale
     if fixed is not None and scales != [fixed]:
         raise BenchError(f"{where}: scales: dataset {dataset_name!r} takes one scale, {fixed}: the size of the "
                          f"training set it names (every training image is scored against); got "
                          f"{', '.join(map(str, scales))}")
-    available = getattr(dataset_object, "max_scale", None)
+    available = traits_of("datasets", dataset_object).max_scale
     if available is None:
         return
     for scale in scales:
@@ -492,8 +493,8 @@ def _build_dataset(registry: Registry, dataset: ComponentSpec, where: str):
 def _check_shapes(dataset: ComponentSpec, dataset_object, model: ComponentSpec, declared, where: str) -> None:
     """The data set's images (``image_shape``) must be what the model makes (its declaration's
     ``image_shape``, from a checkpoint's config), when both say: else every cell would fail."""
-    data_shape = getattr(dataset_object, "image_shape", None)
-    model_shape = getattr(declared, "image_shape", None)
+    data_shape = traits_of("datasets", dataset_object).image_shape
+    model_shape = declared.image_shape if declared is not None else None
     if data_shape is None or model_shape is None or tuple(data_shape) == tuple(model_shape):
         return
     channels, height, _ = model_shape
@@ -510,14 +511,14 @@ def _null_warnings(dataset_object, headline: str, metrics: list[str], metric_set
     show, in the best case of a null of 0, is above ``MIN_SHOWABLE_RATE`` and the held-out
     set is the smaller sample of the test (fewer images than N_G; when N_G is the smaller, as
     in a tiny test suite, more generations are what would help, and the dry run shows N_G)."""
-    held = getattr(dataset_object, "heldout_size", None)
-    if not isinstance(held, int) or isinstance(held, bool) or held < 1:
+    held = traits_of("datasets", dataset_object).heldout_size
+    if held is None or held < 1:
         return []
 
     def candidate_rate(label: str) -> bool:  # a share of the candidates, higher = more memorization
         metric = registry.build("metrics", metric_components.get(label, label), metric_settings[label])
-        return (getattr(metric, "unit", None) == "rate" and getattr(metric, "direction", "higher") != "lower"
-                and not getattr(metric, "needs_model", False))
+        traits = traits_of("metrics", metric)
+        return traits.unit == "rate" and traits.direction != "lower" and not traits.needs_model
 
     headline_metric = headline.partition(":")[0]
     rate = next((label for label in dict.fromkeys([headline_metric, *metrics])

@@ -44,7 +44,7 @@ from typing import Any
 import pandas as pd
 
 from side_bench.errors import BenchError
-from side_bench.registry import Registry, load_registry
+from side_bench.registry import Registry, load_registry, traits_of
 from side_bench.results.cache import MANIFEST, entry_problem, read_manifest
 from side_bench.results.records import read_cell_record, read_json
 from side_bench.results.records import read_manifest as read_run_manifest
@@ -162,7 +162,7 @@ class TargetPlanner:
 def _loader(registry: Registry, spec: dict, where: str):
     """The model component, which must be able to load a saved target (``load_cached``)."""
     model = registry.build("models", spec["name"], spec["settings"])
-    if not callable(getattr(model, "load_cached", None)):
+    if traits_of("models", model).load_cached is None:
         raise BenchError(f"{where}: model {spec['name']!r} has no load_cached (hookspecs.Model): its targets "
                          "cannot be exported to a pack or run from one")
     return model

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from side_bench.errors import BenchError
+from side_bench.registry import traits_of
 from side_bench.results.candidates import load_scores
 from side_bench.results.records import (
     METRIC_FIELDS,
@@ -114,7 +115,7 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
     components = (config or {}).get("metric_components") or {}
     metrics = {name: registry.build("metrics", components.get(name, name), settings.get(name, {})) for name in names}
     who = {name: registry.get("metrics", components.get(name, name)).describe() for name in metrics}
-    model_level = [name for name, metric in metrics.items() if getattr(metric, "needs_model", False)]
+    model_level = [name for name, metric in metrics.items() if traits_of("metrics", metric).needs_model]
     if model_level and bands is not None and metric_names:
         raise BenchError(f"--metrics: {', '.join(model_level)} need the target model; rescore cannot recompute them")
     recomputable = {name: metric for name, metric in metrics.items() if name not in model_level}
@@ -127,7 +128,8 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
         raise BenchError(f"{where}: {error}") from None
     kept = [r for r in rows if r["metric"] in model_level]  # copied as they were
     cell_fields = {k: v for k, v in first.items() if k not in METRIC_FIELDS}
-    new_rows = cell_rows(cell_fields, fresh, fresh_null, metrics, settings) + \
+    new_rows = cell_rows(cell_fields, fresh, fresh_null, {n: traits_of("metrics", m) for n, m in metrics.items()},
+                         settings) + \
         [{**cell_fields, **{k: r.get(k) for k in METRIC_FIELDS}} for r in kept]
     config_hash = first["config_hash"]
     if config is not None:

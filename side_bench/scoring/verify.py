@@ -52,6 +52,7 @@ from pathlib import Path
 import pandas as pd
 
 from side_bench.errors import BenchError, one_line
+from side_bench.registry import traits_of
 
 VALUE_TOLERANCE = 1e-9  # absolute, on values recomputed from the same stored float64 records
 INTERVAL_TOLERANCE = 1e-6  # absolute, on interval bounds and standard errors (root finding, scipy versions)
@@ -436,10 +437,11 @@ class RunVerifier:
                 metrics[name] = self.registry.build("metrics", components.get(name, name), settings.get(name, {}),
                                                     f"config.metric_settings.{name}")
                 who[name] = registration.describe()
-            recomputable = {n: m for n, m in metrics.items() if not getattr(m, "needs_model", False)}
+            recomputable = {n: m for n, m in metrics.items() if not traits_of("metrics", m).needs_model}
             fresh = metric_rows(scores, recomputable, bands, who)
             fresh_null = metric_rows(null_scores, recomputable, bands, who)
-            expected = cell_rows({}, fresh, fresh_null, metrics, settings)
+            expected = cell_rows({}, fresh, fresh_null, {n: traits_of("metrics", m) for n, m in metrics.items()},
+                                 settings)
         except (BenchError, TypeError, ValueError, KeyError) as error:
             for number, row in numbered:
                 self.add("rows.jsonl", number, _label(row), "values", "failed",
@@ -449,7 +451,7 @@ class RunVerifier:
         for number, row in numbered:
             label = _label(row)
             metric = metrics.get(row["metric"])
-            if metric is not None and getattr(metric, "needs_model", False):
+            if metric is not None and traits_of("metrics", metric).needs_model:
                 problem = _model_level_interval(row)
                 self.add("rows.jsonl", number, label, "values", "failed" if problem else "skipped",
                          problem or "a model-level metric: it needs the target model, which a run folder does not "
