@@ -108,9 +108,13 @@ def test_the_ums_variance_by_hand():
     assert (value.count, value.n, value.value) == (3, 10, 0.3)
     assert value.se == pytest.approx(np.sqrt(variance) / 10, rel=1e-12)
     assert (value.ci_low, value.ci_high) == pytest.approx((0.3 - stats.Z * value.se, 0.3 + stats.Z * value.se))
-    # every image hit many times: nothing left to find, a point interval at the value
+    # every image hit ten times of 40: missed by another 40 with chance q = 0.75^40 = 1.0057e-5
+    # each (seen_missed), no image hit once (no cross terms): se sqrt(4 q (1 - q)) / 40 = 1.586e-4
     saturated = stats.distinct(np.arange(40), np.arange(40) % 4, 40, 4)
-    assert (saturated.value, saturated.ci_low, saturated.ci_high, saturated.se) == (0.1, 0.1, 0.1, 0.0)
+    q = 0.75**40
+    assert saturated.se == pytest.approx(np.sqrt(4 * q * (1 - q)) / 40, rel=1e-12)
+    assert saturated.se == pytest.approx(1.586e-4, rel=1e-3)
+    assert (saturated.value, saturated.ci_high) == (0.1, 0.1) and saturated.ci_low < 0.1
     # an image still unseen but none hit once: not exact (floor of one hit once), so no
     # z-test treats it as certain: 1 (1 - (1 - 1 / 41)^40) = 0.6283 - 0 cross terms
     unsure = stats.distinct(np.arange(40), np.arange(40) % 4, 40, 5)
@@ -118,6 +122,78 @@ def test_the_ums_variance_by_hand():
     # the interval never leaves [0, n_train / n]
     sparse = stats.distinct(np.array([0]), np.array([0]), 5, 100)
     assert sparse.ci_low == 0.0 and sparse.ci_high > sparse.value
+
+
+def lognormal_mixture(mass: float, sigma: float, k: int, neighbour: float = 0.3):
+    """(w, p) as ``mixture``, w_i at the k quantiles of a lognormal law (sd sigma of log w): a
+    few images copied tens of times more than the median one, the least down at one or two
+    hits, as in the digits runs near saturation (sorted hits 1, 4, 6, 6, ... median 23)."""
+    w = np.exp(sigma * sps.norm.ppf((np.arange(k) + 0.5) / k))[::-1]
+    w = w / w.sum() * mass
+    return w, w + neighbour * np.roll(w, 1)
+
+
+# N_G 4,096 candidates against 64-160 training images, lognormal sd 1 (the median image's
+# expected hits 19 / 14 / 11, the least's 1.9 / 1.2 / 0.8); masses set so that sum_i q_i, the
+# images expected missed, is 0.3, 1.0 and 3.0 (found with scipy's brentq)
+SATURATED = {
+    "64 images, 0.3 expected missed": (lognormal_mixture(0.36724, 1.0, 64), 4096),
+    "96 images, 1.0 expected missed": (lognormal_mixture(0.41246, 1.0, 96), 4096),
+    "160 images, 3.0 expected missed": (lognormal_mixture(0.53256, 1.0, 160), 4096),
+}
+
+
+@pytest.mark.parametrize("case", SATURATED)
+def test_the_ums_interval_covers_at_saturation(case):
+    # every training image hit in 73% / 38% / 5% of the repetitions, often with an image hit only
+    # once (435 / 346 / 48 of them), as in 24 of the 133 published rows that were a point at
+    # n_train / N_G. Without seen_missed (the unseen side alone): coverage 0.286 / 0.602 / 0.829,
+    # a point interval in 71% / 35% / 4% of the repetitions
+    (w, p), n = SATURATED[case]
+    k = len(w)
+    truth = float(np.sum(1 - (1 - p) ** n)) / n
+    rng = np.random.default_rng(4)
+    values, saturated, least = [], [], []
+    for _ in range(REPS):
+        rows, index = draw_hits(rng, w, 0.3, n)
+        values.append(stats.distinct(rows, index, n, k))
+        hits = np.bincount(np.unique(np.stack([rows, index]), axis=1)[1], minlength=k)
+        saturated.append(hits.min() > 0)
+        least.append(hits.min())
+    saturated, least = np.array(saturated), np.array(least)
+    assert all(v.ci_low <= v.value <= v.ci_high <= k / n for v in values)
+    # the regime is the one described: all images hit often, an image hit only once in some
+    assert saturated.mean() >= 0.03 and np.any(saturated & (least == 1)), case
+    # no point interval where an image was hit once or twice
+    assert all(v.ci_low < v.ci_high for v, m in zip(values, least, strict=True) if 1 <= m <= 2), case
+    lows, highs = [v.ci_low for v in values], [v.ci_high for v in values]
+    # measured: 0.998 / 0.956 / 0.976 (the saturated repetitions alone: 1.0 / 1.0 / 0.979).
+    # One-sided at saturation (cut at n_train / n), the interval there covers about always or
+    # never, so the floor is asserted, not the ceiling; mean se 1.38 / 1.15 / 1.15 of the spread
+    assert covered(lows, highs, truth) >= 0.93, case
+    assert covered(np.array(lows)[saturated], np.array(highs)[saturated], truth) >= 0.93, case
+    spread = np.std([v.value for v in values])
+    assert spread <= np.mean([v.se for v in values]) <= 2.5 * spread, case
+
+
+def test_the_seen_side_by_hand():
+    # 10 candidates, 4 images, all hit: image 0 by candidates 0-4 (5 hits), image 1 by 5 and 6,
+    # images 2 and 3 once each (by 7 and by 8; 9 hits nothing). q = (1 - k / 10)^10:
+    # 0.5^10 = 0.0009765625, 0.8^10 = 0.1073741824, 0.9^10 = 0.3486784401 (twice), so
+    # sum q (1 - q) = 0.0009756088 + 0.0958449674 + 2 x 0.2271017855 = 0.5510241472.
+    # Cross terms: 7 and 8 alone hit one image each, 0.9 (0 - 2 x 1 / 10) = -0.18. D = 4.
+    hits = np.array([5, 2, 1, 1])
+    assert stats.seen_missed(hits, 10) == pytest.approx(0.5510241472, abs=1e-10)
+    rows = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8])
+    index = np.array([0, 0, 0, 0, 0, 1, 1, 2, 3])
+    assert stats.distinct_variance(rows, index, 10, 4) == pytest.approx(0.5510241472 - 0.18, abs=1e-10)
+    value = stats.distinct(rows, index, 10, 4)
+    assert value.se == pytest.approx(np.sqrt(0.3710241472) / 10, rel=1e-9)
+    assert (value.ci_low, value.ci_high) == pytest.approx((0.4 - stats.Z * value.se, 0.4))
+    # an image hit by every candidate is certain: a point interval
+    assert stats.seen_missed(np.array([10, 10]), 10) == 0.0
+    certain = stats.distinct(np.repeat(np.arange(10), 2), np.tile([0, 1], 10), 10, 2)
+    assert (certain.ci_low, certain.ci_high, certain.se) == (0.2, 0.2, 0.0)
 
 
 BETAS = ((40.0, 2.0), (8.0, 4.0))  # copies near 1 (weight 0.3), the rest around 0.67
