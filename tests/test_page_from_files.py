@@ -4,6 +4,7 @@ summary of its diagnostics), older rows are upgraded to say it, and no plugin is
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import side_bench.registry
@@ -72,8 +73,8 @@ def test_a_page_built_with_other_versions_of_the_plugins_equals_the_page_built_w
                                                                                         monkeypatch):
     """What the plugins declare now (descriptions, threat model, rankers' traits, the diagnostics
     summary) is not what the page shows: the rows say what they declared when the cells ran.
-    (The cost section's copy criterion is still the installed metric's ``memorized``: the
-    per-candidate decisions are not stored; see test below for a page without it.)"""
+    (The cost section's copy criterion: the per-candidate records store each metric's
+    decisions, tested below.)"""
     _, run_dir = fresh_run
     formats = ("md", "html", "json", "csv")
     with_them = pages([run_dir], tmp_path / "with", formats)
@@ -93,6 +94,58 @@ def test_a_page_built_with_other_versions_of_the_plugins_equals_the_page_built_w
         monkeypatch.setattr(registry.get(kind, name).component, trait, value, raising=False)
     assert side_bench.registry.load_registry().get("extractors", "sample").traits.threat_model == "white-box"
     assert pages([run_dir], tmp_path / "other", formats) == with_them
+
+
+def copies_of(run_dir: Path) -> dict:
+    from side_bench.results.candidates import stored_copies
+
+    return {p.name: stored_copies(p) for p in sorted((run_dir / "candidates").glob("*.parquet"))}
+
+
+def test_the_cells_records_store_each_metrics_copy_decisions(fresh_run):
+    """Every cell's records hold ams's decisions per band and gu-ratio's (the metrics with a
+    copy criterion; loss is model-level), equal to what the metrics decide on the stored scores;
+    the null baseline's hold none."""
+    from side_bench.results.candidates import load_scores
+    from side_bench.scoring.scores import Band
+    from side_bench_builtins.metrics import AMS, GuRatio
+
+    rows, run_dir = fresh_run
+    bands = {r["band"]: Band(r["band"], r["band_low"], r["band_high"]) for r in rows.to_dict("records")
+             if r["metric"] == "ams"}
+    stored = copies_of(run_dir)
+    cells = {name: s for name, s in stored.items() if not name.startswith("null-")}
+    assert len(cells) == rows["config_hash"].nunique() and all(s is None for n, s in stored.items()
+                                                               if n.startswith("null-"))
+    for name, copies in cells.items():
+        assert set(copies.decisions) == {("ams", b) for b in bands} | {("gu-ratio", None)}
+        assert copies.default == "ams"
+        scores = load_scores(run_dir / "candidates" / name)
+        assert (copies.decided("gu-ratio", None) == GuRatio.memorized(scores)).all()
+        for band in bands.values():
+            assert (copies.decided("ams", band.name) == AMS().memorized(scores, band)).all()
+    # the tiny targets copy: some decisions are true, so a changed criterion would show on the page
+    assert any(copies.decided("gu-ratio", None).any() for copies in cells.values())
+
+
+def test_the_cost_section_reads_the_stored_copy_decisions_not_the_metrics(fresh_run, tmp_path, monkeypatch):
+    """A run with measured cost: the page (its extraction-against-cost curves and equal-cost
+    table, by gu-ratio) is the same with the metrics' memorized changed, and with no plugin
+    installed at all."""
+    import side_bench_builtins.metrics as builtin_metrics
+
+    rows, run_dir = fresh_run
+    assert rows["cost"].map(lambda c: isinstance(c, dict) and c.get("measured")).all()
+    formats = ("md", "html", "json", "csv")
+    with_them = pages([run_dir], tmp_path / "with", formats)
+    assert "copies among the first k candidates" in with_them["leaderboard.md"].decode()
+    with monkeypatch.context() as patch:
+        everything = staticmethod(lambda scores, band=None: np.ones(scores.n_candidates, dtype=bool))
+        patch.setattr(builtin_metrics.GuRatio, "memorized", everything)
+        patch.setattr(builtin_metrics.AMS, "memorized", everything)
+        assert pages([run_dir], tmp_path / "changed", formats) == with_them
+    without_plugins(monkeypatch)
+    assert pages([run_dir], tmp_path / "without", formats) == with_them
 
 
 def test_a_published_run_folder_of_old_rows_reads_the_same_without_the_plugins(tmp_path, monkeypatch):

@@ -14,7 +14,9 @@ the fewest draws that hold the first k candidates (a run at N_G = k draws whole 
 ``extraction_curves``: per cell, against that cumulative cost (UNet-evaluation equivalents,
 ``cost.EQUIVALENTS``), the copies among the first k candidates and the distinct training
 images they copied, by one copy criterion: the headline metric's ``memorized`` (the suite's
-``headline``; gu-ratio where the headline metric decides nothing per candidate).
+``headline``; gu-ratio where the headline metric decides nothing per candidate), as the cell's
+records stored it when it was scored (version 3), else the installed metric's (older records;
+``compare.CopyRule``).
 
 ``equal_cost``: each attack's cell against the reference (Carlini et al.'s UnCond: condition
 ``none``, extractor ``sample``) on the same target model (model key, scale, seed) at the
@@ -132,12 +134,13 @@ class Records:
     def get(self, row: dict) -> CellRecord:
         key = (str(row.get("run_dir")), row["config_hash"])
         if key not in self._loaded:
-            from side_bench.results.candidates import load_scores
+            from side_bench.results.candidates import load_scores, stored_copies
 
             if not row.get("candidates_file"):
                 raise BenchError(f"{row.get('run_dir')}: {row['attack']} @ {row['scale']} has no per-candidate records")
-            scores = load_scores(Path(row["run_dir"]) / row["candidates_file"])
-            mask = self.rule.copies(scores)
+            path = Path(row["run_dir"]) / row["candidates_file"]
+            scores = load_scores(path)
+            mask = self.rule.copies(scores, stored_copies(path))  # as decided when scored, where stored
             prefix = total = None
             if measured(row):
                 prefix = prefix_costs(row["cost"], scores.draws, scores.n_candidates)

@@ -1,7 +1,9 @@
 """Which training images two attacks copied from the same target model: kept, lost, gained.
 
 A candidate is a copy when the metric named by ``by`` says so: its ``memorized(scores, band)``
-(hookspecs.MetricTraits), asked through the registry, so the core knows no metric's criterion.
+(hookspecs.MetricTraits), as the cell's per-candidate records stored it when the cell was scored
+(version 3), else asked of the installed metric through the registry (older records), so the
+core knows no metric's criterion.
 Without ``by``, the metric that declares itself the default copy criterion
 (``default_copy_criterion``; of the built-ins ``ams``: a best similarity in the chosen band);
 ``gu-ratio`` (alias ``gu``) counts one whose pixel distance ratio NN1/NN2 is below 1/3. The training
@@ -18,7 +20,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ import pandas as pd
 from side_bench.contracts import check_memorized
 from side_bench.errors import BenchError
 from side_bench.registry import traits_of
-from side_bench.results.candidates import load_scores
+from side_bench.results.candidates import StoredCopies, load_scores, stored_copies
 from side_bench.results.records import find_rows_files, read_rows_file
 from side_bench.scoring import stats
 from side_bench.scoring.scores import Band, CandidateScores
@@ -39,16 +42,31 @@ LEGACY_DEFAULT_BY = "band"
 
 @dataclass
 class CopyRule:
-    """What counts as a copy: a metric's ``memorized`` on a band (None for a metric without bands)."""
+    """What counts as a copy: a metric's ``memorized`` on a band (None for a metric without bands).
 
-    metric: Any
+    A cell's records written since version 3 hold each metric's decisions as it made them when
+    the cell was scored (``results/candidates.py``): those are read, and the metric's plugin is
+    built (``build``) only for records that hold none, as every record before them."""
+
+    name: str  # the metric as the rows name it
     band: Band | None
     label: str  # what counted as one, e.g. "ams in band high [0.93, 1.0]"
     who: str  # the metric and its plugin, for error messages
+    build: Callable[[], Any]  # the installed metric with the run's settings
+    _metric: Any = field(default=None, repr=False)
 
-    def copies(self, scores: CandidateScores) -> np.ndarray:
-        """Boolean mask over candidates: which are copies (checked against the contract)."""
-        return check_memorized(self.metric.memorized(scores, self.band), scores.n_candidates, self.who)
+    def copies(self, scores: CandidateScores, stored: StoredCopies | None = None) -> np.ndarray:
+        """Boolean mask over candidates: which are copies (the stored decisions, else the
+        installed metric's, checked against the contract)."""
+        if stored is not None and (self.name, self.band.name if self.band else None) in stored.decisions:
+            decided = stored.decided(self.name, self.band.name if self.band else None)
+            if len(decided) != scores.n_candidates:
+                raise BenchError(f"{stored.path}: {len(decided)} copy decisions of {self.name!r} for "
+                                 f"{scores.n_candidates} candidates")
+            return decided
+        if self._metric is None:
+            self._metric = self.build()
+        return check_memorized(self._metric.memorized(scores, self.band), scores.n_candidates, self.who)
 
 
 def default_copy_criterion(registry) -> str:
@@ -66,7 +84,11 @@ def default_copy_criterion(registry) -> str:
 def copy_rule(by: str | None, band: str, rows: list[dict]) -> CopyRule:
     """The metric ``by`` (a name or alias; None: ``default_copy_criterion``), built with the
     settings the run computed it with (its defaults when the run did not), and the band
-    ``band`` of the run when it uses bands."""
+    ``band`` of the run when it uses bands. Where every cell of ``rows`` stored its copy
+    decisions (``_stored_rule``) no plugin is asked."""
+    found = _stored_rule(by, band, rows)
+    if found is not None:
+        return found
     from side_bench.registry import load_registry
 
     registry = load_registry()
@@ -74,25 +96,77 @@ def copy_rule(by: str | None, band: str, rows: list[dict]) -> CopyRule:
         by = default_copy_criterion(registry)
     registration = registry.get("metrics", by, "--by")
     name = registration.name
-    ran_with = {json.dumps(r.get("metric_settings") or {}, sort_keys=True) for r in rows if r["metric"] == name}
-    if len(ran_with) > 1:
-        raise BenchError(f"--by {name}: the runs computed it with different settings ({'; '.join(sorted(ran_with))})")
-    settings = json.loads(ran_with.pop()) if ran_with else {}
+    settings = _ran_with(name, rows)
     metric = registry.build("metrics", name, settings, f"--by {name}")
     if traits_of("metrics", metric).memorized is None:
         able = [n for n in registry.names("metrics") if registry.get("metrics", n).traits.memorized is not None]
         raise BenchError(f"--by: metric {name!r} has no copy criterion (no memorized(scores, band)); "
                          f"metrics with one: {', '.join(able) or 'none'}")
+    band_obj = _band_of(band, rows) if traits_of("metrics", metric).uses_bands else None
+    return CopyRule(name, band_obj, _label(name, settings, band_obj), registration.describe(), lambda: metric)
+
+
+def _ran_with(name: str, rows: list[dict]) -> dict:
+    ran_with = {json.dumps(r.get("metric_settings") or {}, sort_keys=True) for r in rows if r["metric"] == name}
+    if len(ran_with) > 1:
+        raise BenchError(f"--by {name}: the runs computed it with different settings ({'; '.join(sorted(ran_with))})")
+    return json.loads(ran_with.pop()) if ran_with else {}
+
+
+def _band_of(band: str, rows: list[dict]) -> Band:
+    edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
+    if len(edges) != 1:
+        known = sorted({r["band"] for r in rows if r["band"]})
+        raise BenchError(f"--band: {band!r} is not a band of this run (found: {', '.join(known)})")
+    return Band(band, *edges.pop())
+
+
+def _label(name: str, settings: dict, band: Band | None) -> str:
     label = name + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
-    band_obj = None
-    if traits_of("metrics", metric).uses_bands:
-        edges = {(r["band_low"], r["band_high"]) for r in rows if r["band"] == band}
-        if len(edges) != 1:
-            known = sorted({r["band"] for r in rows if r["band"]})
-            raise BenchError(f"--band: {band!r} is not a band of this run (found: {', '.join(known)})")
-        band_obj = Band(band, *edges.pop())
-        label += f" in band {band} [{band_obj.low}, {band_obj.high}]"
-    return CopyRule(metric, band_obj, label, registration.describe())
+    return label + (f" in band {band.name} [{band.low}, {band.high}]" if band is not None else "")
+
+
+def _stored_rule(by: str | None, band: str, rows: list[dict]) -> CopyRule | None:
+    """The copy rule from the files alone, where every cell of ``rows`` with per-candidate
+    records stored its copy decisions (version 3): ``by`` as the rows name it (None: the metric
+    the records say was the default copy criterion), its settings and bands from the rows, and
+    whether it has a copy criterion from the records. None where the registry must decide as
+    before: a record without stored decisions, a name the rows do not hold (an alias), records
+    that disagree."""
+    held = []
+    for row in rows:
+        folder, relative = row.get("run_dir") or row.get("_run_dir"), row.get("candidates_file")
+        if folder is None or not relative:
+            continue
+        try:
+            held.append(stored_copies(Path(folder) / relative, read=False))
+        except (BenchError, OSError, ValueError, KeyError):
+            return None  # unreadable here: the registry path says so where it matters, as before
+    if not held or any(s is None for s in held):
+        return None
+    if by is None or by == LEGACY_DEFAULT_BY:
+        defaults = {s.default for s in held}
+        if len(defaults) != 1 or None in defaults:
+            return None
+        by = defaults.pop()
+    if by not in {r["metric"] for r in rows}:
+        return None
+    having = [by in s.metrics() for s in held]
+    if not any(having):
+        able = sorted(set().union(*(s.metrics() for s in held)))
+        raise BenchError(f"--by: metric {by!r} has no copy criterion (no memorized(scores, band)); "
+                         f"metrics with one: {', '.join(able) or 'none'}")
+    if not all(having):
+        return None
+    settings = _ran_with(by, rows)
+    band_obj = _band_of(band, rows) if any(isinstance(r.get("band"), str) and r["band"] for r in rows if r["metric"] == by) else None
+
+    def build():
+        from side_bench.registry import load_registry
+
+        return load_registry().build("metrics", by, settings, f"--by {by}")
+
+    return CopyRule(by, band_obj, _label(by, settings, band_obj), f"metric {by!r}", build)
 
 
 def compare_attacks(run_dir: str | Path | list[str | Path], attack_a: str, attack_b: str, *,
@@ -155,7 +229,7 @@ def _compare_cell(row_a: dict, row_b: dict, rule: CopyRule) -> dict:
         if not row.get("candidates_file"):
             raise BenchError(f"{run_dir}: {row['attack']} @ {row['scale']} has no per-candidate records; run it again")
         scores = load_scores(run_dir / row["candidates_file"])
-        mask = rule.copies(scores)
+        mask = rule.copies(scores, stored_copies(run_dir / row["candidates_file"]))
         copied = scores.nearest_index[mask]
         found.append((scores.n_candidates, int(mask.sum()), set(copied.tolist()), mask, scores.nearest_index,
                       scores.n_distinct))  # what can be copied: the distinct images

@@ -14,12 +14,21 @@ distinct images); ``schema/candidates.schema.json`` describes both. Values are f
 exact distances, so a band edge read back is decided as it was when scored; version-1
 files hold float32 and are read as those values), so 50,000 candidates take a few MB.
 Written atomically: a crash leaves the old file or none.
+
+Since version 3 a cell's table also holds each metric's copy decision per candidate
+(``memorized``, per band where the metric uses bands), one bool column ``copy:<metric>`` or
+``copy:<metric>:<band>`` each (Parquet packs them to a bit a candidate: about 400 bytes per
+column at 4,096 candidates), and the metadata's ``copies`` lists them: what the page's cost
+section and ``compare`` count as a copy is what the metric decided when the cell was scored,
+read without its plugin (``StoredCopies``). Older records have none: their readers ask the
+installed metric, as they always did. The null baseline's tables hold none (nothing reads them).
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +40,9 @@ from side_bench.results.store import atomic_write
 from side_bench.scoring.scores import HITS_CAP, CandidateScores
 
 CANDIDATES_DIR = "candidates"
-CANDIDATES_SCHEMA_VERSION = 2  # 2: float64 values, scored against distinct training images
+# 2: float64 values, scored against distinct training images; 3: a cell's copy decisions stored
+CANDIDATES_SCHEMA_VERSION = 3
+COPY_PREFIX = "copy:"
 METADATA_KEY = b"side_bench"
 RANKER_PREFIX = "rank_"
 FLOAT_COLUMNS = ("best_similarity", "second_similarity", "pixel_d1", "pixel_d2", "pixel_knn_mean")
@@ -66,6 +77,53 @@ def to_frame(scores: CandidateScores, seed: int) -> pd.DataFrame:
     return frame
 
 
+def copy_column(metric: str, band: str | None) -> str:
+    return COPY_PREFIX + metric + (f":{band}" if band is not None else "")
+
+
+@dataclass(frozen=True)
+class StoredCopies:
+    """The copy decisions a cell's records hold (version 3): {(metric, band or None): a bool
+    array over the candidates, or the reason the metric's ``memorized`` refused}; ``default``:
+    the metric that declared itself the default copy criterion when the cell was scored."""
+
+    decisions: dict
+    default: str | None
+    path: str
+
+    def metrics(self) -> set[str]:
+        return {metric for metric, _ in self.decisions}
+
+    def decided(self, metric: str, band: str | None) -> np.ndarray:
+        """The stored decisions of ``metric`` on ``band``; a ``BenchError`` naming the file where
+        the metric refused or has none for that band."""
+        found = self.decisions.get((metric, band))
+        if found is None:
+            held = ", ".join(sorted(f"{m}:{b}" if b else m for m, b in self.decisions)) or "none"
+            raise BenchError(f"{self.path}: no stored copy decisions of {metric!r}"
+                             + (f" in band {band!r}" if band else "") + f" (it holds: {held})")
+        if isinstance(found, str):
+            raise BenchError(f"{self.path}: {found}")
+        return found
+
+
+def _copies_metadata(decisions: dict | None, default: str | None) -> dict:
+    entries = []
+    for (metric, band), decided in (decisions or {}).items():
+        entry = {"metric": metric, "band": band}
+        if isinstance(decided, str):
+            entry["refused"] = decided
+        else:
+            entry["column"] = copy_column(metric, band)
+        entries.append(entry)
+    return {"copies": entries, "copy_default": default}
+
+
+def _copies_columns(decisions: dict | None) -> dict[str, np.ndarray]:
+    return {copy_column(metric, band): np.asarray(decided, dtype=bool)
+            for (metric, band), decided in (decisions or {}).items() if not isinstance(decided, str)}
+
+
 def duplicate_groups(distinct_of: np.ndarray) -> list[list[int]]:
     """The training indices of every distinct image with more than one copy, ascending (the
     first is the index the records name): a few entries, where the full map would be n_train."""
@@ -88,11 +146,11 @@ def distinct_from_groups(n_train: int, groups: list[list[int]]) -> tuple[np.ndar
     return distinct_of, np.bincount(distinct_of, minlength=len(representatives)).astype(np.int64)
 
 
-def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, config_hash: str | None) -> None:
-    """Write one table of per-candidate records atomically."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, config_hash: str | None,
+                 copies: dict | None = None, copy_default: str | None = None) -> None:
+    """Write one table of per-candidate records atomically. ``copies``: the cell's copy
+    decisions (``scoring.rows.copy_decisions``; None for the null baseline, which stores none),
+    ``copy_default``: the metric that declares itself the default copy criterion, if any."""
     metadata = {
         "schema_version": CANDIDATES_SCHEMA_VERSION, "kind": kind, "config_hash": config_hash,
         "n_train": scores.n_train, "knn_neighbours": scores.knn_neighbours, "hits_floor": scores.hits_floor,
@@ -104,12 +162,88 @@ def write_scores(path: Path, scores: CandidateScores, *, seed: int, kind: str, c
         representatives = scores.representatives
         metadata["canaries"] = [[int(representatives[j]), int(scores.canaries[j])]
                                 for j in np.flatnonzero(scores.canaries)]
+    if copies is not None:
+        metadata.update(_copies_metadata(copies, copy_default))
+    frame = to_frame(scores, seed)
+    for column, decided in _copies_columns(copies).items():
+        frame[column] = decided
+    _write_table(path, frame, metadata)
+
+
+def _write_table(path: Path, frame_or_table, metadata: dict) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     validate(metadata, "candidates", str(path))
-    table = pa.Table.from_pandas(to_frame(scores, seed), preserve_index=False)
+    table = frame_or_table if isinstance(frame_or_table, pa.Table) else \
+        pa.Table.from_pandas(frame_or_table, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: json.dumps(metadata)})
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     atomic_write(path, buffer.getvalue())
+
+
+def rewrite_copies(source: Path, path: Path, copies: dict, copy_default: str | None) -> bool:
+    """Write ``source``'s records to ``path`` with these copy decisions in place of any it held
+    (``rescore``: new bands or metrics decide anew). False, and nothing written, for a version-1
+    table (float32, every training image scored: it stays as it was, its readers ask the metric)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, metadata = read_metadata(source)
+    if metadata["schema_version"] < 2:
+        return False
+    table = pq.read_table(source)
+    table = table.drop_columns([c for c in table.column_names if c.startswith(COPY_PREFIX)])
+    for column, decided in _copies_columns(copies).items():
+        if len(decided) != table.num_rows:
+            raise BenchError(f"{source}: {table.num_rows} records, {len(decided)} copy decisions for {column}")
+        table = table.append_column(column, pa.array(decided))
+    metadata = {**{k: v for k, v in metadata.items() if k not in ("copies", "copy_default")},
+                "schema_version": CANDIDATES_SCHEMA_VERSION, **_copies_metadata(copies, copy_default)}
+    _write_table(path, table, metadata)
+    return True
+
+
+def read_metadata(path: Path):
+    """(the table's column names, its side_bench metadata), from the file's footer alone."""
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError) as error:
+        raise BenchError(f"{path}: not a readable candidates table: {error}") from error
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise BenchError(f"{path}: no side_bench metadata: not a candidates table written by side-bench")
+    metadata = json.loads(raw)
+    validate(metadata, "candidates", str(path))
+    return schema.names, metadata
+
+
+def stored_copies(path: Path, *, read: bool = True) -> StoredCopies | None:
+    """The copy decisions ``path`` holds (None: written before records stored them, version < 3,
+    or a null baseline's). ``read=False``: which are held, the arrays left empty (the footer only)."""
+    import pyarrow.parquet as pq
+
+    names, metadata = read_metadata(path)
+    if "copies" not in metadata:
+        return None
+    columns = [e["column"] for e in metadata["copies"] if "column" in e]
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise BenchError(f"{path}: its metadata lists copy decisions {', '.join(missing)}, the table has no such column")
+    table = pq.read_table(path, columns=columns) if read and columns else None
+    decisions = {}
+    for entry in metadata["copies"]:
+        key = (entry["metric"], entry.get("band"))
+        if "column" not in entry:
+            decisions[key] = entry.get("refused") or "memorized refused when the cell was scored"
+        elif table is None:
+            decisions[key] = np.zeros(0, dtype=bool)
+        else:
+            decisions[key] = table.column(entry["column"]).to_numpy(zero_copy_only=False).astype(bool)
+    return StoredCopies(decisions, metadata.get("copy_default"), str(path))
 
 
 def read_table(path: Path) -> tuple[pd.DataFrame, dict]:

@@ -39,7 +39,7 @@ from side_bench.run.prepared import (  # noqa: F401 (auto_workers, cpu_cores, se
 )
 from side_bench.run.suite import Cell, canonical_hash, cell_model
 from side_bench.scoring import stats
-from side_bench.scoring.rows import metric_rows, model_metric_rows, score_images
+from side_bench.scoring.rows import copy_decisions, default_copy_metric, metric_rows, model_metric_rows, score_images
 from side_bench.scoring.scores import Band, Reference, to_unit
 
 
@@ -184,8 +184,10 @@ class CellRunner:
             rows += self._model_rows(model_key, metrics, who, target, data, ctx)
         with timer("scoring"):
             candidates_file = cell_file(cell.config_hash)
+            # what each metric counts as a copy, stored so the page and compare need no plugin
             write_scores(Path(self.run_dir) / candidates_file, scores, seed=cell.seed, kind="candidates",
-                         config_hash=cell.config_hash)
+                         config_hash=cell.config_hash, copies=copy_decisions(scores, metrics, bands, who),
+                         copy_default=default_copy_metric(metrics))
             ctx.progress("scoring", 1, 2)
         with timer("null"):
             null_rows, null_candidates_file = self._null(config, data, reference, reference_key, metrics, bands, who)

@@ -3,7 +3,9 @@
 Nothing is sampled or trained. With the bands and metrics of the original run the rows come
 out exactly as they were (the metrics read the same stored float32 values); with other bands
 or metrics they equal what a fresh run with those settings gives. The original folder is
-never written to.
+never written to. Each cell's per-candidate records are copied with the copy decisions of the
+metrics and bands as rescored (``results/candidates.py``, version 3; a version-1 table is
+copied as it was).
 
 What cannot be recomputed from the records, and is refused with a message saying so:
 UMS for a band whose low edge is below the lowest edge the run was scored with (training
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from side_bench.errors import BenchError
 from side_bench.registry import traits_of
-from side_bench.results.candidates import load_scores
+from side_bench.results.candidates import load_scores, rewrite_copies
 from side_bench.results.records import (
     METRIC_FIELDS,
     ROW_SCHEMA_VERSION,
@@ -30,7 +32,7 @@ from side_bench.results.records import (
 )
 from side_bench.results.store import RunStore, write_json
 from side_bench.run.suite import canonical_hash
-from side_bench.scoring.rows import metric_rows
+from side_bench.scoring.rows import copy_decisions, default_copy_metric, metric_rows
 from side_bench.scoring.scores import Band, make_bands
 
 
@@ -84,10 +86,14 @@ def rescore_run(run_dir: str | Path, *, bands: dict[str, list[float]] | None = N
     shutil.rmtree(temporary, ignore_errors=True)
     store = RunStore(temporary)
     for record in records:
+        copies, copy_default = record.pop("_copies")
         for relative in {r.get(k) for r in record["rows"] for k in ("candidates_file", "null_candidates_file", "gallery")}:
             if relative and (run_dir / relative).is_file() and not (temporary / relative).exists():
                 (temporary / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run_dir / relative, temporary / relative)
+                # the cell's records with the copy decisions of the metrics and bands as rescored
+                if relative != record["rows"][0].get("candidates_file") or \
+                        not rewrite_copies(run_dir / relative, temporary / relative, copies, copy_default):
+                    shutil.copy2(run_dir / relative, temporary / relative)
         write_json(store.cells_dir / f"{record['config_hash']}.json", record)
     store.write_rows()
     write_json(temporary / "manifest.json", {
@@ -124,6 +130,7 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
         null_scores = load_scores(run_dir / first["null_candidates_file"])
         fresh = metric_rows(scores, recomputable, bands, who)
         fresh_null = metric_rows(null_scores, recomputable, bands, who)
+        copies = (copy_decisions(scores, recomputable, bands, who), default_copy_metric(metrics))
     except BenchError as error:
         raise BenchError(f"{where}: {error}") from None
     kept = [r for r in rows if r["metric"] in model_level]  # copied as they were
@@ -142,7 +149,7 @@ def _rescore_cell(run_dir: Path, rows: list[dict], bands: list[Band] | None, met
     new_rows.sort(key=lambda r: (order[r["metric"]], r["band_low"] if r["band_low"] is not None else -1))
     return {**{k: v for k, v in record.items() if k != "rows"}, "config_hash": config_hash, "config": config,
             "scale": first["scale"], "seed": first["seed"], "attack": first["attack"], "status": "done",
-            "rows": new_rows, "rescored_from": first["config_hash"]}
+            "rows": new_rows, "rescored_from": first["config_hash"], "_copies": copies}
 
 
 def _bands_of(rows: list[dict], config: dict | None) -> list[Band]:
