@@ -78,6 +78,7 @@ def test_a_clean_run_passes_every_check_and_the_cli_exits_0(clean_run):
     assert table.loc["record-file", "ok"] == 2
     model_level = [r for r in rows if r["metric"].startswith("loss")]
     assert len(model_level) == 2 and table.loc["values", "skipped"] == 2
+    assert table.loc["copy-decisions", "ok"] == 1  # the cell's records store its copy decisions
     assert table.loc["values", "ok"] == len(rows) - 2
     result = CliRunner().invoke(main, ["verify", str(clean_run)])
     assert result.exit_code == 0, result.output
@@ -116,6 +117,22 @@ def test_a_truncated_candidate_record_fails_its_file_and_every_row_of_the_cell(r
     not_recomputed = [line for f, line, check, d in found if check == "values"]
     # every row of the cell, the model-level ones too: nothing of a cell with a broken record is vouched for
     assert len(not_recomputed) == len(rows)
+
+
+def test_an_edited_copy_decision_fails_its_check(run):
+    """One candidate's stored gu-ratio decision flipped (the page's cost section would count
+    it): the copy-decisions check names it; the metrics' values are untouched."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = run / rows_of(run)[0]["candidates_file"]
+    table = pq.read_table(path)
+    column = table.column("copy:gu-ratio").to_pylist()
+    column[0] = not column[0]
+    table = table.set_column(table.column_names.index("copy:gu-ratio"), "copy:gu-ratio", pa.array(column))
+    pq.write_table(table, path)
+    assert [(check, detail) for _, _, check, detail in failed(run)] == [
+        ("copy-decisions", "gu-ratio: 1 of 8 candidates decided otherwise than the records store")]
 
 
 def test_an_edited_setting_breaks_the_config_hash(run):

@@ -25,6 +25,12 @@ when it says so. For every run folder under the paths given, and every row of it
   ``INTERVAL_TOLERANCE``; the null baseline likewise. A model-level metric (``needs_model``)
   needs the target model, which a run folder does not hold: it is ``skipped``, except that a
   membership AUC's or TPR's interval must follow from its value and group sizes;
+- ``copy-decisions``: a cell's records that store its metrics' copy decisions (version 3,
+  ``results/candidates.py``; the page's cost section and ``compare`` read them, not the
+  plugins) hold exactly those the installed metrics make on the stored scores: every metric
+  with ``memorized``, per band where it uses bands, the same decision for every candidate (or
+  the same refusal); ``skipped`` where the config's metrics cannot be built here (a plugin not
+  installed); no line for older records, which store none;
 - ``target`` (only with ``targets``, a shared-targets pack, ``run --targets``): the row's
   ``target_model`` is one of the pack's models, found by its key, and names the same files
   with the same sha256 (the weights the row attacked are the pack's). A row without
@@ -66,7 +72,7 @@ INTERVAL_FIELDS = ("ci_low", "ci_high", "se")
 NULL_EXACT = ("null_count", "null_n")
 NULL_VALUE = ("null_value",)
 NULL_INTERVAL = ("null_ci_low", "null_ci_high", "null_se")
-CHECKS = ("folder", "schema", "record", "config-hash", "record-file", "values", "target")
+CHECKS = ("folder", "schema", "record", "config-hash", "record-file", "values", "copy-decisions", "target")
 # the first side-bench whose rows say which weights they attacked (row field target_model)
 TARGET_IDENTITY_SINCE = "0.1.0 at commit 49f897a"
 CHECK_COLUMNS = ["run", "file", "line", "row", "check", "status", "detail"]
@@ -446,7 +452,9 @@ class RunVerifier:
             for number, row in numbered:
                 self.add("rows.jsonl", number, _label(row), "values", "failed",
                          f"the metrics cannot be rebuilt here: {one_line(error)}")
+            self._copy_decisions(first, scores, None, [], {})
             return
+        self._copy_decisions(first, scores, recomputable, bands, who)
         by_key = {(r["metric"], r["band"]): r for r in expected}
         for number, row in numbered:
             label = _label(row)
@@ -465,6 +473,60 @@ class RunVerifier:
             differences = _differences(row, again)
             self.add("rows.jsonl", number, label, "values", "failed" if differences else "ok",
                      "; ".join(differences[:4]))
+
+
+    def _copy_decisions_problem(self, relative: str, scores, metrics: dict, bands: list, who: dict) -> str | None:
+        """Why the stored copy decisions of a cell's records differ from what ``metrics`` decide
+        on its scores (None: they agree)."""
+        import numpy as np
+
+        from side_bench.results.candidates import stored_copies
+        from side_bench.scoring.rows import copy_decisions
+
+        stored = stored_copies(self.plain_file(relative))
+        if stored is None:
+            return None
+        fresh = copy_decisions(scores, metrics, bands, who)
+
+        def name(key: tuple) -> str:
+            return key[0] + (f" {key[1]}" if key[1] else "")
+
+        extra = sorted(set(stored.decisions) - set(fresh), key=str)
+        missing = sorted(set(fresh) - set(stored.decisions), key=str)
+        if extra or missing:
+            return "; ".join(([f"stores {', '.join(map(name, extra))}, which no metric here decides"] if extra else [])
+                             + ([f"lacks {', '.join(map(name, missing))}"] if missing else []))
+        for key, decided in fresh.items():
+            held = stored.decisions[key]
+            if isinstance(decided, str) or isinstance(held, str):
+                if decided != held:
+                    return f"{name(key)}: stored {shown(held, 80)!s}, recomputed {shown(decided, 80)!s}"
+            elif len(held) != len(decided) or (differ := int(np.sum(held != decided))):
+                return (f"{name(key)}: {differ if len(held) == len(decided) else 'all'} of {len(decided)} "
+                        "candidates decided otherwise than the records store")
+        return None
+
+    def _copy_decisions(self, first: dict, scores, metrics: dict, bands: list, who: dict) -> None:
+        from side_bench.results.candidates import stored_copies
+
+        relative = first["candidates_file"]
+        try:
+            stored = stored_copies(self.plain_file(relative), read=False)
+        except (BenchError, OSError, ValueError, KeyError, TypeError) as error:
+            self.add(relative, None, _label(first, metric=False), "copy-decisions", "failed", one_line(error))
+            return
+        if stored is None:
+            return  # written before records stored them: nothing to check
+        if metrics is None:  # a metric of the config is not installed here (the values line says which)
+            self.add(relative, None, _label(first, metric=False), "copy-decisions", "skipped",
+                     "not recomputed: the config's metrics cannot be built here")
+            return
+        try:
+            problem = self._copy_decisions_problem(relative, scores, metrics, bands, who)
+        except (BenchError, OSError, ValueError, KeyError, TypeError) as error:
+            problem = one_line(error)
+        self.add(relative, None, _label(first, metric=False), "copy-decisions", "failed" if problem else "ok",
+                 problem or "")
 
 
 def target_problem(row: dict, pack) -> str | None:
