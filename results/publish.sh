@@ -4,12 +4,14 @@
 # No run is recomputed. Usage: bash results/publish.sh  (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-page() {  # page SUITE [leaderboard options...]
+page() {  # page SUITE [+COMPANION_SUITE ...] [leaderboard options...]
   local suite=$1; shift
-  side-bench leaderboard "results/$suite" "$@" --format md --format html --out "results/published/$suite"
+  local folders=("results/$suite")
+  while [[ $# -gt 0 && $1 == +* ]]; do folders+=("results/${1#+}"); shift; done  # companion suites on the same models
+  side-bench leaderboard "${folders[@]}" "$@" --format md --format html --out "results/published/$suite"
 }
 page digits-scales
-page digits-power --headline gu-ratio
+page digits-power +digits-power-cost --headline gu-ratio  # UnCond at 12,288: the equal-cost reference
 page digits-power-bound
 page digits-power-side
 page digits-canaries --headline canary-recall
