@@ -73,7 +73,7 @@ ROWS = [{"metric": "ams", "band": "high", "band_low": 0.95, "band_high": 1.0, "m
 
 def test_compare_asks_the_metric_named_by_by_with_the_runs_settings():
     rule = copy_rule("carlini", "high", ROWS)  # an alias; the settings the run computed it with
-    assert rule.metric.settings.delta == 0.3 and rule.band is None
+    assert rule.build().settings.delta == 0.3 and rule.band is None
     assert rule.label == "carlini-l2 (alpha=0.5, delta=0.3, neighbours=50)"
     rule = copy_rule("band", "high", ROWS)  # compare's old name for AMS's criterion
     assert rule.band == Band("high", 0.95, 1.0) and rule.label == "ams in band high [0.95, 1.0]"

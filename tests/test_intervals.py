@@ -192,7 +192,8 @@ def test_compare_on_constructed_tables(tmp_path):
     write_scores(tmp_path / "candidates" / "b.parquet", b, seed=0, kind="candidates", config_hash="b")
     line = _compare_cell({"attack": "A", "scale": 1, "candidates_file": "candidates/a.parquet", "_run_dir": tmp_path},
                          {"attack": "B", "scale": 1, "candidates_file": "candidates/b.parquet", "_run_dir": tmp_path},
-                         CopyRule(load_registry().build("metrics", "ams", {}), Band("high", 0.95, 1.0), "ams", "ams"))
+                         CopyRule("ams", Band("high", 0.95, 1.0), "ams", "ams",
+                                  lambda: load_registry().build("metrics", "ams", {})))
     assert (line["copies_a"], line["copies_b"], line["distinct_a"], line["distinct_b"]) == (2, 3, 2, 2)
     assert (line["both"], line["only_a"], line["only_b"]) == (1, 1, 1)
 

@@ -311,7 +311,9 @@ def test_side_with_the_kernel_runs_end_to_end_and_its_rows_and_page_carry_the_di
     assert side["extractor_settings"].iloc[0]["classifier"] == "kernel"
     assert not (tmp_path / "cache" / "classifiers").exists()  # nothing trained, nothing cached
     page_rows = pd.DataFrame({"setup": ["s"], "attack": ["side-kernel"], "scale": [16], "config_hash": ["h"],
-                              "diagnostics": [diagnostics]})
+                              "diagnostics": [diagnostics],
+                              # what the page reads: the extractor's own summary, carried by the row
+                              "diagnostics_summary": [side["diagnostics_summary"].iloc[0]]})
     (line,) = diagnostics_lines(page_rows, "s")
     assert line.startswith("side-kernel @ scale 16: target hit ")
     assert "; classifier: the exact posterior of 20 pool images (bandwidth 1.0); classifier held-out accuracy" in line

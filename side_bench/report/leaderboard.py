@@ -273,6 +273,15 @@ def _num(value):
     return None if value is None or pd.isna(value) else float(value)
 
 
+# How ``aggregate`` (below, through ``_test_group``) ranks the attacks of one table at one scale: the
+# one statement of the rule, quoted by the page's legend (report/page.py MARKS).
+RANK_RULE = (
+    f"Ranks come from pairwise tests at the same scale ({stats.RATE_TEST} for rates, {stats.BOOTSTRAP_TEST} "
+    f"otherwise), {stats.CORRECTION}-corrected, alpha {stats.ALPHA}: attacks not significantly different share a "
+    "rank. ★ marks the one attack alone at rank 1 and above the null; ties are never starred."
+)
+
+
 def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
     """Rows -> one line per setup x metric x band x attack x scale, with tests and ranks.
 

@@ -25,6 +25,7 @@ from side_bench.report.galleries import Gallery
 from side_bench.report.leaderboard import (
     LABEL_LIMIT,
     PERCENT_UNITS,
+    RANK_RULE,
     SATURATED_LABEL,
     cap,
     format_cell,
@@ -43,10 +44,7 @@ MARKS = (
     "Each cell: the value pooled over seeds, [its 95% interval] and (k/N_G) for rates (Wilson interval of the "
     "pooled count; any other metric: the interval it computes, named in each row's 'interval'), 'sd' across "
     "seeds when there are several, "
-    f"#rank at that scale and 'n.s.' when not significantly above the null baseline. Ranks come from pairwise "
-    f"tests at the same scale ({stats.RATE_TEST} for rates, {stats.BOOTSTRAP_TEST} otherwise), "
-    f"{stats.CORRECTION}-corrected, alpha {stats.ALPHA}: attacks not significantly different share a rank. "
-    "★ marks the one attack alone at rank 1 and above the null; ties are never starred. Rates in percent. "
+    f"#rank at that scale and 'n.s.' when not significantly above the null baseline. {RANK_RULE} Rates in percent. "
     "Rows with different N_G, features or bands are never averaged together: each setup has its own tables. "
     "The null baseline is the metric on held-out real images; a number means something only above it."
 )
@@ -851,13 +849,15 @@ def add_cost(page: Page, rows: pd.DataFrame, table: pd.DataFrame, styles: dict, 
     if not has_measured_cost(rows):
         return
     costed = with_cost(table, rows)
-    page.cost_note = (f"The '{COST_HEADING}' column: what the attack spent per candidate at each scale (the range "
+    page.cost_note = (f"The '{COST_HEADING}' column of each headline table: what the attack spent per candidate at each scale (the range "
                       f"over scales; the mean over seeds), measured by the runner where the work was done, not "
                       f"declared by the attack; {EQUIVALENTS_TEXT}. Blank: not measured (runs before row schema 5).")
     for setup in page.setups:
-        for t in [setup.headline, *setup.details]:
-            if t.part is not None and not is_model_level(t.part):
-                _cost_column(t, costed)
+        # the headline table only: cost does not depend on the metric, and one more column in
+        # every table of a six-scale page pushed them past a 1,400 px window
+        t = setup.headline
+        if t is not None and t.part is not None and not is_model_level(t.part):
+            _cost_column(t, costed)
     setups = {cap(setup, 160): setup for setup in table["setup"].unique()}
     for setup_page in page.setups:
         if setup_page.setup in setups:
@@ -950,8 +950,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def _equal_cost_table(setup: str, lines: pd.DataFrame, styles: dict) -> Table | None:
     if lines.empty:
         return None
+    # short headings: the note above the table says what each is; the table fits a 1,400 px window
     headings = ["attack", "scale", "seed", "cost (equiv.)", "UnCond at that cost",
-                "distinct images: attack / UnCond", "p (distinct)", "precision of K claims: attack / UnCond",
+                "distinct: attack / UnCond", "p (distinct)", "precision: attack / UnCond",
                 "p (precision)", "note"]
     # at each target, the attacks in the order of the headline question: more distinct images first
     order = {"more": 0, "n.s.": 1, "": 2, "fewer": 3}
