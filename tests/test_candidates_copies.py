@@ -10,9 +10,9 @@ from side_bench.errors import BenchError
 from side_bench.results.candidates import load_scores, read_table, rewrite_copies, stored_copies
 
 ROOT = Path(__file__).resolve().parents[1]
-# a digits-power-side cell (digits-power's settings): 4,096 candidates, written at version 2 (no
-# decisions; the committed digits-power folder is a rescore, whose records hold them)
-CELL = next(iter(sorted((ROOT / "results" / "digits-power-side").glob("run-*/candidates/[0-9a-f]*.parquet"))))
+# a digits-finetune cell: 4,096 candidates, written at version 2 (no decisions; the committed
+# digits-power and digits-power-side folders are rescores made since, whose records hold them)
+CELL = next(iter(sorted((ROOT / "results" / "digits-finetune").glob("run-*/candidates/[0-9a-f]*.parquet"))))
 
 
 def test_decisions_written_beside_old_records_read_back_and_the_scores_are_unchanged(tmp_path):
